@@ -1,0 +1,64 @@
+"""`halo-ros`: the one user-facing command.
+
+Each subcommand lives in its own module exposing `HELP`, `add_arguments(parser)` and
+`run(args) -> int`; modules are imported only when their subcommand runs, so `halo-ros --help`
+stays fast and a robot without torch can still run the commands that do not need it.
+"""
+
+import argparse
+import importlib
+import logging
+import sys
+
+# subcommand -> module. Keep alphabetical.
+COMMANDS = {
+    'bench-sim': 'halo_ros.sim.bench',
+    'demo': 'halo_ros.demo',
+    'expert-eval': 'halo_ros.sim.expert_eval',
+}
+
+
+def _help_line(module_name: str) -> str:
+    # The help line is read from the module's first docstring line without importing heavy deps.
+    spec = importlib.util.find_spec(module_name)
+    if spec is None or spec.origin is None:
+        return ''
+    with open(spec.origin, encoding='utf-8') as f:
+        source = f.read(2000)
+    for quote in ('"""', "'''"):
+        if source.lstrip().startswith(quote):
+            return source.lstrip()[3:].split('\n', 1)[0].strip().rstrip('.')
+    return ''
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = argparse.ArgumentParser(prog='halo-ros', description=__doc__.split('\n')[0])
+    parser.add_argument('-v', '--verbose', action='store_true', help='debug logging')
+    sub = parser.add_subparsers(dest='command', metavar='COMMAND')
+    for name, module in COMMANDS.items():
+        sub.add_parser(name, help=_help_line(module), add_help=False)
+
+    # Two passes: find the subcommand, then let its module define the rest of the arguments.
+    known, _ = parser.parse_known_args(argv)
+    if known.command is None:
+        parser.print_help()
+        return 2
+    module = importlib.import_module(COMMANDS[known.command])
+    command_parser = argparse.ArgumentParser(
+        prog=f'halo-ros {known.command}', description=module.__doc__
+    )
+    command_parser.add_argument('-v', '--verbose', action='store_true', help='debug logging')
+    module.add_arguments(command_parser)
+    rest = argv[argv.index(known.command) + 1 :]
+    args = command_parser.parse_args(rest)
+    logging.basicConfig(
+        level=logging.DEBUG if (args.verbose or known.verbose) else logging.INFO,
+        format='%(asctime)s %(levelname).1s %(name)s: %(message)s',
+        datefmt='%H:%M:%S',
+    )
+    return int(module.run(args) or 0)
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,76 @@
+"""ament_python package metadata; also installable with pip into a venv (see README)."""
+
+from glob import glob
+import os
+
+from setuptools import find_packages, setup
+
+PACKAGE = 'halo_ros'
+
+
+def tree(folder):
+    """(install dir, files) pairs for every file below `folder`, keeping sub-folders."""
+    pairs = {}
+    for path in glob(f'{folder}/**/*', recursive=True):
+        if os.path.isfile(path) and '__pycache__' not in path:
+            pairs.setdefault(os.path.join('share', PACKAGE, os.path.dirname(path)), []).append(path)
+    return sorted(pairs.items())
+
+
+# Nodes are `ros2 run halo_ros <name>` executables; `halo-ros` is the user-facing command.
+NODES = {
+    'sim_node': 'halo_ros.nodes.sim_node:main',
+}
+
+# rclpy and the message packages come from ROS itself on a colcon machine; in a plain venv they
+# come from the ros-jazzy-* wheels. They live in an extra so a colcon build never pip-resolves
+# them (and never pins them against the system's ROS).
+ROS_WHEELS = [
+    'ros-jazzy-rclpy',
+    'ros-jazzy-rmw-fastrtps-cpp',
+    'ros-jazzy-sensor-msgs',
+    'ros-jazzy-trajectory-msgs',
+    'ros-jazzy-std-msgs',
+    'ros-jazzy-std-srvs',
+    'ros-jazzy-diagnostic-msgs',
+]
+
+setup(
+    name=PACKAGE,
+    version='0.1.0',
+    packages=find_packages(exclude=['tests', 'tests.*']),
+    data_files=[
+        ('share/ament_index/resource_index/packages', [f'resource/{PACKAGE}']),
+        (f'share/{PACKAGE}', ['package.xml']),
+        *tree('launch'),
+        *tree('config'),
+        *tree('models'),
+        *tree('calibration'),
+    ],
+    python_requires='>=3.10',
+    install_requires=[
+        'numpy>=1.26',
+        'pyyaml>=6',
+    ],
+    extras_require={
+        'ros': ROS_WHEELS,
+        'sim': ['mujoco>=3.1,<3.9', 'gym-aloha>=0.1.5', 'dm-control>=1.0.15,<1.1'],
+        'model': ['torch>=2.3', 'safetensors>=0.4', 'tokenizers>=0.19'],
+        'engine': ['onnx>=1.16', 'onnxruntime>=1.18', 'onnxscript>=0.1'],
+        'robot': ['dynamixel-sdk>=3.7', 'pyrealsense2>=2.55', 'opencv-python-headless>=4.8,<5'],
+        'transport': ['pyzmq>=25', 'msgpack>=1.0'],
+        'recording': ['rosbags>=0.10', 'h5py>=3.9'],
+        'dev': ['pytest>=8', 'mcap>=1.1', 'mcap-ros2-support>=0.5', 'ruff'],
+    },
+    entry_points={
+        'console_scripts': [
+            'halo-ros = halo_ros.cli:main',
+            *(f'{name} = {target}' for name, target in NODES.items()),
+        ],
+    },
+    zip_safe=False,
+    maintainer='halo_ros developers',
+    maintainer_email='halo-ros@example.org',
+    description='Run the HALO vision-language-action model on a Mobile ALOHA through ROS 2.',
+    license='Apache-2.0',
+)
