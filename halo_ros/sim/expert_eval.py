@@ -1,0 +1,77 @@
+"""Run the scripted transfer-cube expert on the followers directly and report its success rate.
+
+This drives the simulated followers through their SimulatedArm seam without ROS or a controller,
+to measure the expert itself (the demonstration source must succeed, or the data it makes is bad).
+"""
+
+from collections.abc import Callable
+from dataclasses import dataclass
+import json
+import logging
+import time
+
+import numpy as np
+
+from halo_ros.sim.expert import EPISODE_TICKS, TransferCubeExpert
+from halo_ros.sim.world import AlohaSim, normalized_to_shaft
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EpisodeResult:
+    seed: int
+    success: bool
+    max_reward: int
+    final_reward: int
+    wall_s: float
+
+
+def command_to_shafts(command14: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Split a 14-vector command into the two arms' shaft goals (gripper 0..1 -> motor angle)."""
+    left, right = command14[:7].copy(), command14[7:].copy()
+    left[6], right[6] = normalized_to_shaft(left[6]), normalized_to_shaft(right[6])
+    return left, right
+
+
+def run_episode(sim: AlohaSim, expert: TransferCubeExpert, seed: int,
+                on_tick: Callable[[int], None] | None = None) -> EpisodeResult:
+    start = time.perf_counter()
+    sim.reset(seed)
+    expert.reset(sim.object_position())
+    rewards = []
+    for tick in range(EPISODE_TICKS):
+        left, right = command_to_shafts(expert.command(tick, sim.object_position()))
+        sim.followers['follower_left'].set_goal(left)
+        sim.followers['follower_right'].set_goal(right)
+        sim.step()
+        rewards.append(sim.reward())
+        if on_tick is not None:
+            on_tick(tick)
+    return EpisodeResult(seed, rewards[-1] == sim.max_reward, max(rewards), rewards[-1],
+                         time.perf_counter() - start)
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument('--episodes', type=int, default=50)
+    parser.add_argument('--first-seed', type=int, default=0)
+    parser.add_argument('--json', help='write the results here')
+
+
+def run(args) -> int:
+    sim = AlohaSim()
+    expert = TransferCubeExpert(sim)
+    results = []
+    for seed in range(args.first_seed, args.first_seed + args.episodes):
+        result = run_episode(sim, expert, seed)
+        results.append(result)
+        log.info('seed %d: %s (max reward %d, final %d, %.1f s)', seed,
+                 'success' if result.success else 'FAIL', result.max_reward, result.final_reward,
+                 result.wall_s)
+    rate = float(np.mean([r.success for r in results]))
+    print(f'scripted transfer-cube expert: {sum(r.success for r in results)}/{len(results)} '
+          f'successful ({100 * rate:.0f} %)')
+    if args.json:
+        with open(args.json, 'w') as f:
+            json.dump({'success_rate': rate, 'episodes': [r.__dict__ for r in results]}, f, indent=1)
+    return 0
