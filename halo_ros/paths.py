@@ -1,8 +1,8 @@
-"""Where the package's data lives, in a source checkout, a pip install and a colcon install alike."""
+"""Where the package's data lives: a source checkout, a pip install and a colcon install alike."""
 
+import sys
 from functools import cache
 from pathlib import Path
-import sys
 
 _SOURCE_ROOT = Path(__file__).resolve().parent.parent
 

@@ -74,8 +74,8 @@ class _ArmScript:
         if self._watch[0] <= tick < self._watch[1]:
             self._cube = cube.copy()
         tick = min(tick, self._waypoints[-1].tick)
-        a, b = next((a, b) for a, b in zip(self._waypoints, self._waypoints[1:])
-                    if a.tick <= tick <= b.tick)
+        segments = zip(self._waypoints[:-1], self._waypoints[1:], strict=True)
+        a, b = next((a, b) for a, b in segments if a.tick <= tick <= b.tick)
         s = (tick - a.tick) / max(1, b.tick - a.tick)
         position = (1 - s) * self._resolve(a) + s * self._resolve(b)
         slerp = Slerp([0.0, 1.0], Rotation.concatenate([a.rotation, b.rotation]))

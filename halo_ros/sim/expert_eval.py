@@ -4,11 +4,11 @@ This drives the simulated followers through their SimulatedArm seam without ROS 
 to measure the expert itself (the demonstration source must succeed, or the data it makes is bad).
 """
 
-from collections.abc import Callable
-from dataclasses import dataclass
 import json
 import logging
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -34,8 +34,12 @@ def command_to_shafts(command14: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return left, right
 
 
-def run_episode(sim: AlohaSim, expert: TransferCubeExpert, seed: int,
-                on_tick: Callable[[int], None] | None = None) -> EpisodeResult:
+def run_episode(
+    sim: AlohaSim,
+    expert: TransferCubeExpert,
+    seed: int,
+    on_tick: Callable[[int], None] | None = None,
+) -> EpisodeResult:
     start = time.perf_counter()
     sim.reset(seed)
     expert.reset(sim.object_position())
@@ -48,8 +52,9 @@ def run_episode(sim: AlohaSim, expert: TransferCubeExpert, seed: int,
         rewards.append(sim.reward())
         if on_tick is not None:
             on_tick(tick)
-    return EpisodeResult(seed, rewards[-1] == sim.max_reward, max(rewards), rewards[-1],
-                         time.perf_counter() - start)
+    return EpisodeResult(
+        seed, rewards[-1] == sim.max_reward, max(rewards), rewards[-1], time.perf_counter() - start
+    )
 
 
 def add_arguments(parser) -> None:
@@ -65,13 +70,22 @@ def run(args) -> int:
     for seed in range(args.first_seed, args.first_seed + args.episodes):
         result = run_episode(sim, expert, seed)
         results.append(result)
-        log.info('seed %d: %s (max reward %d, final %d, %.1f s)', seed,
-                 'success' if result.success else 'FAIL', result.max_reward, result.final_reward,
-                 result.wall_s)
+        log.info(
+            'seed %d: %s (max reward %d, final %d, %.1f s)',
+            seed,
+            'success' if result.success else 'FAIL',
+            result.max_reward,
+            result.final_reward,
+            result.wall_s,
+        )
     rate = float(np.mean([r.success for r in results]))
-    print(f'scripted transfer-cube expert: {sum(r.success for r in results)}/{len(results)} '
-          f'successful ({100 * rate:.0f} %)')
+    print(
+        f'scripted transfer-cube expert: {sum(r.success for r in results)}/{len(results)} '
+        f'successful ({100 * rate:.0f} %)'
+    )
     if args.json:
         with open(args.json, 'w') as f:
-            json.dump({'success_rate': rate, 'episodes': [r.__dict__ for r in results]}, f, indent=1)
+            json.dump(
+                {'success_rate': rate, 'episodes': [r.__dict__ for r in results]}, f, indent=1
+            )
     return 0

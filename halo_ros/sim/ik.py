@@ -11,8 +11,14 @@ from halo_ros.sim.scene import TCP_IN_GRIPPER, ArmIndex
 
 
 class ArmIK:
-    def __init__(self, model: mujoco.MjModel, arm: ArmIndex, *, damping: float = 1e-2,
-                 orientation_weight: float = 0.3):
+    def __init__(
+        self,
+        model: mujoco.MjModel,
+        arm: ArmIndex,
+        *,
+        damping: float = 1e-2,
+        orientation_weight: float = 0.3,
+    ):
         self._model = model
         self._data = mujoco.MjData(model)
         self._arm = arm
@@ -22,15 +28,22 @@ class ArmIK:
         self._jacr = np.zeros((3, model.nv))
 
     def tcp_pose(self, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(position (3,), quaternion wxyz (4,)) of the tool centre point for joint angles q (6,)."""
+        """(position (3,), quaternion wxyz (4,)) of the tool centre point at joint angles q (6,)."""
         self._data.qpos[self._arm.qpos] = q
         mujoco.mj_kinematics(self._model, self._data)
         body = self._data.body(self._arm.gripper_body)
         rot = body.xmat.reshape(3, 3)
         return body.xpos + rot @ TCP_IN_GRIPPER, body.xquat.copy()
 
-    def solve(self, target_pos: np.ndarray, target_quat: np.ndarray, q_init: np.ndarray,
-              *, iterations: int = 50, tolerance: float = 1e-4) -> np.ndarray:
+    def solve(
+        self,
+        target_pos: np.ndarray,
+        target_quat: np.ndarray,
+        q_init: np.ndarray,
+        *,
+        iterations: int = 50,
+        tolerance: float = 1e-4,
+    ) -> np.ndarray:
         """Joint angles (6,) that put the TCP at target_pos with orientation target_quat."""
         q = q_init.astype(np.float64).copy()
         low, high = self._arm.joint_range[:, 0], self._arm.joint_range[:, 1]
@@ -44,9 +57,12 @@ class ArmIK:
                 break
             mujoco.mj_comPos(self._model, self._data)
             point = pos
-            mujoco.mj_jac(self._model, self._data, self._jacp, self._jacr, point,
-                          self._arm.gripper_body)
-            jac = np.concatenate([self._jacp[:, self._arm.dof], self._w_rot * self._jacr[:, self._arm.dof]])
+            mujoco.mj_jac(
+                self._model, self._data, self._jacp, self._jacr, point, self._arm.gripper_body
+            )
+            jac = np.concatenate(
+                [self._jacp[:, self._arm.dof], self._w_rot * self._jacr[:, self._arm.dof]]
+            )
             dq = jac.T @ np.linalg.solve(jac @ jac.T + self._damping**2 * np.eye(6), err)
             q = np.clip(q + dq, low, high)
         return q

@@ -1,8 +1,8 @@
 """The MuJoCo ALOHA scene: gym-aloha's bimanual ViperX assets, loaded and adjusted for our cameras.
 
-gym-aloha ships the MJCF (two ViperX 300 S followers on a table, a cube or a peg and socket); we load
-it with mujoco directly (no dm_control Environment: it renders three VGA cameras with shadows on
-every step, 8 steps/s here) and change what a real ALOHA differs in:
+gym-aloha ships the MJCF (two ViperX 300 S followers on a table, a cube or a peg and socket);
+we load it with mujoco directly (no dm_control Environment: it renders three VGA cameras with
+shadows on every step, 8 steps/s here) and change what a real ALOHA differs in:
 
 - the wrist cameras: the stock ones have a 20 degree field of view aimed at a point in front of the
   gripper, so they mostly see the gripper housing; ALOHA's wrist cameras (RealSense D405) see the
@@ -35,9 +35,9 @@ JOINTS = ('waist', 'shoulder', 'elbow', 'forearm_roll', 'wrist_angle', 'wrist_ro
 # ROS camera name -> MJCF camera name.
 CAMERAS = {'cam_high': 'top', 'cam_left_wrist': 'left_wrist', 'cam_right_wrist': 'right_wrist'}
 
-# Wrist camera on the gripper frame (x forward along the fingers, z up): 8 cm behind and 6 cm above
-# the gripper link, pitched down ~30 degrees so the fingertips sit in the lower third of the image.
-_WRIST_CAMERA_POS = (-0.08, 0.0, 0.06)
+# Wrist camera on the gripper frame (x forward along the fingers, z up): 3 cm ahead of and 7 cm
+# above the gripper link, pitched down 35 degrees so the fingertips sit low in the image.
+_WRIST_CAMERA_POS = (0.03, 0.0, 0.07)
 _WRIST_CAMERA_FOVY_DEG = 58.0  # D405 vertical field of view
 
 # Finger travel of the ViperX gripper in the MJCF (slide joints, metres), gym-aloha's constants.
@@ -64,7 +64,7 @@ class ArmIndex:
 def _wrist_camera_quat() -> np.ndarray:
     # MuJoCo cameras look down their -z axis with +y up. Turn that into "looking along the gripper's
     # +x, pitched down 30 degrees": rotate -90 about x... composed as explicit frame axes.
-    pitch = np.deg2rad(30.0)
+    pitch = np.deg2rad(35.0)
     forward = np.array([np.cos(pitch), 0.0, -np.sin(pitch)])  # camera -z
     up = np.array([np.sin(pitch), 0.0, np.cos(pitch)])  # camera +y
     z = -forward
@@ -87,6 +87,9 @@ def load_model(task: Task = Task.TRANSFER_CUBE) -> mujoco.MjModel:
         camera.fovy = _WRIST_CAMERA_FOVY_DEG
     for light in spec.lights:
         light.castshadow = False
+    # The near clipping plane is a fraction of the scene extent (0.1 in the asset, ~15 cm): the
+    # fingers, 8-15 cm in front of a wrist camera, would be clipped away.
+    spec.visual.map.znear = 0.01
     return spec.compile()
 
 

@@ -51,7 +51,9 @@ def finger_to_shaft(finger_m: float) -> float:
 
 
 def shaft_to_finger(shaft_rad: float) -> float:
-    frac = (shaft_rad - GRIPPER_SHAFT_CLOSED_RAD) / (GRIPPER_SHAFT_OPEN_RAD - GRIPPER_SHAFT_CLOSED_RAD)
+    frac = (shaft_rad - GRIPPER_SHAFT_CLOSED_RAD) / (
+        GRIPPER_SHAFT_OPEN_RAD - GRIPPER_SHAFT_CLOSED_RAD
+    )
     return FINGER_CLOSED_M + frac * (FINGER_OPEN_M - FINGER_CLOSED_M)
 
 
@@ -97,7 +99,7 @@ class AlohaSim:
                 self.data.ctrl[arm.actuators[6]] = START_FINGER_M
                 self.data.ctrl[arm.actuators[7]] = -START_FINGER_M
             poses = self._sample_objects(rng)
-            self.data.qpos[-len(poses):] = poses
+            self.data.qpos[-len(poses) :] = poses
             mujoco.mj_forward(self.model, self.data)
             for arm in self.followers.values():
                 arm.restore_torque()
@@ -159,7 +161,8 @@ class MujocoArm(SimulatedArm):
         with self._sim.lock:
             position = np.append(data.qpos[idx.qpos], finger_to_shaft(data.qpos[idx.finger_qpos]))
             finger_speed = data.qvel[idx.finger_dof] * (
-                (GRIPPER_SHAFT_OPEN_RAD - GRIPPER_SHAFT_CLOSED_RAD) / (FINGER_OPEN_M - FINGER_CLOSED_M)
+                (GRIPPER_SHAFT_OPEN_RAD - GRIPPER_SHAFT_CLOSED_RAD)
+                / (FINGER_OPEN_M - FINGER_CLOSED_M)
             )
             velocity = np.append(data.qvel[idx.dof], finger_speed)
             force = data.actuator_force[idx.actuators[:7]]
@@ -181,9 +184,12 @@ class MujocoArm(SimulatedArm):
         per_actuator = np.append(enabled, enabled[6])
         with self._sim.lock:
             model = self._sim.model
-            model.actuator_gainprm[self._index.actuators, 0] = np.where(per_actuator, self._gain, 0.0)
+            model.actuator_gainprm[self._index.actuators, 0] = np.where(
+                per_actuator, self._gain, 0.0
+            )
             model.actuator_biasprm[self._index.actuators, :3] = np.where(
-                per_actuator[:, None], self._bias, 0.0)
+                per_actuator[:, None], self._bias, 0.0
+            )
             self._torque = enabled.copy()
 
     def restore_torque(self) -> None:
@@ -199,7 +205,8 @@ class _ContactNames:
     def pairs(self, data: mujoco.MjData) -> set[tuple[str, str]]:
         contacts = data.contact
         return {
-            (self._names[a], self._names[b]) for a, b in zip(contacts.geom1, contacts.geom2, strict=True)
+            (self._names[a], self._names[b])
+            for a, b in zip(contacts.geom1, contacts.geom2, strict=True)
         }
 
 

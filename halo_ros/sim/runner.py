@@ -1,0 +1,220 @@
+"""The simulator as a running service: real-time physics, cameras, a scripted operator, episodes.
+
+ROS-free; `nodes/sim_node.py` only wires it to topics. Physics runs on its own thread on a
+monotonic deadline (one 20 ms control period per tick); cameras render on their own thread from
+physics snapshots; the scripted operator, when enabled, moves the arms every tick.
+"""
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import Enum
+
+import numpy as np
+
+from halo_ros.joints import SIDES
+from halo_ros.sim.cameras import CameraRig, FrameSink, RenderLoop
+from halo_ros.sim.expert import EPISODE_TICKS, TransferCubeExpert
+from halo_ros.sim.expert_eval import command_to_shafts
+from halo_ros.sim.scene import CAMERAS, Task
+from halo_ros.sim.world import GRIPPER_SHAFT_CLOSED_RAD, GRIPPER_SHAFT_OPEN_RAD, AlohaSim
+
+log = logging.getLogger(__name__)
+
+
+class Operator(Enum):
+    """Who moves the arms inside the simulation."""
+
+    NONE = 'none'  # nobody: arms move only through their servos (the virtual buses)
+    FOLLOWERS = 'followers'  # the scripted expert drives the followers directly (no controller)
+
+
+@dataclass(frozen=True)
+class SimConfig:
+    task: Task = Task.TRANSFER_CUBE
+    cameras: tuple[str, ...] = tuple(CAMERAS)
+    # 240x320 at 15 Hz holds its rate on a 2-core machine with the policy running beside it
+    # (3 cameras render at ~26 sets/s there when idle; see BENCHMARKS.md).
+    width: int = 320
+    height: int = 240
+    camera_rate_hz: float = 15.0
+    seed: int = 0
+    operator: Operator = Operator.NONE
+
+    def __post_init__(self):
+        if self.width < 16 or self.height < 16:
+            raise ValueError(f'camera size {self.width}x{self.height} is too small (min 16x16)')
+        if not 0 < self.camera_rate_hz <= 120:
+            raise ValueError(f'camera_rate_hz {self.camera_rate_hz} must be in (0, 120]')
+        unknown = set(self.cameras) - set(CAMERAS)
+        if unknown:
+            raise ValueError(f'unknown cameras {sorted(unknown)}; available: {sorted(CAMERAS)}')
+
+
+@dataclass(frozen=True)
+class EpisodeStatus:
+    episode: int
+    seed: int
+    tick: int
+    reward: int
+    max_reward: int
+    success: bool
+    operator_done: bool  # the scripted operator has played its whole episode
+
+
+@dataclass
+class PeriodStats:
+    """How well the physics thread kept its deadline."""
+
+    ticks: int = 0
+    late: int = 0  # ticks that started a whole period late
+    worst_ms: float = 0.0
+    errors_ms: list = field(default_factory=list)
+
+
+TickSink = Callable[[AlohaSim, int], None]  # called on the physics thread after every step
+
+
+class SimRunner:
+    def __init__(
+        self,
+        config: SimConfig,
+        *,
+        on_frames: FrameSink | None = None,
+        on_tick: TickSink | None = None,
+    ):
+        self.config = config
+        self.sim = AlohaSim(config.task)
+        self._expert = TransferCubeExpert(self.sim) if config.task is Task.TRANSFER_CUBE else None
+        if config.operator is not Operator.NONE and self._expert is None:
+            raise ValueError(f'no scripted operator exists for task {config.task.value}')
+        self._on_frames = on_frames
+        self._on_tick = on_tick
+        self._stop = threading.Event()
+        self._physics: threading.Thread | None = None
+        self._render: RenderLoop | None = None
+        self._rig_ready = threading.Event()
+        self.intrinsics = {}
+        self.period = PeriodStats()
+        self._episode = 0
+        self._reward = 0
+        self.reset(config.seed)
+
+    # -- episodes ---------------------------------------------------------------------------------
+
+    def reset(self, seed: int | None = None) -> int:
+        """Start a new episode; the seed defaults to the next one. Returns the seed used."""
+        seed = self.sim.seed + 1 if seed is None else seed
+        with self.sim.lock:
+            self.sim.reset(seed)
+            if self._expert is not None:
+                self._expert.reset(self.sim.object_position())
+            self._episode += 1
+            self._reward = 0
+        log.info('episode %d: seed %d', self._episode, seed)
+        return seed
+
+    def status(self) -> EpisodeStatus:
+        with self.sim.lock:
+            tick = self.sim.tick
+            return EpisodeStatus(
+                self._episode,
+                self.sim.seed,
+                tick,
+                self._reward,
+                self.sim.max_reward,
+                self._reward == self.sim.max_reward,
+                self.config.operator is not Operator.NONE and tick >= EPISODE_TICKS,
+            )
+
+    # -- threads ----------------------------------------------------------------------------------
+
+    def start(self, *, render_timeout_s: float = 30.0) -> None:
+        if self._on_frames is not None:
+            self._render = RenderLoop(
+                self._make_rig,
+                self.sim.snapshot,
+                self._on_frames,
+                rate_hz=self.config.camera_rate_hz,
+            )
+            self._render.start()
+            if not self._rig_ready.wait(render_timeout_s) or self._render.error is not None:
+                raise RuntimeError(f'simulator cameras failed to start: {self._render.error}')
+        self._physics = threading.Thread(target=self._physics_loop, name='sim-physics', daemon=True)
+        self._physics.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._render is not None:
+            self._render.stop()
+            self._render.join(timeout=5)
+        if self._physics is not None:
+            self._physics.join(timeout=5)
+
+    @property
+    def frames_rendered(self) -> int:
+        return self._render.frames if self._render else 0
+
+    def _make_rig(self) -> CameraRig:
+        rig = CameraRig(
+            self.sim.model, self.config.cameras, width=self.config.width, height=self.config.height
+        )
+        self.intrinsics = {name: rig.intrinsics(name) for name in self.config.cameras}
+        self._rig_ready.set()
+        return rig
+
+    def _physics_loop(self) -> None:
+        period = self.sim.control_period_s
+        deadline = time.monotonic()
+        while not self._stop.is_set():
+            delay = deadline - time.monotonic()
+            if delay > 0:
+                self._stop.wait(delay)
+            error_ms = (time.monotonic() - deadline) * 1e3
+            self._record_period(error_ms, period)
+            self.step()
+            deadline += period
+            if time.monotonic() - deadline > period:  # fell a whole period behind: resync
+                deadline = time.monotonic()
+
+    def _record_period(self, error_ms: float, period_s: float) -> None:
+        stats = self.period
+        stats.ticks += 1
+        stats.late += error_ms >= period_s * 1e3
+        stats.worst_ms = max(stats.worst_ms, error_ms)
+        if len(stats.errors_ms) < 100_000:
+            stats.errors_ms.append(error_ms)
+
+    def step(self) -> None:
+        """One control period: the operator acts, physics advances, the reward is updated."""
+        with self.sim.lock:
+            tick = self.sim.tick
+            if self.config.operator is Operator.FOLLOWERS:
+                command = self._expert.command(tick, self.sim.object_position())
+                left, right = command_to_shafts(command)
+                self.sim.followers['follower_left'].set_goal(left)
+                self.sim.followers['follower_right'].set_goal(right)
+            self.sim.step()
+            # Contacts are cheap to scan but not free; 10 Hz is plenty for a staged reward.
+            if tick % 5 == 0:
+                self._reward = self.sim.reward()
+        if self._on_tick is not None:
+            self._on_tick(self.sim, tick)
+
+
+def ground_truth_joints(sim: AlohaSim) -> tuple[np.ndarray, np.ndarray]:
+    """(positions, velocities) of both followers as 14-vectors (joints.BIMANUAL_JOINTS), straight
+    from physics (gripper 0 = closed .. 1 = open): for evaluation, never for control."""
+    positions, velocities = [], []
+    span = GRIPPER_SHAFT_OPEN_RAD - GRIPPER_SHAFT_CLOSED_RAD
+    for side in SIDES:
+        state = sim.followers[f'follower_{side}'].read()
+        position = state.position_rad.copy()
+        velocity = state.velocity_rad_s.copy()
+        position[6] = (position[6] - GRIPPER_SHAFT_CLOSED_RAD) / span
+        velocity[6] = velocity[6] / span
+        positions.append(position)
+        velocities.append(velocity)
+    return np.concatenate(positions), np.concatenate(velocities)
