@@ -98,13 +98,13 @@ class RenderLoop(threading.Thread):
         self._sink = sink
         self._period = 1.0 / rate_hz
         self._on_ready = on_ready
-        self._stop = threading.Event()
+        self._halt = threading.Event()
         self.frames = 0
         self.late = 0  # frames that started a whole period late (renderer slower than the rate)
         self.error: BaseException | None = None
 
     def stop(self) -> None:
-        self._stop.set()
+        self._halt.set()
 
     def run(self) -> None:
         try:
@@ -117,14 +117,14 @@ class RenderLoop(threading.Thread):
             self._on_ready(rig)
         deadline = time.monotonic()
         try:
-            while not self._stop.is_set():
+            while not self._halt.is_set():
                 stamp_ns = time.time_ns()
                 self._sink(rig.render(self._snapshot()), stamp_ns)
                 self.frames += 1
                 deadline += self._period
                 delay = deadline - time.monotonic()
                 if delay > 0:
-                    self._stop.wait(delay)
+                    self._halt.wait(delay)
                 elif -delay > self._period:
                     self.late += 1
                     deadline = time.monotonic()  # drop the backlog instead of bursting

@@ -1,0 +1,72 @@
+"""Start halo_ros nodes as supervised child processes with the halo_ros ROS environment.
+
+Used by the demo and the tests now; `halo-ros up` builds on it. Nodes run as
+`python -m halo_ros.nodes.<name>` from this interpreter, so a venv needs nothing on PATH.
+"""
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass, field
+
+from halo_ros import rosenv
+
+log = logging.getLogger(__name__)
+
+
+def _param_arg(name: str, value) -> str:
+    if isinstance(value, bool):
+        value = 'true' if value else 'false'
+    return f'{name}:={value}'
+
+
+@dataclass
+class NodeProcess:
+    """One node executable: which module, its parameters, and where its output goes."""
+
+    module: str  # e.g. 'halo_ros.nodes.sim_node'
+    params: dict = field(default_factory=dict)
+    name: str | None = None  # node name override (__node:=)
+    env: dict | None = None
+    log_path: str | None = None  # stdout+stderr file; None inherits ours
+    process: subprocess.Popen | None = None
+
+    def command(self) -> list[str]:
+        cmd = [sys.executable, '-m', self.module, '--ros-args']
+        for key, value in self.params.items():
+            cmd += ['-p', _param_arg(key, value)]
+        if self.name:
+            cmd += ['-r', f'__node:={self.name}']
+        return cmd
+
+    def start(self) -> 'NodeProcess':
+        env = rosenv.ros_environment(base=self.env)
+        env.setdefault('PYTHONUNBUFFERED', '1')
+        out = open(self.log_path, 'ab') if self.log_path else None  # noqa: SIM115 (owned by Popen)
+        log.debug('starting %s', ' '.join(self.command()))
+        self.process = subprocess.Popen(self.command(), env=env, stdout=out, stderr=out,
+                                        start_new_session=True)
+        return self
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def stop(self, timeout_s: float = 10.0) -> int | None:
+        """SIGINT (clean shutdown: arms to hold, bags closed), then SIGTERM, then SIGKILL."""
+        if self.process is None:
+            return None
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGKILL):
+            if self.process.poll() is not None:
+                break
+            try:
+                os.killpg(self.process.pid, sig)
+            except ProcessLookupError:
+                break
+            try:
+                self.process.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                log.warning('%s did not stop on %s', self.module, sig.name)
+        return self.process.returncode
