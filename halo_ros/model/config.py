@@ -206,9 +206,8 @@ def config_to_dict(config: HaloConfig) -> dict[str, Any]:
 
 def load_config(name_or_path: str | Path) -> HaloConfig:
     """Load `models/<name>.yaml` or an explicit YAML path."""
-    path = Path(name_or_path)
-    if not path.suffix:
-        path = MODELS_DIR / f'{name_or_path}.yaml'
+    preset = MODELS_DIR / f'{name_or_path}.yaml'
+    path = preset if preset.is_file() else Path(name_or_path)
     if not path.is_file():
         presets = sorted(p.stem for p in MODELS_DIR.glob('*.yaml'))
         raise FileNotFoundError(f'model config {name_or_path!r} not found; presets: {presets}')
