@@ -211,3 +211,29 @@ class HaloModel(nn.Module):
                       torch.arange(ids.shape[0], device=ids.device), True, ids.shape[0])
         h, k, v = self.run_block(block, past_k, past_v, key_valid, rope_id)
         return self.language_model.lm_head(h).float(), k, v
+
+    # ---- the inference API (implemented in halo_ros.model.inference) ------------------------
+
+    def prefill(self, segments, cache=None):
+        """Append segments to a KV cache -> new KVCache. See `inference.prefill`."""
+        from halo_ros.model import inference
+
+        return inference.prefill(self, segments, cache)
+
+    def decode_text(self, cache, max_new_tokens, **kwargs):
+        """Greedy / temperature decoding from <|im_start|>. See `inference.decode_text`."""
+        from halo_ros.model import inference
+
+        return inference.decode_text(self, cache, max_new_tokens, **kwargs)
+
+    def sample_subgoal(self, cache, grid_hw, noise, **kwargs):
+        """Subgoal latent tokens by flow sampling. See `inference.sample_subgoal`."""
+        from halo_ros.model import inference
+
+        return inference.sample_subgoal(self, cache, grid_hw, noise, **kwargs)
+
+    def sample_actions(self, cache, noise, **kwargs):
+        """An action chunk by flow sampling. See `inference.sample_actions`."""
+        from halo_ros.model import inference
+
+        return inference.sample_actions(self, cache, noise, **kwargs)
