@@ -14,8 +14,11 @@ def random_tiny(seed: int = 0) -> HaloModel:
     torch.set_num_threads(1)
     model = HaloModel(load_config('halo-tiny')).eval()
     gen = torch.Generator().manual_seed(seed)
-    norms = {id(m.weight) for m in model.modules()
-             if isinstance(m, RMSNorm | torch.nn.LayerNorm | torch.nn.GroupNorm)}
+    norms = {
+        id(m.weight)
+        for m in model.modules()
+        if isinstance(m, RMSNorm | torch.nn.LayerNorm | torch.nn.GroupNorm)
+    }
     for name, p in model.named_parameters():
         if name.endswith('pos_embed'):
             continue

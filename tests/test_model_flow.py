@@ -40,8 +40,9 @@ def data():
 
 
 def test_training_mask_rules():
-    m = training_mask([3, 2, 2, 2], [SplitMode.CAUSAL, SplitMode.NOISE, SplitMode.FULL,
-                                     SplitMode.NOISE])
+    m = training_mask(
+        [3, 2, 2, 2], [SplitMode.CAUSAL, SplitMode.NOISE, SplitMode.FULL, SplitMode.NOISE]
+    )
     assert m[:3, :3].equal(torch.ones(3, 3, dtype=torch.bool).tril())
     assert m[3:5, :5].all()  # a noisy split sees the prefix and itself
     assert not m[5:, 3:5].any() and not m[:3, 3:].any()  # nobody else sees it
@@ -50,45 +51,78 @@ def test_training_mask_rules():
 
 
 def test_cached_action_step_equals_full_forward(model, data):
-    out = forward_train(model, [
-        TrainViTImage(data['frame']), TrainText(PROMPT),
-        TrainLatentImage(data['latent'], GRID, noisy=False),
-        TrainActions(data['actions'], t=0.7, noise=data['action_noise'])])
-    cache = model.prefill([ViTImageSegment(data['frame']), TextSegment(PROMPT),
-                           LatentSegment(data['latent'], GRID)])
+    out = forward_train(
+        model,
+        [
+            TrainViTImage(data['frame']),
+            TrainText(PROMPT),
+            TrainLatentImage(data['latent'], GRID, noisy=False),
+            TrainActions(data['actions'], t=0.7, noise=data['action_noise']),
+        ],
+    )
+    cache = model.prefill(
+        [ViTImageSegment(data['frame']), TextSegment(PROMPT), LatentSegment(data['latent'], GRID)]
+    )
     with torch.no_grad():
-        v = model.action_velocity(out.inputs[3], torch.tensor(0.7), cache.k, cache.v,
-                                  cache.key_valid(), torch.tensor(cache.next_rope))
+        v = model.action_velocity(
+            out.inputs[3],
+            torch.tensor(0.7),
+            cache.k,
+            cache.v,
+            cache.key_valid(),
+            torch.tensor(cache.next_rope),
+        )
     assert out.predictions[3].abs().max() > 1e-3  # a non-trivial velocity
     assert rel_err(v, out.predictions[3]) <= 1e-5
 
 
 def test_cached_subgoal_step_equals_full_forward(model, data):
     # [frame, prompt, noisy latent, its clean copy, actions]: the released EM-CoT order.
-    out = forward_train(model, [
-        TrainViTImage(data['frame']), TrainText(PROMPT),
-        TrainLatentImage(data['latent'], GRID, noisy=True, t=0.6, noise=data['latent_noise']),
-        TrainLatentImage(data['latent'], GRID, noisy=False),
-        TrainActions(data['actions'], t=0.3, noise=data['action_noise'])])
+    out = forward_train(
+        model,
+        [
+            TrainViTImage(data['frame']),
+            TrainText(PROMPT),
+            TrainLatentImage(data['latent'], GRID, noisy=True, t=0.6, noise=data['latent_noise']),
+            TrainLatentImage(data['latent'], GRID, noisy=False),
+            TrainActions(data['actions'], t=0.3, noise=data['action_noise']),
+        ],
+    )
     cache = model.prefill([ViTImageSegment(data['frame']), TextSegment(PROMPT)])
     pos = grid_position_ids(*GRID, model.cfg.max_latent_size)
     with torch.no_grad():
-        v = model.latent_velocity(out.inputs[2], torch.tensor(0.6), pos, cache.k, cache.v,
-                                  cache.key_valid(), torch.tensor(cache.next_rope))
+        v = model.latent_velocity(
+            out.inputs[2],
+            torch.tensor(0.6),
+            pos,
+            cache.k,
+            cache.v,
+            cache.key_valid(),
+            torch.tensor(cache.next_rope),
+        )
     assert rel_err(v, out.predictions[2]) <= 1e-5
     # The action block after the clean copy sees the same prefix as a cache holding the copy.
     cache = model.prefill([LatentSegment(data['latent'], GRID)], cache)
     with torch.no_grad():
-        va = model.action_velocity(out.inputs[4], torch.tensor(0.3), cache.k, cache.v,
-                                   cache.key_valid(), torch.tensor(cache.next_rope))
+        va = model.action_velocity(
+            out.inputs[4],
+            torch.tensor(0.3),
+            cache.k,
+            cache.v,
+            cache.key_valid(),
+            torch.tensor(cache.next_rope),
+        )
     assert rel_err(va, out.predictions[4]) <= 1e-5
 
 
 def _sequence(data, latent_noise, clean_latent):
-    return [TrainViTImage(data['frame']), TrainText(PROMPT),
-            TrainLatentImage(data['latent'], GRID, noisy=True, t=0.5, noise=latent_noise),
-            TrainLatentImage(clean_latent, GRID, noisy=False),
-            TrainActions(data['actions'], t=0.5, noise=data['action_noise'])]
+    return [
+        TrainViTImage(data['frame']),
+        TrainText(PROMPT),
+        TrainLatentImage(data['latent'], GRID, noisy=True, t=0.5, noise=latent_noise),
+        TrainLatentImage(clean_latent, GRID, noisy=False),
+        TrainActions(data['actions'], t=0.5, noise=data['action_noise']),
+    ]
 
 
 @torch.no_grad()
@@ -97,7 +131,7 @@ def test_noise_isolation(model, data):
     s, e = base.spans[2]
     other = forward_train(model, _sequence(data, data['latent_noise'] * 3 + 1, data['latent']))
     changed = (other.hidden - base.hidden).abs().amax(dim=1)  # [N]
-    assert changed[s + 1:e - 1].max() > 1e-3  # the noisy payload itself did change
+    assert changed[s + 1 : e - 1].max() > 1e-3  # the noisy payload itself did change
     assert changed[:s].max() <= 1e-6 and changed[e:].max() <= 1e-6
 
     # The clean target after its noisy copy is invisible to the noisy copy (and to earlier rows).
@@ -114,8 +148,14 @@ def test_decoding_with_cache_equals_without(model, data):
     assert len(out.token_ids) == 5 and out.logits.shape == (5, model.cfg.llm.vocab_size)
     # Recompute every step from scratch: [frame, prompt, <|im_start|> g1..g4] with the
     # training mask; row j of the last text block must give decode step j's logits.
-    full = forward_train(model, [TrainViTImage(data['frame']), TrainText(PROMPT),
-                                 TrainText(tuple(out.token_ids[:4]), loss=False, close=False)])
+    full = forward_train(
+        model,
+        [
+            TrainViTImage(data['frame']),
+            TrainText(PROMPT),
+            TrainText(tuple(out.token_ids[:4]), loss=False, close=False),
+        ],
+    )
     s, e = full.spans[2]
     with torch.no_grad():
         logits = model.language_model.lm_head(full.hidden[s:e]).float()
@@ -167,11 +207,15 @@ def test_em_cot_three_stages_on_halo_tiny(model):
     tok = tokenizer_for(model.cfg)
     prompt = model.cfg.prompt_template.format(instruction='pick up the red cube')
     frame_vit, frame_vae = image(84, 112, seed=3), image(32, 48, seed=3)
-    segments = [ViTImageSegment(frame_vit), VAEImageSegment(frame_vae),
-                TextSegment(tuple(tok.encode(prompt)))]
+    segments = [
+        ViTImageSegment(frame_vit),
+        VAEImageSegment(frame_vae),
+        TextSegment(tuple(tok.encode(prompt))),
+    ]
     caches = inference.prefill_cfg(model, segments)
-    thought = model.decode_text(caches.full, 6, temperature=0.3,
-                                generator=torch.Generator().manual_seed(0))
+    thought = model.decode_text(
+        caches.full, 6, temperature=0.3, generator=torch.Generator().manual_seed(0)
+    )
     assert 1 <= len(thought.token_ids) + thought.stopped <= 6
     cache = model.prefill([TextSegment(tuple(thought.token_ids))], caches.full)
 

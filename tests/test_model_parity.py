@@ -15,8 +15,10 @@ from halo_ros.model.segments import TextSegment, ViTImageSegment
 PARITY = Path('/work/shared/reference/halo-parity')
 ATOL = 1e-5
 
-pytestmark = pytest.mark.skipif(not (PARITY / 'halo_tiny_reference.npz').is_file(),
-                                reason=f'parity fixture not found at {PARITY}')
+pytestmark = pytest.mark.skipif(
+    not (PARITY / 'halo_tiny_reference.npz').is_file(),
+    reason=f'parity fixture not found at {PARITY}',
+)
 
 
 @pytest.fixture(scope='module')
@@ -36,8 +38,9 @@ def model():
 @pytest.fixture(scope='module')
 def cache(model, ref):
     # README call sequence: image block at rope 0, then the text [5, 17, 42, 99] at rope 1..6.
-    return inference.prefill(model, [ViTImageSegment(ref['image_tensor_chw']),
-                                     TextSegment((5, 17, 42, 99))])
+    return inference.prefill(
+        model, [ViTImageSegment(ref['image_tensor_chw']), TextSegment((5, 17, 42, 99))]
+    )
 
 
 def close(ours, theirs, atol=ATOL):
@@ -65,15 +68,26 @@ def test_prefix_kv_cache(cache, ref):
 def test_single_action_velocity(model, cache, ref):
     k, v = cache.k, cache.v
     with torch.no_grad():
-        vel = model.action_velocity(ref['x_t_single'], torch.tensor(0.7), k, v,
-                                    cache.key_valid(), torch.tensor(cache.next_rope))
+        vel = model.action_velocity(
+            ref['x_t_single'],
+            torch.tensor(0.7),
+            k,
+            v,
+            cache.key_valid(),
+            torch.tensor(cache.next_rope),
+        )
     close(vel, ref['v_single'])
 
 
 def test_action_sampling(model, cache, ref):
     steps = []
-    actions = inference.sample_actions(model, cache, ref['sample_init_noise'], num_steps=9,
-                                       on_step=lambda i, t, x, v: steps.append((t, x, v)))
+    actions = inference.sample_actions(
+        model,
+        cache,
+        ref['sample_init_noise'],
+        num_steps=9,
+        on_step=lambda i, t, x, v: steps.append((t, x, v)),
+    )
     close(torch.tensor([t for t, _, _ in steps]), ref['sample_step_t'], 0)
     close(torch.stack([x for _, x, _ in steps]), ref['sample_step_x'])
     close(torch.stack([v for _, _, v in steps]), ref['sample_step_v'])
@@ -91,6 +105,20 @@ def test_padded_prefix_with_key_mask_matches(model, cache, ref):
     # The exportable form: a fixed-length prefix with a key-validity mask.
     k, v, valid = cache.padded(256)
     with torch.no_grad():
-        vel = model.action_velocity(ref['x_t_single'], torch.tensor(0.7), k, v, valid,
-                                    torch.tensor(cache.next_rope))
+        vel = model.action_velocity(
+            ref['x_t_single'], torch.tensor(0.7), k, v, valid, torch.tensor(cache.next_rope)
+        )
     close(vel, ref['v_single'])
+
+
+def test_preprocessing_matches_release(ref):
+    from halo_ros.model.preprocess import resize_image, target_size, to_tensor
+
+    cfg = load_config('halo-tiny').vit
+    resized = resize_image(
+        ref['raw_image_uint8'].numpy(), cfg.image_max_px, cfg.image_min_px, cfg.patch_size
+    )
+    assert resized.shape == (168, 224, 3)
+    assert np.abs(resized.astype(int) - ref['image_resized_uint8'].numpy()).max() <= 1
+    close(to_tensor(ref['image_resized_uint8'].numpy()), ref['image_tensor_chw'], 1e-6)
+    assert target_size(240, 320, 980, 378, 14) == (378, 504)  # 27 x 36 = 972 real ViT tokens

@@ -77,16 +77,30 @@ class MoTLayer(nn.Module):
     def __init__(self, cfg: LLMConfig) -> None:
         super().__init__()
         self.self_attn = MoTAttention(cfg)
-        widths = {Expert.UND: cfg.intermediate_size, Expert.GEN: cfg.intermediate_size,
-                  Expert.ACT: cfg.act_intermediate_size}
+        widths = {
+            Expert.UND: cfg.intermediate_size,
+            Expert.GEN: cfg.intermediate_size,
+            Expert.ACT: cfg.act_intermediate_size,
+        }
         for e, suffix in SUFFIX.items():
             setattr(self, f'mlp{suffix}', SwiGLU(cfg.hidden_size, widths[e]))
             setattr(self, f'input_layernorm{suffix}', RMSNorm(cfg.hidden_size, cfg.rms_norm_eps))
-            setattr(self, f'post_attention_layernorm{suffix}',
-                    RMSNorm(cfg.hidden_size, cfg.rms_norm_eps))
+            setattr(
+                self,
+                f'post_attention_layernorm{suffix}',
+                RMSNorm(cfg.hidden_size, cfg.rms_norm_eps),
+            )
 
-    def forward(self, h: Tensor, route: Route, cos: Tensor, sin: Tensor, past_k: Tensor | None,
-                past_v: Tensor | None, mask: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    def forward(
+        self,
+        h: Tensor,
+        route: Route,
+        cos: Tensor,
+        sin: Tensor,
+        past_k: Tensor | None,
+        past_v: Tensor | None,
+        mask: Tensor,
+    ) -> tuple[Tensor, Tensor, Tensor]:
         """h [N, d], past_k/v [P, KV, D] or None, mask [N, P + N] -> (h [N, d], k, v [N, KV, D])."""
         x = _routed(self, 'input_layernorm', h, route)
         q, k, v = self.self_attn.qkv(x, route, cos, sin)
@@ -110,8 +124,15 @@ class DecoderModel(nn.Module):
         for suffix in SUFFIX.values():
             setattr(self, f'norm{suffix}', RMSNorm(cfg.hidden_size, cfg.rms_norm_eps))
 
-    def forward(self, h: Tensor, route: Route, positions: Tensor, past_k: Tensor | None,
-                past_v: Tensor | None, mask: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    def forward(
+        self,
+        h: Tensor,
+        route: Route,
+        positions: Tensor,
+        past_k: Tensor | None,
+        past_v: Tensor | None,
+        mask: Tensor,
+    ) -> tuple[Tensor, Tensor, Tensor]:
         """Run all layers on new rows against a (possibly empty) cached prefix.
 
         h [N, d], positions [N] rope ids, past_k/v [L, P, KV, D] or None, mask [N, P + N] bool
@@ -120,8 +141,15 @@ class DecoderModel(nn.Module):
         cos, sin = rope_cos_sin(positions, self.cfg.head_dim, self.cfg.rope_theta)
         ks, vs = [], []
         for i, layer in enumerate(self.layers):
-            h, k, v = layer(h, route, cos, sin, None if past_k is None else past_k[i],
-                            None if past_v is None else past_v[i], mask)
+            h, k, v = layer(
+                h,
+                route,
+                cos,
+                sin,
+                None if past_k is None else past_k[i],
+                None if past_v is None else past_v[i],
+                mask,
+            )
             ks.append(k)
             vs.append(v)
         return _routed(self, 'norm', h, route), torch.stack(ks), torch.stack(vs)

@@ -23,11 +23,19 @@ class KVCache:
     next_rope: int
 
     @classmethod
-    def empty(cls, cfg: LLMConfig, *, dtype: torch.dtype = torch.float32,
-              device: torch.device | str = 'cpu') -> KVCache:
+    def empty(
+        cls,
+        cfg: LLMConfig,
+        *,
+        dtype: torch.dtype = torch.float32,
+        device: torch.device | str = 'cpu',
+    ) -> KVCache:
         shape = (cfg.num_layers, 0, cfg.num_kv_heads, cfg.head_dim)
-        return cls(torch.zeros(shape, dtype=dtype, device=device),
-                   torch.zeros(shape, dtype=dtype, device=device), 0)
+        return cls(
+            torch.zeros(shape, dtype=dtype, device=device),
+            torch.zeros(shape, dtype=dtype, device=device),
+            0,
+        )
 
     @property
     def length(self) -> int:
@@ -35,9 +43,11 @@ class KVCache:
 
     def append(self, k: Tensor, v: Tensor, rope_advance: int) -> KVCache:
         """New rows k/v [L, N, KV, D] -> a new cache (this one is left untouched)."""
-        return KVCache(torch.cat([self.k, k.to(self.k.dtype)], dim=1),
-                       torch.cat([self.v, v.to(self.v.dtype)], dim=1),
-                       self.next_rope + rope_advance)
+        return KVCache(
+            torch.cat([self.k, k.to(self.k.dtype)], dim=1),
+            torch.cat([self.v, v.to(self.v.dtype)], dim=1),
+            self.next_rope + rope_advance,
+        )
 
     def padded(self, capacity: int) -> tuple[Tensor, Tensor, Tensor]:
         """Zero-pad to a fixed length for static-shape graphs -> (k, v [L, capacity, KV, D],

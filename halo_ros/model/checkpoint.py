@@ -43,8 +43,11 @@ class LoadReport:
 
     def summary(self, limit: int = 10) -> str:
         parts = [f'{len(self.loaded)} loaded']
-        for label, names in (('missing', self.missing), ('unexpected', self.unexpected),
-                             ('mis-shaped', self.mismatched)):
+        for label, names in (
+            ('missing', self.missing),
+            ('unexpected', self.unexpected),
+            ('mis-shaped', self.mismatched),
+        ):
             if names:
                 shown = ', '.join(names[:limit]) + (' ...' if len(names) > limit else '')
                 parts.append(f'{len(names)} {label}: {shown}')
@@ -56,23 +59,29 @@ def split_state_dict(model: HaloModel) -> tuple[dict[str, Tensor], dict[str, Ten
     bagel, vae = {}, {}
     for name, tensor in model.state_dict().items():
         if name.startswith(VAE_PREFIX):
-            vae[name[len(VAE_PREFIX):]] = tensor
+            vae[name[len(VAE_PREFIX) :]] = tensor
         else:
             bagel[name] = tensor
     return bagel, vae
 
 
-def save_checkpoint(model: HaloModel, directory: str | Path, *,
-                    dtype: torch.dtype | None = torch.bfloat16,
-                    vae_dtype: torch.dtype | None = torch.float32) -> tuple[Path, Path]:
+def save_checkpoint(
+    model: HaloModel,
+    directory: str | Path,
+    *,
+    dtype: torch.dtype | None = torch.bfloat16,
+    vae_dtype: torch.dtype | None = torch.float32,
+) -> tuple[Path, Path]:
     """Write `ema.safetensors` and `ae.safetensors`; a None dtype keeps the model's."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     bagel, vae = split_state_dict(model)
 
     def prepared(tensors: dict[str, Tensor], dt: torch.dtype | None) -> dict[str, Tensor]:
-        return {k: (v if dt is None else v.to(dt)).detach().contiguous().cpu()
-                for k, v in tensors.items()}
+        return {
+            k: (v if dt is None else v.to(dt)).detach().contiguous().cpu()
+            for k, v in tensors.items()
+        }
 
     ema_path, vae_path = directory / EMA_FILE, directory / VAE_FILE
     save_file(prepared(bagel, dtype), str(ema_path))
@@ -88,8 +97,13 @@ def _read(path: Path) -> dict[str, Tensor]:
         return {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
 
 
-def load_checkpoint(model: HaloModel, ema_paths: str | Path | Sequence[str | Path],
-                    vae_path: str | Path | None = None, *, strict: bool = True) -> LoadReport:
+def load_checkpoint(
+    model: HaloModel,
+    ema_paths: str | Path | Sequence[str | Path],
+    vae_path: str | Path | None = None,
+    *,
+    strict: bool = True,
+) -> LoadReport:
     """Load Bagel tensors from one or more files (later files override earlier ones, like the
     release's pretrain-then-finetune loading) and optionally the VAE file.
 
@@ -111,11 +125,14 @@ def load_checkpoint(model: HaloModel, ema_paths: str | Path | Sequence[str | Pat
     report.unexpected = sorted(set(incoming) - set(own))
     for name in sorted(set(incoming) & set(own)):
         if tuple(incoming[name].shape) != tuple(own[name].shape):
-            report.mismatched.append(f'{name}: file {tuple(incoming[name].shape)} vs model '
-                                     f'{tuple(own[name].shape)}')
+            report.mismatched.append(
+                f'{name}: file {tuple(incoming[name].shape)} vs model {tuple(own[name].shape)}'
+            )
     if strict and not report.ok:
-        raise CheckpointError(f'checkpoint {", ".join(map(str, paths))} does not fit '
-                              f'{model.cfg.name}: {report.summary()}')
+        raise CheckpointError(
+            f'checkpoint {", ".join(map(str, paths))} does not fit '
+            f'{model.cfg.name}: {report.summary()}'
+        )
     bad = {m.split(':')[0] for m in report.mismatched}
     with torch.no_grad():
         for name in sorted(set(incoming) & set(own) - bad):

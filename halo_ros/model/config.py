@@ -37,14 +37,28 @@ class LLMConfig:
     rms_norm_eps: float = 1e-6
 
     def __post_init__(self) -> None:
-        _positive(self, 'vocab_size', 'hidden_size', 'num_layers', 'num_heads', 'num_kv_heads',
-                  'intermediate_size', 'act_intermediate_size', 'rope_theta', 'rms_norm_eps')
+        _positive(
+            self,
+            'vocab_size',
+            'hidden_size',
+            'num_layers',
+            'num_heads',
+            'num_kv_heads',
+            'intermediate_size',
+            'act_intermediate_size',
+            'rope_theta',
+            'rms_norm_eps',
+        )
         if self.hidden_size % self.num_heads:
-            raise ValueError(f'LLMConfig.hidden_size {self.hidden_size} is not divisible by '
-                             f'num_heads {self.num_heads}')
+            raise ValueError(
+                f'LLMConfig.hidden_size {self.hidden_size} is not divisible by '
+                f'num_heads {self.num_heads}'
+            )
         if self.num_heads % self.num_kv_heads:
-            raise ValueError(f'LLMConfig.num_heads {self.num_heads} is not divisible by '
-                             f'num_kv_heads {self.num_kv_heads}')
+            raise ValueError(
+                f'LLMConfig.num_heads {self.num_heads} is not divisible by '
+                f'num_kv_heads {self.num_kv_heads}'
+            )
         if self.head_dim % 2:
             raise ValueError(f'LLMConfig head_dim {self.head_dim} must be even for RoPE')
 
@@ -68,15 +82,29 @@ class ViTConfig:
     image_min_px: int = 378
 
     def __post_init__(self) -> None:
-        _positive(self, 'hidden_size', 'num_layers', 'num_heads', 'intermediate_size',
-                  'patch_size', 'max_patches_per_side', 'layer_norm_eps', 'image_max_px',
-                  'image_min_px')
+        _positive(
+            self,
+            'hidden_size',
+            'num_layers',
+            'num_heads',
+            'intermediate_size',
+            'patch_size',
+            'max_patches_per_side',
+            'layer_norm_eps',
+            'image_max_px',
+            'image_min_px',
+        )
         if self.hidden_size % self.num_heads:
-            raise ValueError(f'ViTConfig.hidden_size {self.hidden_size} is not divisible by '
-                             f'num_heads {self.num_heads}')
+            raise ValueError(
+                f'ViTConfig.hidden_size {self.hidden_size} is not divisible by '
+                f'num_heads {self.num_heads}'
+            )
         if self.image_max_px > self.patch_size * self.max_patches_per_side:
-            raise ValueError(f'ViTConfig.image_max_px {self.image_max_px} exceeds patch_size * '
-                             f'max_patches_per_side = {self.patch_size * self.max_patches_per_side}')
+            limit = self.patch_size * self.max_patches_per_side
+            raise ValueError(
+                f'ViTConfig.image_max_px {self.image_max_px} exceeds patch_size * '
+                f'max_patches_per_side = {limit}'
+            )
 
 
 @dataclass(frozen=True)
@@ -94,13 +122,22 @@ class VAEConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, 'ch_mult', tuple(self.ch_mult))
-        _positive(self, 'ch', 'num_res_blocks', 'z_channels', 'scale_factor', 'image_max_px',
-                  'image_min_px')
+        _positive(
+            self,
+            'ch',
+            'num_res_blocks',
+            'z_channels',
+            'scale_factor',
+            'image_max_px',
+            'image_min_px',
+        )
         if not self.ch_mult or any(m <= 0 for m in self.ch_mult):
             raise ValueError(f'VAEConfig.ch_mult must be positive ints, got {self.ch_mult!r}')
         if any((self.ch * m) % 32 for m in (1, *self.ch_mult)):
-            raise ValueError(f'VAEConfig.ch {self.ch} x ch_mult {self.ch_mult} must give channel '
-                             'counts divisible by 32 (GroupNorm groups)')
+            raise ValueError(
+                f'VAEConfig.ch {self.ch} x ch_mult {self.ch_mult} must give channel '
+                'counts divisible by 32 (GroupNorm groups)'
+            )
 
     @property
     def downsample(self) -> int:
@@ -122,8 +159,9 @@ class SpecialTokens:
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
             if not isinstance(value, int) or value < 0:
-                raise ValueError(f'SpecialTokens.{f.name} must be a non-negative int, '
-                                 f'got {value!r}')
+                raise ValueError(
+                    f'SpecialTokens.{f.name} must be a non-negative int, got {value!r}'
+                )
 
 
 @dataclass(frozen=True)
@@ -141,19 +179,31 @@ class HaloConfig:
     # BAGEL has no such divisor. Kept because the released weights were tuned with it.
     subgoal_latent_divisor: float = 1.4
     tokenizer: str | None = None  # directory (relative to models/) holding tokenizer.json
-    prompt_template: str = 'You are an embodied agent. Your task is to: {instruction}. Plan and act.'
+    # Released robotwin/realworld datasets; the instruction is lower-cased without a final '.'.
+    prompt_template: str = (
+        'You are an embodied agent. Your task is to: {instruction}. Plan and act.'
+    )
 
     def __post_init__(self) -> None:
-        _positive(self, 'action_dim', 'latent_patch_size', 'max_latent_size',
-                  'timestep_freq_dim', 'subgoal_latent_divisor')
+        _positive(
+            self,
+            'action_dim',
+            'latent_patch_size',
+            'max_latent_size',
+            'timestep_freq_dim',
+            'subgoal_latent_divisor',
+        )
         if self.timestep_freq_dim % 2:
-            raise ValueError(f'HaloConfig.timestep_freq_dim must be even, got '
-                             f'{self.timestep_freq_dim}')
+            raise ValueError(
+                f'HaloConfig.timestep_freq_dim must be even, got {self.timestep_freq_dim}'
+            )
         ids = dataclasses.asdict(self.special_tokens)
         for token, token_id in ids.items():
             if token_id >= self.llm.vocab_size:
-                raise ValueError(f'special_tokens.{token} = {token_id} is outside vocab_size '
-                                 f'{self.llm.vocab_size}')
+                raise ValueError(
+                    f'special_tokens.{token} = {token_id} is outside vocab_size '
+                    f'{self.llm.vocab_size}'
+                )
         if len(set(ids.values())) != len(ids):
             raise ValueError(f'special_tokens ids must be distinct, got {ids}')
         if '{instruction}' not in self.prompt_template:
@@ -182,9 +232,13 @@ def _build(cls: type, raw: dict[str, Any], where: str) -> Any:
     unknown = sorted(set(raw) - known)
     if unknown:
         raise ValueError(f'{where}: unknown field(s) {unknown}; known: {sorted(known)}')
-    missing = sorted(f.name for f in dataclasses.fields(cls)
-                     if f.name not in raw and f.default is dataclasses.MISSING
-                     and f.default_factory is dataclasses.MISSING)
+    missing = sorted(
+        f.name
+        for f in dataclasses.fields(cls)
+        if f.name not in raw
+        and f.default is dataclasses.MISSING
+        and f.default_factory is dataclasses.MISSING
+    )
     if missing:
         raise ValueError(f'{where}: missing field(s) {missing}')
     return cls(**raw)
@@ -219,5 +273,14 @@ def load_config(name_or_path: str | Path) -> HaloConfig:
         raise ValueError(f'{path}: {e}') from e
 
 
-__all__ = ['HaloConfig', 'LLMConfig', 'ViTConfig', 'VAEConfig', 'SpecialTokens', 'load_config',
-           'config_from_dict', 'config_to_dict', 'MODELS_DIR']
+__all__ = [
+    'HaloConfig',
+    'LLMConfig',
+    'ViTConfig',
+    'VAEConfig',
+    'SpecialTokens',
+    'load_config',
+    'config_from_dict',
+    'config_to_dict',
+    'MODELS_DIR',
+]

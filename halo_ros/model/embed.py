@@ -13,8 +13,9 @@ from torch import Tensor, nn
 def timestep_sinusoid(t: Tensor, dim: int, max_period: float = 10_000.0) -> Tensor:
     """t [N] in [0, 1] (raw, not x1000) -> [N, dim]: [cos, sin] halves (DiT / BAGEL order)."""
     half = dim // 2
-    freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32,
-                                                           device=t.device) / half)  # [D/2]
+    freqs = torch.exp(
+        -math.log(max_period) * torch.arange(half, dtype=torch.float32, device=t.device) / half
+    )  # [D/2]
     args = t.float()[:, None] * freqs[None]  # [N, D/2]
     return torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
 
@@ -53,8 +54,9 @@ def sincos_2d_table(dim: int, side: int) -> np.ndarray:
         out = np.einsum('m,d->md', pos.reshape(-1), omega)
         return np.concatenate([np.sin(out), np.cos(out)], axis=1)
 
-    grid_w, grid_h = np.meshgrid(np.arange(side, dtype=np.float32),
-                                 np.arange(side, dtype=np.float32))
+    grid_w, grid_h = np.meshgrid(
+        np.arange(side, dtype=np.float32), np.arange(side, dtype=np.float32)
+    )
     return np.concatenate([one_d(dim // 2, grid_w), one_d(dim // 2, grid_h)], axis=1)
 
 

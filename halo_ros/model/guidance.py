@@ -23,8 +23,9 @@ from torch import Tensor
 
 @runtime_checkable
 class Guidance(Protocol):
-    def velocity(self, x_t: Tensor, t: float, step: int,
-                 velocity_fn: Callable[[Tensor], Tensor]) -> Tensor:
+    def velocity(
+        self, x_t: Tensor, t: float, step: int, velocity_fn: Callable[[Tensor], Tensor]
+    ) -> Tensor:
         """The velocity to integrate at this flow step. velocity_fn(x) runs the action expert on
         x against the cached prefix and is differentiable w.r.t. x (for guided inpainting)."""
         ...

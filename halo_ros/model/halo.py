@@ -134,15 +134,22 @@ class HaloModel(nn.Module):
         st = self.cfg.special_tokens
         start, end = self._framing(st.vision_start, st.vision_end, image.device)
         embeds = torch.cat([start, self.vit_embeds(patches, pos, [t]), end])  # [T+2, d]
-        return Block(embeds, ((U, 0, t + 2),), torch.zeros(t + 2, dtype=torch.long,
-                                                             device=image.device), False, 1)
+        return Block(
+            embeds,
+            ((U, 0, t + 2),),
+            torch.zeros(t + 2, dtype=torch.long, device=image.device),
+            False,
+            1,
+        )
 
     def latent_grid(self, height_px: int, width_px: int) -> tuple[int, int]:
         ld = self.cfg.latent_downsample
         h, w = height_px // ld, width_px // ld
         if h <= 0 or w <= 0 or max(h, w) > self.cfg.max_latent_size:
-            raise ValueError(f'image {height_px}x{width_px} px gives a latent grid {h}x{w} '
-                             f'outside 1..max_latent_size {self.cfg.max_latent_size}')
+            raise ValueError(
+                f'image {height_px}x{width_px} px gives a latent grid {h}x{w} '
+                f'outside 1..max_latent_size {self.cfg.max_latent_size}'
+            )
         return h, w
 
     def latent_embeds(self, x: Tensor, t: Tensor, position_ids: Tensor) -> Tensor:
@@ -157,8 +164,13 @@ class HaloModel(nn.Module):
         st = self.cfg.special_tokens
         start, end = self._framing(st.vision_start, st.vision_end, x.device)
         embeds = torch.cat([start, self.latent_embeds(x, t, position_ids), end])
-        return Block(embeds, framed_route(n, G), torch.zeros(n + 2, dtype=torch.long,
-                                                             device=x.device), False, int(clean))
+        return Block(
+            embeds,
+            framed_route(n, G),
+            torch.zeros(n + 2, dtype=torch.long, device=x.device),
+            False,
+            int(clean),
+        )
 
     def action_embeds(self, x: Tensor, t: Tensor) -> Tensor:
         """Actions [K, 14], t [] -> [K, d]: input proj + time embedding + chunk-index sinusoid."""
@@ -172,22 +184,39 @@ class HaloModel(nn.Module):
         st = self.cfg.special_tokens
         start, end = self._framing(st.action_start, st.action_end, x.device)
         embeds = torch.cat([start, self.action_embeds(x, t), end])  # [K+2, d]
-        return Block(embeds, framed_route(k, A), torch.zeros(k + 2, dtype=torch.long,
-                                                             device=x.device), False, 0)
+        return Block(
+            embeds,
+            framed_route(k, A),
+            torch.zeros(k + 2, dtype=torch.long, device=x.device),
+            False,
+            0,
+        )
 
     # ---- running blocks -------------------------------------------------------------------
 
-    def run_block(self, block: Block, past_k: Tensor | None, past_v: Tensor | None,
-                  key_valid: Tensor, rope_start: Tensor | int) -> tuple[Tensor, Tensor, Tensor]:
+    def run_block(
+        self,
+        block: Block,
+        past_k: Tensor | None,
+        past_v: Tensor | None,
+        key_valid: Tensor,
+        rope_start: Tensor | int,
+    ) -> tuple[Tensor, Tensor, Tensor]:
         """-> (final-normed hidden [n, d], k, v [L, n, KV, D] of the block's rows)."""
         n = block.embeds.shape[0]
         positions = block.rope_offsets + rope_start  # [n]
         mask = block_mask(n, block.causal, key_valid)  # [n, P + n]
-        return self.language_model.model(block.embeds, block.route, positions, past_k, past_v,
-                                         mask)
+        return self.language_model.model(block.embeds, block.route, positions, past_k, past_v, mask)
 
-    def action_velocity(self, x_t: Tensor, t: Tensor, past_k: Tensor, past_v: Tensor,
-                        key_valid: Tensor, rope_id: Tensor) -> Tensor:
+    def action_velocity(
+        self,
+        x_t: Tensor,
+        t: Tensor,
+        past_k: Tensor,
+        past_v: Tensor,
+        key_valid: Tensor,
+        rope_id: Tensor,
+    ) -> Tensor:
         """One action flow evaluation against the prefix, which it does not modify.
 
         x_t [K, A] fp32, t [] fp32, past_k/v [L, P, KV, D], key_valid [P] bool, rope_id [] long
@@ -197,18 +226,32 @@ class HaloModel(nn.Module):
         h, _, _ = self.run_block(self.action_block(x_t, t), past_k, past_v, key_valid, rope_id)
         return self.output_linear_layer(h[1:-1]).float()  # payload rows only
 
-    def latent_velocity(self, x_t: Tensor, t: Tensor, position_ids: Tensor, past_k: Tensor,
-                        past_v: Tensor, key_valid: Tensor, rope_id: Tensor) -> Tensor:
+    def latent_velocity(
+        self,
+        x_t: Tensor,
+        t: Tensor,
+        position_ids: Tensor,
+        past_k: Tensor,
+        past_v: Tensor,
+        key_valid: Tensor,
+        rope_id: Tensor,
+    ) -> Tensor:
         """One subgoal-image flow evaluation: x_t [T, 64] fp32, position_ids [T] -> v [T, 64]."""
         block = self.latent_block(x_t, t, position_ids, clean=False)
         h, _, _ = self.run_block(block, past_k, past_v, key_valid, rope_id)
         return self.llm2vae(h[1:-1]).float()
 
-    def text_logits(self, ids: Tensor, past_k: Tensor, past_v: Tensor, key_valid: Tensor,
-                    rope_id: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    def text_logits(
+        self, ids: Tensor, past_k: Tensor, past_v: Tensor, key_valid: Tensor, rope_id: Tensor
+    ) -> tuple[Tensor, Tensor, Tensor]:
         """Causal und step: ids [n] -> (logits [n, V] fp32, k, v [L, n, KV, D])."""
-        block = Block(self.embed_ids(ids), ((U, 0, ids.shape[0]),),
-                      torch.arange(ids.shape[0], device=ids.device), True, ids.shape[0])
+        block = Block(
+            self.embed_ids(ids),
+            ((U, 0, ids.shape[0]),),
+            torch.arange(ids.shape[0], device=ids.device),
+            True,
+            ids.shape[0],
+        )
         h, k, v = self.run_block(block, past_k, past_v, key_valid, rope_id)
         return self.language_model.lm_head(h).float(), k, v
 

@@ -63,12 +63,12 @@ def segment_block(model: HaloModel, segment: Segment) -> Block:
 
 
 @torch.no_grad()
-def prefill(model: HaloModel, segments: Sequence[Segment], cache: KVCache | None = None
-            ) -> KVCache:
+def prefill(model: HaloModel, segments: Sequence[Segment], cache: KVCache | None = None) -> KVCache:
     """Append segments, in order, to a cache (a new one if None) and return the new cache."""
     if cache is None:
-        cache = KVCache.empty(model.cfg.llm, dtype=model.dtype,
-                              device=model.input_linear_layer.weight.device)
+        cache = KVCache.empty(
+            model.cfg.llm, dtype=model.dtype, device=model.input_linear_layer.weight.device
+        )
     for segment in segments:
         block = segment_block(model, segment)
         k_past, v_past, valid, rope = _cache_tensors(model, cache)
@@ -103,9 +103,15 @@ class DecodeResult:
 
 
 @torch.no_grad()
-def decode_text(model: HaloModel, cache: KVCache, max_new_tokens: int, *,
-                temperature: float = 0.0, end_token: int | None = None,
-                generator: torch.Generator | None = None) -> DecodeResult:
+def decode_text(
+    model: HaloModel,
+    cache: KVCache,
+    max_new_tokens: int,
+    *,
+    temperature: float = 0.0,
+    end_token: int | None = None,
+    generator: torch.Generator | None = None,
+) -> DecodeResult:
     """Decode from <|im_start|> at the cache's next RoPE id, one und query per token.
 
     Greedy when temperature == 0, else softmax sampling at that temperature. Stops after the end
@@ -150,9 +156,15 @@ def flow_schedule(num_steps: int, shift: float = 1.0) -> Tensor:
     return ts
 
 
-def sample_actions(model: HaloModel, cache: KVCache, noise: Tensor, *, num_steps: int = 9,
-                   guidance: Guidance | None = None, on_step: StepCallback | None = None
-                   ) -> Tensor:
+def sample_actions(
+    model: HaloModel,
+    cache: KVCache,
+    noise: Tensor,
+    *,
+    num_steps: int = 9,
+    guidance: Guidance | None = None,
+    on_step: StepCallback | None = None,
+) -> Tensor:
     """Integrate an action chunk from noise [K, A] (t = 1) to t = 0 with Euler steps, in fp32.
 
     Released default: 9 steps on linspace(1, 0, 10), no shift, no CFG. The cache is read, never
@@ -168,8 +180,11 @@ def sample_actions(model: HaloModel, cache: KVCache, noise: Tensor, *, num_steps
             return model.action_velocity(x_in, t, k_past, v_past, valid, rope)
 
         with torch.set_grad_enabled(guidance is not None):
-            v = guidance.velocity(x, float(t), i, velocity_fn) if guidance is not None \
+            v = (
+                guidance.velocity(x, float(t), i, velocity_fn)
+                if guidance is not None
                 else velocity_fn(x)
+            )
         v = v.detach().float()
         if on_step is not None:
             on_step(i, float(t), x, v)
@@ -193,9 +208,17 @@ class SubgoalCfg:
 
 
 @torch.no_grad()
-def sample_subgoal(model: HaloModel, cache: KVCache, grid_hw: tuple[int, int], noise: Tensor, *,
-                   num_steps: int = 49, shift: float = 3.0, cfg: SubgoalCfg | None = None,
-                   on_step: StepCallback | None = None) -> Tensor:
+def sample_subgoal(
+    model: HaloModel,
+    cache: KVCache,
+    grid_hw: tuple[int, int],
+    noise: Tensor,
+    *,
+    num_steps: int = 49,
+    shift: float = 3.0,
+    cfg: SubgoalCfg | None = None,
+    on_step: StepCallback | None = None,
+) -> Tensor:
     """Sample subgoal latent tokens [h*w, 64] from noise (t = 1) on an h x w token grid.
 
     Released defaults: 49 Euler steps on linspace(1, 0, 50) shifted by 3.0, text CFG 4.0 and
@@ -204,8 +227,10 @@ def sample_subgoal(model: HaloModel, cache: KVCache, grid_hw: tuple[int, int], n
     """
     h, w = grid_hw
     if noise.shape != (h * w, model.cfg.patch_latent_dim):
-        raise ValueError(f'sample_subgoal: noise shape {tuple(noise.shape)} != '
-                         f'({h * w}, {model.cfg.patch_latent_dim})')
+        raise ValueError(
+            f'sample_subgoal: noise shape {tuple(noise.shape)} != '
+            f'({h * w}, {model.cfg.patch_latent_dim})'
+        )
     pos = grid_position_ids(h, w, model.cfg.max_latent_size).to(noise.device)
     ts = flow_schedule(num_steps, shift).to(noise.device)
 

@@ -17,8 +17,17 @@ from pathlib import Path
 logger = logging.getLogger(__name__)
 
 BF16_BYTES = 2
-GROUPS = ('und', 'gen', 'act', 'embed_tokens+lm_head', 'vit', 'connector', 'gen_bridge', 'action',
-          'vae')
+GROUPS = (
+    'und',
+    'gen',
+    'act',
+    'embed_tokens+lm_head',
+    'vit',
+    'connector',
+    'gen_bridge',
+    'action',
+    'vae',
+)
 
 
 def group_of(name: str) -> str:
@@ -85,11 +94,18 @@ def summarize(shapes: dict[str, tuple[int, ...]]) -> dict:
         tensors[group_of(name)] += 1
     lm = sum(counts[g] for g in ('und', 'gen', 'act', 'embed_tokens+lm_head'))
     total = sum(counts.values())
-    groups = {g: {'params': counts[g], 'tensors': tensors[g], 'bf16_bytes': counts[g] * BF16_BYTES}
-              for g in (*GROUPS, 'other') if tensors[g]}
-    return {'groups': groups, 'language_model_params': lm,
-            'total_params': total, 'total_bf16_bytes': total * BF16_BYTES,
-            'tensors': len(shapes)}
+    groups = {
+        g: {'params': counts[g], 'tensors': tensors[g], 'bf16_bytes': counts[g] * BF16_BYTES}
+        for g in (*GROUPS, 'other')
+        if tensors[g]
+    }
+    return {
+        'groups': groups,
+        'language_model_params': lm,
+        'total_params': total,
+        'total_bf16_bytes': total * BF16_BYTES,
+        'tensors': len(shapes),
+    }
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -123,11 +139,14 @@ def run(args: argparse.Namespace) -> int:
     out.write(json.dumps(config, indent=2) + '\n\n')
     out.write(f'{"group":<22}{"tensors":>9}{"params":>16}{"bf16":>12}\n')
     for group, row in summary['groups'].items():
-        out.write(f'{group:<22}{row["tensors"]:>9}{row["params"]:>16,}'
-                  f'{_bytes(row["bf16_bytes"]):>12}\n')
+        out.write(
+            f'{group:<22}{row["tensors"]:>9}{row["params"]:>16,}{_bytes(row["bf16_bytes"]):>12}\n'
+        )
     out.write(f'{"language model":<22}{"":>9}{summary["language_model_params"]:>16,}\n')
-    out.write(f'{"total":<22}{summary["tensors"]:>9}{summary["total_params"]:>16,}'
-              f'{_bytes(summary["total_bf16_bytes"]):>12}\n')
+    out.write(
+        f'{"total":<22}{summary["tensors"]:>9}{summary["total_params"]:>16,}'
+        f'{_bytes(summary["total_bf16_bytes"]):>12}\n'
+    )
     if args.keys:
         out.write('\n')
         for name, shape in shapes.items():

@@ -37,8 +37,13 @@ class SwiGLU(nn.Module):
 
 def rope_cos_sin(positions: Tensor, head_dim: int, theta: float) -> tuple[Tensor, Tensor]:
     """positions [N] int -> cos, sin [N, head_dim] fp32 (HF Qwen2 default rope, halves repeated)."""
-    inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.int64,
-                                             device=positions.device).float() / head_dim))
+    inv_freq = 1.0 / (
+        theta
+        ** (
+            torch.arange(0, head_dim, 2, dtype=torch.int64, device=positions.device).float()
+            / head_dim
+        )
+    )
     freqs = positions.float()[:, None] * inv_freq[None, :]  # [N, D/2]
     emb = torch.cat([freqs, freqs], dim=-1)  # [N, D]
     return emb.cos(), emb.sin()

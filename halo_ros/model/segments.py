@@ -23,7 +23,7 @@ class ViTImageSegment:
 
 @dataclass(frozen=True)
 class VAEImageSegment:
-    """A normalised image [3, H, W], H and W multiples of 16: encoded by the VAE, clean gen tokens."""
+    """A normalised image [3, H, W] (multiples of 16), VAE-encoded into clean gen tokens."""
 
     image: Tensor
 

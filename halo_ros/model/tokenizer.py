@@ -35,11 +35,11 @@ class HaloTokenizer:
         missing = [s for s in SPECIAL_STRINGS.values() if tokenizer.token_to_id(s) is None]
         if missing:
             # Same order as the release's add_special_tokens, so ids come out the same.
-            tokenizer.add_tokens([AddedToken(s, special=False, normalized=False)
-                                  for s in missing])
+            tokenizer.add_tokens([AddedToken(s, special=False, normalized=False) for s in missing])
             logger.info('added tokens %s', missing)
-        self.special = SpecialTokens(**{k: tokenizer.token_to_id(s)
-                                        for k, s in SPECIAL_STRINGS.items()})
+        self.special = SpecialTokens(
+            **{k: tokenizer.token_to_id(s) for k, s in SPECIAL_STRINGS.items()}
+        )
 
     @property
     def vocab_size(self) -> int:
@@ -56,11 +56,14 @@ class HaloTokenizer:
         ours, theirs = dataclasses.asdict(self.special), dataclasses.asdict(cfg.special_tokens)
         wrong = {k: (ours[k], theirs[k]) for k in ours if ours[k] != theirs[k]}
         if wrong:
-            raise ValueError(f'tokenizer special ids differ from config {cfg.name} '
-                             f'(tokenizer, config): {wrong}')
+            raise ValueError(
+                f'tokenizer special ids differ from config {cfg.name} (tokenizer, config): {wrong}'
+            )
         if self.vocab_size > cfg.llm.vocab_size:
-            raise ValueError(f'tokenizer vocabulary {self.vocab_size} exceeds '
-                             f'{cfg.name} vocab_size {cfg.llm.vocab_size}')
+            raise ValueError(
+                f'tokenizer vocabulary {self.vocab_size} exceeds '
+                f'{cfg.name} vocab_size {cfg.llm.vocab_size}'
+            )
 
 
 def load_tokenizer(directory: str | Path) -> HaloTokenizer:
@@ -74,15 +77,17 @@ def tokenizer_for(cfg: HaloConfig, directory: str | Path | None = None) -> HaloT
     """The config's tokenizer (or `directory`), checked against the config."""
     directory = directory if directory is not None else cfg.tokenizer_dir()
     if directory is None:
-        raise ValueError(f'config {cfg.name} ships no tokenizer; pass the Qwen2.5 tokenizer '
-                         'directory')
+        raise ValueError(
+            f'config {cfg.name} ships no tokenizer; pass the Qwen2.5 tokenizer directory'
+        )
     tok = load_tokenizer(directory)
     tok.check(cfg)
     return tok
 
 
-def build_tiny_tokenizer(corpus: Iterable[str], special: SpecialTokens, *,
-                         bpe_vocab_size: int = 900) -> Tokenizer:
+def build_tiny_tokenizer(
+    corpus: Iterable[str], special: SpecialTokens, *, bpe_vocab_size: int = 900
+) -> Tokenizer:
     """Byte-level BPE trained on `corpus`, padded with reserved tokens so the six special
     tokens land on the ids `special` asks for (halo-tiny: 1000..1005)."""
     from tokenizers import decoders, models, pre_tokenizers, trainers
@@ -90,8 +95,11 @@ def build_tiny_tokenizer(corpus: Iterable[str], special: SpecialTokens, *,
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=bpe_vocab_size, show_progress=False,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    trainer = trainers.BpeTrainer(
+        vocab_size=bpe_vocab_size,
+        show_progress=False,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
     tok.train_from_iterator(list(corpus), trainer)
     first = min(dataclasses.asdict(special).values())
     size = tok.get_vocab_size()
@@ -99,6 +107,7 @@ def build_tiny_tokenizer(corpus: Iterable[str], special: SpecialTokens, *,
         raise ValueError(f'BPE vocabulary {size} overlaps the special ids from {first}')
     tok.add_special_tokens([f'<|reserved_{i}|>' for i in range(first - size)])
     order = sorted(dataclasses.asdict(special).items(), key=lambda kv: kv[1])
-    tok.add_tokens([AddedToken(SPECIAL_STRINGS[k], special=False, normalized=False)
-                    for k, _ in order])
+    tok.add_tokens(
+        [AddedToken(SPECIAL_STRINGS[k], special=False, normalized=False) for k, _ in order]
+    )
     return tok

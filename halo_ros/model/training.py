@@ -79,10 +79,14 @@ class TrainOutput:
     predictions: dict[int, Tensor] = field(default_factory=dict)  # item -> logits or velocity
     inputs: dict[int, Tensor] = field(default_factory=dict)  # item -> x_t of noisy items
 
-    def total(self, ce_weight: float = 1.0, mse_weight: float = 1.0,
-              l1_weight: float = 1.0) -> Tensor:
-        terms = [w * x for w, x in ((ce_weight, self.ce), (mse_weight, self.mse),
-                                    (l1_weight, self.l1)) if x is not None]
+    def total(
+        self, ce_weight: float = 1.0, mse_weight: float = 1.0, l1_weight: float = 1.0
+    ) -> Tensor:
+        terms = [
+            w * x
+            for w, x in ((ce_weight, self.ce), (mse_weight, self.mse), (l1_weight, self.l1))
+            if x is not None
+        ]
         return torch.stack(terms).sum()
 
 
@@ -93,15 +97,16 @@ def training_mask(split_lens: Sequence[int], modes: Sequence[SplitMode]) -> Tens
     start = 0
     for size, mode in zip(split_lens, modes, strict=True):
         own = torch.ones(size, size, dtype=torch.bool)
-        mask[start:start + size, start:start + size] = own.tril() if mode is SplitMode.CAUSAL \
-            else own
-        mask[start:start + size, :start] = True
+        mask[start : start + size, start : start + size] = (
+            own.tril() if mode is SplitMode.CAUSAL else own
+        )
+        mask[start : start + size, :start] = True
         start += size
     start = 0
     for size, mode in zip(split_lens, modes, strict=True):
         if mode is SplitMode.NOISE:
-            mask[:, start:start + size] = False
-            mask[start:start + size, start:start + size] = True
+            mask[:, start : start + size] = False
+            mask[start : start + size, start : start + size] = True
         start += size
     return mask
 
@@ -112,8 +117,9 @@ def _flow_time(t: float | None, generator: torch.Generator | None) -> Tensor:
     return torch.sigmoid(torch.randn((), generator=generator))  # logit-normal
 
 
-def forward_train(model: HaloModel, items: Sequence[TrainItem], *,
-                  generator: torch.Generator | None = None) -> TrainOutput:
+def forward_train(
+    model: HaloModel, items: Sequence[TrainItem], *, generator: torch.Generator | None = None
+) -> TrainOutput:
     """One packed sample through the full model (no cache) -> losses and per-item outputs."""
     st = model.cfg.special_tokens
     device = model.input_linear_layer.weight.device
@@ -138,8 +144,11 @@ def forward_train(model: HaloModel, items: Sequence[TrainItem], *,
             x0 = item.tokens.to(device).float()
             if item.noisy:
                 t = _flow_time(item.t, generator).to(device)
-                noise = item.noise if item.noise is not None else torch.randn(
-                    x0.shape, generator=generator)
+                noise = (
+                    item.noise
+                    if item.noise is not None
+                    else torch.randn(x0.shape, generator=generator)
+                )
                 noise = noise.to(device).float()
                 x_t = (1 - t) * x0 + t * noise
                 blocks.append(model.latent_block(x_t, t, pos, clean=False))
@@ -152,8 +161,9 @@ def forward_train(model: HaloModel, items: Sequence[TrainItem], *,
         elif isinstance(item, TrainActions):
             x0 = item.actions.to(device).float()
             t = _flow_time(item.t, generator).to(device)
-            noise = item.noise if item.noise is not None else torch.randn(
-                x0.shape, generator=generator)
+            noise = (
+                item.noise if item.noise is not None else torch.randn(x0.shape, generator=generator)
+            )
             noise = noise.to(device).float()
             x_t = (1 - t) * x0 + t * noise
             blocks.append(model.action_block(x_t, t))
@@ -173,31 +183,39 @@ def forward_train(model: HaloModel, items: Sequence[TrainItem], *,
         start += n
     embeds = torch.cat([b.embeds for b in blocks])  # [N, d]
     mask = training_mask([e - s for s, e in spans], modes).to(device)
-    hidden, _, _ = model.language_model.model(embeds, _merge(tuple(route)),
-                                              torch.cat(positions), None, None, mask)
+    hidden, _, _ = model.language_model.model(
+        embeds, _merge(tuple(route)), torch.cat(positions), None, None, mask
+    )
 
     losses: dict[str, list[Tensor]] = {'ce': [], 'mse': [], 'l1': []}
     predictions: dict[int, Tensor] = {}
     for i, (kind, target) in targets.items():
         s, e = spans[i]
         if kind == 'ce':
-            logits = model.language_model.lm_head(hidden[s:e - 1]).float()  # next-token rows
+            logits = model.language_model.lm_head(hidden[s : e - 1]).float()  # next-token rows
             predictions[i] = logits
             losses['ce'].append(F.cross_entropy(logits, target, reduction='none'))
         elif kind == 'mse':
-            pred = model.llm2vae(hidden[s + 1:e - 1]).float()
+            pred = model.llm2vae(hidden[s + 1 : e - 1]).float()
             predictions[i] = pred
             losses['mse'].append(((pred - target) ** 2).flatten())
         else:
-            pred = model.output_linear_layer(hidden[s + 1:e - 1]).float()
+            pred = model.output_linear_layer(hidden[s + 1 : e - 1]).float()
             predictions[i] = pred
             losses['l1'].append((pred - target).abs().flatten())
 
     def mean(parts: list[Tensor]) -> Tensor | None:
         return torch.cat(parts).mean() if parts else None
 
-    return TrainOutput(mean(losses['ce']), mean(losses['mse']), mean(losses['l1']), hidden,
-                       spans, predictions, inputs)
+    return TrainOutput(
+        mean(losses['ce']),
+        mean(losses['mse']),
+        mean(losses['l1']),
+        hidden,
+        spans,
+        predictions,
+        inputs,
+    )
 
 
 def _merge(route: Route) -> Route:

@@ -24,8 +24,9 @@ def patchify(image: Tensor, patch: int) -> Tensor:
 
 def block_diagonal_mask(seqlens: list[int], device: torch.device | None = None) -> Tensor:
     """Packed sequence lengths -> bool [T, T], True within the same image."""
-    ids = torch.repeat_interleave(torch.arange(len(seqlens), device=device),
-                                  torch.tensor(seqlens, device=device))
+    ids = torch.repeat_interleave(
+        torch.arange(len(seqlens), device=device), torch.tensor(seqlens, device=device)
+    )
     return ids[:, None] == ids[None, :]
 
 
@@ -91,7 +92,8 @@ class SiglipTransformer(nn.Module):
     def forward(self, patches: Tensor, position_ids: Tensor, mask: Tensor) -> Tensor:
         """patches [T, p*p*3], position_ids [T], mask [T, T] -> [T, hidden]."""
         x = self.embeddings.patch_embedding(patches) + self.embeddings.position_embedding(
-            position_ids)
+            position_ids
+        )
         for layer in self.encoder.layers:
             x = layer(x, mask)
         return self.post_layernorm(x)
