@@ -220,7 +220,7 @@ def test_em_cot_three_stages_on_halo_tiny(model):
     cache = model.prefill([TextSegment(tuple(thought.token_ids))], caches.full)
 
     grid = model.latent_grid(32, 48)
-    cfg = inference.SubgoalCfg(inference.CfgCaches(cache, caches.no_text, caches.no_image))
+    cfg = inference.Cfg(inference.CfgCaches(cache, caches.no_text, caches.no_image))
     noise = torch.randn(grid[0] * grid[1], 64, generator=torch.Generator().manual_seed(4))
     subgoal = model.sample_subgoal(cache, grid, noise, num_steps=3, cfg=cfg)
     assert subgoal.shape == (6, 64) and torch.isfinite(subgoal).all()
@@ -242,3 +242,43 @@ def test_training_losses_reach_all_experts(model, data):
     for name in ('q_proj', 'q_proj_moe_gen', 'q_proj_moe_act'):
         assert getattr(layer, name).weight.grad.abs().max() > 0, name
     model.zero_grad()
+
+
+def test_cfg_combination_follows_release(model, data):
+    segments = [ViTImageSegment(data['frame']), TextSegment(PROMPT)]
+    caches = inference.prefill_cfg(model, segments)
+    assert caches.no_text.length == 26 and caches.no_image.length == len(PROMPT) + 2
+    noise = data['action_noise']
+    plain = model.sample_actions(caches.full, noise, num_steps=3)
+    unit = inference.ActionCfg(model, inference.Cfg(caches, text_scale=1.0, img_scale=3.0))
+    assert torch.equal(model.sample_actions(caches.full, noise, num_steps=3, guidance=unit), plain)
+    cfg = inference.Cfg(caches, text_scale=4.0, img_scale=2.0, interval=(0.4, 1.0))
+    steps = []
+    guided = model.sample_actions(
+        caches.full,
+        noise,
+        num_steps=3,
+        guidance=inference.ActionCfg(model, cfg),
+        on_step=lambda i, t, x, v: steps.append((t, x, v)),
+    )
+    assert not torch.allclose(guided, plain)
+    # Step 0 (t = 1) by hand: v_img + 2 ((v_txt + 4 (v - v_txt)) - v_img), global renorm.
+    t, x, v = steps[0]
+    velocity = {
+        name: model.action_velocity(
+            x, torch.tensor(t), c.k, c.v, c.key_valid(), torch.tensor(c.next_rope)
+        ).detach()
+        for name, c in (('full', caches.full), ('text', caches.no_text), ('img', caches.no_image))
+    }
+    expected = velocity['img'] + 2 * (
+        velocity['text'] + 4 * (velocity['full'] - velocity['text']) - velocity['img']
+    )
+    expected = expected * min(1.0, float(velocity['full'].norm() / expected.norm()))
+    assert rel_err(v, expected) <= 1e-5
+    # Outside the interval (t = 1/3 <= 0.4) the plain velocity is used.
+    t, x, v = steps[2]
+    c = caches.full
+    v_plain = model.action_velocity(
+        x, torch.tensor(t), c.k, c.v, c.key_valid(), torch.tensor(c.next_rope)
+    )
+    assert rel_err(v, v_plain.detach()) <= 1e-6

@@ -196,15 +196,59 @@ def sample_actions(
 
 
 @dataclass(frozen=True)
-class SubgoalCfg:
-    """Released image CFG: v = v_img + s_img((v_txt + s_txt(v - v_txt)) - v_img), applied for
-    t in (lo, hi], then scaled by min(1, max(renorm_min, |v| / |v_cfg|)) (global renorm)."""
+class Cfg:
+    """Released classifier-free guidance (`bagel.py:_forward_flow`, renorm "global"):
+    v' = v_img + s_img((v_txt + s_txt(v - v_txt)) - v_img), scaled by
+    clamp(|v| / |v'|, renorm_min, 1), for t in (lo, hi]. As released, nothing is applied unless
+    text_scale > 1, and a branch whose scale is <= 1 is skipped."""
 
     caches: CfgCaches
-    text_scale: float = 4.0
+    text_scale: float = 4.0  # released subgoal default (actions: 4.0 in halo_inference)
     img_scale: float = 2.0
     interval: tuple[float, float] = (0.4, 1.0)
     renorm_min: float = 0.0
+
+    def active(self, t: float) -> bool:
+        return self.text_scale > 1.0 and self.interval[0] < t <= self.interval[1]
+
+    def combine(self, v: Tensor, v_text: Tensor, v_img: Tensor | None) -> Tensor:
+        guided = v_text + self.text_scale * (v - v_text)
+        if v_img is not None:
+            guided = v_img + self.img_scale * (guided - v_img)
+        scale = (v.norm() / (guided.norm() + 1e-8)).clamp(min=self.renorm_min, max=1.0)
+        return guided * scale
+
+    def velocity(self, fn: Callable[[KVCache], Tensor], t: float) -> Tensor:
+        """fn(cache) -> velocity against that context; returns the guided velocity at t."""
+        v = fn(self.caches.full)
+        if not self.active(t):
+            return v
+        v_img = fn(self.caches.no_image) if self.img_scale > 1.0 else None
+        return self.combine(v, fn(self.caches.no_text), v_img)
+
+
+SubgoalCfg = Cfg
+
+
+class ActionCfg:
+    """Action CFG as a `Guidance` (the release's action CFG; off by default because the
+    fine-tune trained no unconditional contexts). Pass the full cache to `sample_actions`."""
+
+    def __init__(self, model: HaloModel, cfg: Cfg) -> None:
+        self.model, self.cfg = model, cfg
+
+    def velocity(
+        self, x_t: Tensor, t: float, step: int, velocity_fn: Callable[[Tensor], Tensor]
+    ) -> Tensor:
+        def fn(cache: KVCache) -> Tensor:
+            if cache is self.cfg.caches.full:
+                return velocity_fn(x_t)
+            k_past, v_past, valid, rope = _cache_tensors(self.model, cache)
+            return self.model.action_velocity(
+                x_t, torch.tensor(t, dtype=torch.float32), k_past, v_past, valid, rope
+            )
+
+        return self.cfg.velocity(fn, t)
 
 
 @torch.no_grad()
@@ -216,14 +260,15 @@ def sample_subgoal(
     *,
     num_steps: int = 49,
     shift: float = 3.0,
-    cfg: SubgoalCfg | None = None,
+    cfg: Cfg | None = None,
     on_step: StepCallback | None = None,
 ) -> Tensor:
     """Sample subgoal latent tokens [h*w, 64] from noise (t = 1) on an h x w token grid.
 
     Released defaults: 49 Euler steps on linspace(1, 0, 50) shifted by 3.0, text CFG 4.0 and
-    image CFG 2.0 on (0.4, 1]. The result is divided by `subgoal_latent_divisor` (1.4) like the
-    release before it is decoded or re-inserted (`LatentSegment`).
+    image CFG 2.0 on (0.4, 1] (`cfg.caches.full` must then be `cache`). The result is divided by
+    `subgoal_latent_divisor` (1.4) like the release before it is decoded or re-inserted
+    (`LatentSegment`).
     """
     h, w = grid_hw
     if noise.shape != (h * w, model.cfg.patch_latent_dim):
@@ -231,24 +276,20 @@ def sample_subgoal(
             f'sample_subgoal: noise shape {tuple(noise.shape)} != '
             f'({h * w}, {model.cfg.patch_latent_dim})'
         )
+    if cfg is not None and cfg.caches.full is not cache:
+        raise ValueError('sample_subgoal: cfg.caches.full must be the cache being sampled from')
     pos = grid_position_ids(h, w, model.cfg.max_latent_size).to(noise.device)
     ts = flow_schedule(num_steps, shift).to(noise.device)
-
-    def velocity(c: KVCache, x: Tensor, t: Tensor) -> Tensor:
-        k_past, v_past, valid, rope = _cache_tensors(model, c)
-        return model.latent_velocity(x, t, pos, k_past, v_past, valid, rope)
 
     x = noise.float()
     for i in range(num_steps):
         t = ts[i]
-        v = velocity(cache, x, t)
-        if cfg is not None and cfg.interval[0] < float(t) <= cfg.interval[1]:
-            v_text = velocity(cfg.caches.no_text, x, t)
-            v_img = velocity(cfg.caches.no_image, x, t)
-            guided = v_text + cfg.text_scale * (v - v_text)
-            guided = v_img + cfg.img_scale * (guided - v_img)
-            scale = (v.norm() / (guided.norm() + 1e-8)).clamp(min=cfg.renorm_min, max=1.0)
-            v = guided * scale
+
+        def velocity(c: KVCache, x: Tensor = x, t: Tensor = t) -> Tensor:
+            k_past, v_past, valid, rope = _cache_tensors(model, c)
+            return model.latent_velocity(x, t, pos, k_past, v_past, valid, rope)
+
+        v = velocity(cache) if cfg is None else cfg.velocity(velocity, float(t))
         if on_step is not None:
             on_step(i, float(t), x, v)
         x = x - v * (ts[i] - ts[i + 1])
