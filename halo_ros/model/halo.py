@@ -104,9 +104,10 @@ class HaloModel(nn.Module):
     def embed_ids(self, ids: Tensor) -> Tensor:
         return self.language_model.model.embed_tokens(ids)
 
-    def _framing(self, start: int, end: int, device: torch.device) -> tuple[Tensor, Tensor]:
-        e = self.embed_ids(torch.tensor([start, end], device=device))  # [2, d]
-        return e[:1], e[1:]
+    def _framing(self, start: int, end: int) -> tuple[Tensor, Tensor]:
+        """Embeddings [1, d] of a block's start and end tokens (static slices: export-friendly)."""
+        table = self.language_model.model.embed_tokens.weight  # [V, d]
+        return table[start : start + 1], table[end : end + 1]
 
     def text_block(self, ids: Tensor) -> Block:
         """Already-framed token ids [n] -> causal und block."""
@@ -132,7 +133,7 @@ class HaloModel(nn.Module):
         patches, pos = self.vit_tokens(image)
         t = patches.shape[0]
         st = self.cfg.special_tokens
-        start, end = self._framing(st.vision_start, st.vision_end, image.device)
+        start, end = self._framing(st.vision_start, st.vision_end)
         embeds = torch.cat([start, self.vit_embeds(patches, pos, [t]), end])  # [T+2, d]
         return Block(
             embeds,
@@ -162,7 +163,7 @@ class HaloModel(nn.Module):
         """[vs] + latent tokens + [ve]; a clean block (t = 0) advances RoPE, a noisy one not."""
         n = x.shape[0]
         st = self.cfg.special_tokens
-        start, end = self._framing(st.vision_start, st.vision_end, x.device)
+        start, end = self._framing(st.vision_start, st.vision_end)
         embeds = torch.cat([start, self.latent_embeds(x, t, position_ids), end])
         return Block(
             embeds,
@@ -182,7 +183,7 @@ class HaloModel(nn.Module):
     def action_block(self, x: Tensor, t: Tensor) -> Block:
         k = x.shape[0]
         st = self.cfg.special_tokens
-        start, end = self._framing(st.action_start, st.action_end, x.device)
+        start, end = self._framing(st.action_start, st.action_end)
         embeds = torch.cat([start, self.action_embeds(x, t), end])  # [K+2, d]
         return Block(
             embeds,
