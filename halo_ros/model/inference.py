@@ -115,20 +115,25 @@ def decode_text(
     """Decode from <|im_start|> at the cache's next RoPE id, one und query per token.
 
     Greedy when temperature == 0, else softmax sampling at that temperature. Stops after the end
-    token (default <|im_end|>) or `max_new_tokens`. Works on its own copy of the cache; re-prefill
-    the text (as the release does) to condition later stages on it.
+    token (default <|im_end|>) or `max_new_tokens`. Works on its own buffer; the cache is not
+    changed. Re-prefill the text (as the release does) to condition later stages on it.
     """
     if max_new_tokens <= 0:
         raise ValueError(f'decode_text: max_new_tokens must be positive, got {max_new_tokens}')
     st = model.cfg.special_tokens
     end = st.im_end if end_token is None else end_token
+    # A fixed-size buffer with a key-validity mask, filled in place: no per-token re-allocation
+    # of the whole cache, and the same padded form the exported graphs use.
+    k_buf, v_buf, valid = cache.padded(cache.length + max_new_tokens)
+    row, rope = cache.length, cache.next_rope
     token = st.im_start
     out, rows, stopped = [], [], False
     for _ in range(max_new_tokens):
-        k_past, v_past, valid, rope = _cache_tensors(model, cache)
-        ids = torch.tensor([token], device=cache.k.device)
-        logits, k, v = model.text_logits(ids, k_past, v_past, valid, rope)  # [1, V]
-        cache = cache.append(k, v, 1)
+        ids = torch.tensor([token], device=k_buf.device)
+        rope_t = torch.tensor(rope, device=k_buf.device)
+        logits, k, v = model.text_logits(ids, k_buf, v_buf, valid, rope_t)  # [1, V]
+        k_buf[:, row], v_buf[:, row], valid[row] = k[:, 0], v[:, 0], True
+        row, rope = row + 1, rope + 1
         rows.append(logits[0])
         if temperature > 0:
             probs = torch.softmax(logits[0] / temperature, dim=-1)
