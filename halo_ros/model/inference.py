@@ -38,7 +38,7 @@ logger = logging.getLogger(__name__)
 StepCallback = Callable[[int, float, Tensor, Tensor], None]  # (step, t, x_t, v)
 
 
-def _cache_tensors(model: HaloModel, cache: KVCache) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+def _cache_tensors(cache: KVCache) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     rope = torch.tensor(cache.next_rope, device=cache.k.device)
     return cache.k, cache.v, cache.key_valid(), rope
 
@@ -71,7 +71,7 @@ def prefill(model: HaloModel, segments: Sequence[Segment], cache: KVCache | None
         )
     for segment in segments:
         block = segment_block(model, segment)
-        k_past, v_past, valid, rope = _cache_tensors(model, cache)
+        k_past, v_past, valid, rope = _cache_tensors(cache)
         _, k, v = model.run_block(block, k_past, v_past, valid, rope)
         cache = cache.append(k, v, block.rope_advance)
     return cache
@@ -175,7 +175,7 @@ def sample_actions(
     Released default: 9 steps on linspace(1, 0, 10), no shift, no CFG. The cache is read, never
     written. `guidance`, if given, supplies the velocity of each step (real-time chunking).
     """
-    k_past, v_past, valid, rope = _cache_tensors(model, cache)
+    k_past, v_past, valid, rope = _cache_tensors(cache)
     ts = flow_schedule(num_steps).to(noise.device)
     x = noise.float()
     for i in range(num_steps):
@@ -248,7 +248,7 @@ class ActionCfg:
         def fn(cache: KVCache) -> Tensor:
             if cache is self.cfg.caches.full:
                 return velocity_fn(x_t)
-            k_past, v_past, valid, rope = _cache_tensors(self.model, cache)
+            k_past, v_past, valid, rope = _cache_tensors(cache)
             return self.model.action_velocity(
                 x_t, torch.tensor(t, dtype=torch.float32), k_past, v_past, valid, rope
             )
@@ -291,7 +291,7 @@ def sample_subgoal(
         t = ts[i]
 
         def velocity(c: KVCache, x: Tensor = x, t: Tensor = t) -> Tensor:
-            k_past, v_past, valid, rope = _cache_tensors(model, c)
+            k_past, v_past, valid, rope = _cache_tensors(c)
             return model.latent_velocity(x, t, pos, k_past, v_past, valid, rope)
 
         v = velocity(cache) if cfg is None else cfg.velocity(velocity, float(t))
