@@ -217,3 +217,14 @@ def test_model_info_reads_checkpoint_headers(saved):
         assert cli.main(['model', str(directory), '--json']) == 0
     doc = json.loads(out.getvalue())
     assert doc['tensors'] == len(HaloModel(load_config('halo-tiny')).state_dict())
+
+
+def test_fresh_init_predicts_zero_velocity():
+    # The release zero-inits both flow heads, so an untrained model leaves the noise unchanged.
+    model = HaloModel(load_config('halo-tiny'))
+    model.init_weights(seed=0)
+    norm = model.language_model.model.layers[0].input_layernorm_moe_act.weight
+    assert torch.equal(norm, torch.ones_like(norm))
+    cache = model.prefill([])
+    noise = torch.randn(4, 14)
+    assert torch.equal(model.sample_actions(cache, noise, num_steps=2), noise)

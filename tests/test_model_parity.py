@@ -122,3 +122,20 @@ def test_preprocessing_matches_release(ref):
     assert np.abs(resized.astype(int) - ref['image_resized_uint8'].numpy()).max() <= 1
     close(to_tensor(ref['image_resized_uint8'].numpy()), ref['image_tensor_chw'], 1e-6)
     assert target_size(240, 320, 980, 378, 14) == (378, 504)  # 27 x 36 = 972 real ViT tokens
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA GPU')
+def test_parity_on_cuda(ref):
+    torch.backends.cuda.matmul.allow_tf32 = False
+    m = HaloModel(load_config('halo-tiny')).eval()
+    load_checkpoint(m, PARITY / 'halo_tiny_reference.safetensors')
+    m = m.cuda()
+    cache = inference.prefill(
+        m, [ViTImageSegment(ref['image_tensor_chw']), TextSegment((5, 17, 42, 99))]
+    )
+    close(cache.k.cpu(), ref['prefix_k_cache'], 1e-4)
+    actions = inference.sample_actions(m, cache, ref['sample_init_noise'].cuda(), num_steps=9)
+    close(actions.cpu(), ref['actions'], 1e-4)
+    logits = inference.decode_text(m, cache, 6, end_token=-1).logits
+    close(logits.cpu(), ref['decode_logits'], 1e-4)

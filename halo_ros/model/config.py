@@ -10,9 +10,9 @@ from typing import Any
 
 import yaml
 
-logger = logging.getLogger(__name__)
+from halo_ros.paths import share_dir
 
-MODELS_DIR = Path(__file__).resolve().parents[2] / 'models'
+logger = logging.getLogger(__name__)
 
 
 def _positive(obj: Any, *names: str) -> None:
@@ -219,7 +219,12 @@ class HaloConfig:
         return self.latent_patch_size**2 * self.vae.z_channels
 
     def tokenizer_dir(self) -> Path | None:
-        return None if self.tokenizer is None else MODELS_DIR / self.tokenizer
+        return None if self.tokenizer is None else models_dir() / self.tokenizer
+
+
+def models_dir() -> Path:
+    """`models/` of the source checkout or the installed share folder."""
+    return share_dir() / 'models'
 
 
 _SECTIONS = {'llm': LLMConfig, 'vit': ViTConfig, 'vae': VAEConfig, 'special_tokens': SpecialTokens}
@@ -260,10 +265,10 @@ def config_to_dict(config: HaloConfig) -> dict[str, Any]:
 
 def load_config(name_or_path: str | Path) -> HaloConfig:
     """Load `models/<name>.yaml` or an explicit YAML path."""
-    preset = MODELS_DIR / f'{name_or_path}.yaml'
+    preset = models_dir() / f'{name_or_path}.yaml'
     path = preset if preset.is_file() else Path(name_or_path)
     if not path.is_file():
-        presets = sorted(p.stem for p in MODELS_DIR.glob('*.yaml'))
+        presets = sorted(p.stem for p in models_dir().glob('*.yaml'))
         raise FileNotFoundError(f'model config {name_or_path!r} not found; presets: {presets}')
     with open(path, encoding='utf-8') as f:
         raw = yaml.safe_load(f)
@@ -282,5 +287,5 @@ __all__ = [
     'load_config',
     'config_from_dict',
     'config_to_dict',
-    'MODELS_DIR',
+    'models_dir',
 ]

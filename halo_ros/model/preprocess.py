@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from PIL import Image
 from torch import Tensor
 
 MAX_PIXELS = 14 * 14 * 9 * 1024  # released ImageTransform default
@@ -42,6 +41,8 @@ def resize_image(rgb: np.ndarray, max_px: int, min_px: int, stride: int) -> np.n
     h, w = target_size(rgb.shape[0], rgb.shape[1], max_px, min_px, stride)
     if (h, w) == rgb.shape[:2]:
         return rgb
+    from PIL import Image  # only needed when resizing (the release resizes with PIL)
+
     return np.asarray(Image.fromarray(rgb).resize((w, h), Image.BICUBIC))
 
 
