@@ -228,3 +228,14 @@ def test_fresh_init_predicts_zero_velocity():
     cache = model.prefill([])
     noise = torch.randn(4, 14)
     assert torch.equal(model.sample_actions(cache, noise, num_steps=2), noise)
+
+
+def test_init_experts_from_und_copies_every_twin():
+    model = random_tiny(seed=5)
+    model.init_experts_from_und()
+    params = dict(model.named_parameters())
+    twins = [n for n in params if '_moe_gen' in n or '_moe_act' in n]
+    assert len(twins) == 2 * 29  # 14 per layer and the final norm, for gen and act
+    for name in twins:
+        source = name.replace('_moe_gen', '').replace('_moe_act', '')
+        assert torch.equal(params[name], params[source]), name

@@ -95,6 +95,19 @@ class HaloModel(nn.Module):
             head.weight.zero_()
             head.bias.zero_()
 
+    @torch.no_grad()
+    def init_experts_from_und(self) -> None:
+        """Copy every und tensor into its `_moe_gen` / `_moe_act` twin (released `init_moe`,
+        used when training starts from a text-only Qwen2.5); a narrower twin takes a slice."""
+        params = dict(self.language_model.named_parameters())
+        for name, target in params.items():
+            for suffix in ('_moe_gen', '_moe_act'):
+                source = params.get(name.replace(suffix, '')) if suffix in name else None
+                if source is not None:
+                    shapes = zip(target.shape, source.shape, strict=True)
+                    region = tuple(slice(0, min(a, b)) for a, b in shapes)
+                    target[region].copy_(source[region])
+
     # ---- embeddings -----------------------------------------------------------------------
 
     @property
