@@ -61,17 +61,17 @@ def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
 
 
 def attend(q: Tensor, k: Tensor, v: Tensor, mask: Tensor) -> Tensor:
-    """Softmax attention with an explicit boolean mask; GQA by repeating kv heads.
+    """Softmax attention with an explicit boolean mask and grouped-query heads.
 
-    q [N, H, D], k/v [M, KV, D], mask [N, M] (True = may attend) -> [N, H * D].
-    Scores and softmax run in fp32. A row with no visible key yields zeros.
+    q [N, H, D], k/v [M, KV, D], mask [N, M] (True = may attend) -> [N, H * D]. Query head h
+    reads kv head h // (H / KV); K/V are never repeated. Scores and softmax run in fp32, and a
+    row with no visible key yields zeros.
     """
     n, heads, dim = q.shape
-    groups = heads // k.shape[1]
-    k = k.repeat_interleave(groups, dim=1)  # [M, H, D]
-    v = v.repeat_interleave(groups, dim=1)
-    scores = torch.einsum('nhd,mhd->hnm', q.float(), k.float()) * dim**-0.5  # [H, N, M]
-    scores = scores.masked_fill(~mask[None], torch.finfo(torch.float32).min)
-    probs = torch.softmax(scores, dim=-1) * mask[None].to(torch.float32)  # zero masked keys
-    out = torch.einsum('hnm,mhd->nhd', probs, v.float())  # [N, H, D]
+    kv_heads = k.shape[1]
+    qg = q.float().view(n, kv_heads, heads // kv_heads, dim)  # [N, KV, G, D]
+    scores = torch.einsum('nkgd,mkd->kgnm', qg, k.float()) * dim**-0.5  # [KV, G, N, M]
+    scores = scores.masked_fill(~mask, torch.finfo(torch.float32).min)
+    probs = torch.softmax(scores, dim=-1) * mask.to(torch.float32)  # zero fully-masked rows
+    out = torch.einsum('kgnm,mkd->nkgd', probs, v.float())  # [N, KV, G, D]
     return out.reshape(n, heads * dim).to(q.dtype)
