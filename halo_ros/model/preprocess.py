@@ -1,0 +1,60 @@
+"""Image preprocessing as the release does it (`data/transforms.py:ImageTransform`).
+
+Resize (PIL bicubic) so the long side is <= max_px and the short side >= min_px, both multiples
+of the stride (14 for the ViT, 16 for the VAE), capped at max_pixels; then [0, 255] -> [-1, 1].
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import Tensor
+
+MAX_PIXELS = 14 * 14 * 9 * 1024  # released ImageTransform default
+
+
+def _fit(width: int, height: int, scale: float, stride: int) -> tuple[int, int]:
+    def snap(v: float) -> int:
+        return max(stride, int(round(v / stride) * stride))
+
+    return snap(round(width * scale)), snap(round(height * scale))
+
+
+def target_size(
+    height: int, width: int, max_px: int, min_px: int, stride: int, max_pixels: int = MAX_PIXELS
+) -> tuple[int, int]:
+    """-> (height, width) after the released MaxLongEdgeMinShortEdgeResize."""
+    scale = min(max_px / max(width, height), 1.0)
+    scale = max(scale, min_px / min(width, height))
+    w, h = _fit(width, height, scale, stride)
+    if w * h > max_pixels:
+        w, h = _fit(w, h, max_pixels / (w * h), stride)
+    if max(w, h) > max_px:
+        w, h = _fit(w, h, max_px / max(w, h), stride)
+    return h, w
+
+
+def resize_image(rgb: np.ndarray, max_px: int, min_px: int, stride: int) -> np.ndarray:
+    """uint8 [H, W, 3] -> uint8 [H', W', 3] (PIL bicubic; unchanged if already that size)."""
+    if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
+        raise ValueError(f'resize_image expects uint8 [H, W, 3], got {rgb.dtype} {rgb.shape}')
+    h, w = target_size(rgb.shape[0], rgb.shape[1], max_px, min_px, stride)
+    if (h, w) == rgb.shape[:2]:
+        return rgb
+    from PIL import Image  # only needed when resizing (the release resizes with PIL)
+
+    return np.asarray(Image.fromarray(rgb).resize((w, h), Image.BICUBIC))
+
+
+def to_tensor(rgb: np.ndarray) -> Tensor:
+    """uint8 [H, W, 3] -> float [3, H, W] in [-1, 1] (mean = std = 0.5)."""
+    x = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1).float() / 255.0
+    return (x - 0.5) / 0.5
+
+
+def vit_image(rgb: np.ndarray, vit_max_px: int, vit_min_px: int, patch: int) -> Tensor:
+    return to_tensor(resize_image(rgb, vit_max_px, vit_min_px, patch))
+
+
+def vae_image(rgb: np.ndarray, vae_max_px: int, vae_min_px: int, stride: int) -> Tensor:
+    return to_tensor(resize_image(rgb, vae_max_px, vae_min_px, stride))

@@ -1,0 +1,229 @@
+"""Training-style forward over one packed sample with the released mask rules and losses.
+
+Layout rules (released `data/dataset_base.py`, `data/data_utils.py`):
+- text split: causal inside, RoPE +1 per token; CE on next tokens.
+- clean image split (ViT or VAE tokens at t = 0): full inside, one RoPE id, then RoPE +1.
+- noisy split (image latents or actions with a loss): full inside, one RoPE id, RoPE unchanged,
+  and its columns are hidden from every row outside it, so nothing sees the noise and a clean
+  copy placed after it reuses its RoPE id without leaking the target into it.
+Flow: t = sigmoid(N(0, 1)), x_t = (1 - t) x0 + t noise, target v = noise - x0; MSE for latents,
+L1 for actions (never shifted).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from halo_ros.model.backbone import Route, shift_route
+from halo_ros.model.embed import grid_position_ids
+from halo_ros.model.halo import Block, HaloModel
+
+
+class SplitMode(enum.Enum):
+    CAUSAL = 'causal'
+    FULL = 'full'
+    NOISE = 'noise'
+
+
+@dataclass(frozen=True)
+class TrainText:
+    """Text wrapped as <|im_start|> ids [<|im_end|>]; CE on every next token if `loss`."""
+
+    ids: tuple[int, ...]
+    loss: bool = True
+    close: bool = True  # append <|im_end|> (and predict it)
+
+
+@dataclass(frozen=True)
+class TrainViTImage:
+    image: Tensor  # [3, H, W] normalised, multiples of the ViT patch
+
+
+@dataclass(frozen=True)
+class TrainLatentImage:
+    """VAE latent tokens [h*w, 64]. noisy=True: a target with MSE loss at time t (sampled if
+    None) and the given noise (sampled if None); noisy=False: a clean condition at t = 0."""
+
+    tokens: Tensor
+    grid_hw: tuple[int, int]
+    noisy: bool = False
+    t: float | None = None
+    noise: Tensor | None = None
+
+
+@dataclass(frozen=True)
+class TrainActions:
+    """An action chunk [K, A], always a noisy target with L1 loss."""
+
+    actions: Tensor
+    t: float | None = None
+    noise: Tensor | None = None
+
+
+TrainItem = TrainText | TrainViTImage | TrainLatentImage | TrainActions
+
+
+@dataclass
+class TrainOutput:
+    ce: Tensor | None
+    mse: Tensor | None
+    l1: Tensor | None
+    hidden: Tensor  # [N, d] final-normed rows of the whole sample
+    spans: list[tuple[int, int]] = field(default_factory=list)  # rows of each item
+    predictions: dict[int, Tensor] = field(default_factory=dict)  # item -> logits or velocity
+    inputs: dict[int, Tensor] = field(default_factory=dict)  # item -> x_t of noisy items
+
+    def total(
+        self, ce_weight: float = 1.0, mse_weight: float = 1.0, l1_weight: float = 1.0
+    ) -> Tensor:
+        terms = [
+            w * x
+            for w, x in ((ce_weight, self.ce), (mse_weight, self.mse), (l1_weight, self.l1))
+            if x is not None
+        ]
+        return torch.stack(terms).sum()
+
+
+def training_mask(split_lens: Sequence[int], modes: Sequence[SplitMode]) -> Tensor:
+    """Released `prepare_attention_mask_per_sample` as bool [N, N] (True = may attend)."""
+    n = sum(split_lens)
+    mask = torch.zeros(n, n, dtype=torch.bool)
+    start = 0
+    for size, mode in zip(split_lens, modes, strict=True):
+        own = torch.ones(size, size, dtype=torch.bool)
+        mask[start : start + size, start : start + size] = (
+            own.tril() if mode is SplitMode.CAUSAL else own
+        )
+        mask[start : start + size, :start] = True
+        start += size
+    start = 0
+    for size, mode in zip(split_lens, modes, strict=True):
+        if mode is SplitMode.NOISE:
+            mask[:, start : start + size] = False
+            mask[start : start + size, start : start + size] = True
+        start += size
+    return mask
+
+
+def _flow_time(t: float | None, generator: torch.Generator | None) -> Tensor:
+    if t is not None:
+        return torch.tensor(float(t))
+    return torch.sigmoid(torch.randn((), generator=generator))  # logit-normal
+
+
+def forward_train(
+    model: HaloModel, items: Sequence[TrainItem], *, generator: torch.Generator | None = None
+) -> TrainOutput:
+    """One packed sample through the full model (no cache) -> losses and per-item outputs."""
+    st = model.cfg.special_tokens
+    device = model.input_linear_layer.weight.device
+    blocks: list[Block] = []
+    modes: list[SplitMode] = []
+    targets: dict[int, tuple[str, Tensor]] = {}
+    inputs: dict[int, Tensor] = {}
+    for i, item in enumerate(items):
+        if isinstance(item, TrainText):
+            ids = [st.im_start, *item.ids] + ([st.im_end] if item.close else [])
+            ids_t = torch.tensor(ids, device=device)
+            blocks.append(model.text_block(ids_t))
+            modes.append(SplitMode.CAUSAL)
+            if item.loss:
+                targets[i] = ('ce', ids_t[1:])
+        elif isinstance(item, TrainViTImage):
+            blocks.append(model.vit_block(item.image.to(device)))
+            modes.append(SplitMode.FULL)
+        elif isinstance(item, TrainLatentImage):
+            h, w = item.grid_hw
+            pos = grid_position_ids(h, w, model.cfg.max_latent_size).to(device)
+            x0 = item.tokens.to(device).float()
+            if item.noisy:
+                t = _flow_time(item.t, generator).to(device)
+                noise = (
+                    item.noise
+                    if item.noise is not None
+                    else torch.randn(x0.shape, generator=generator)
+                )
+                noise = noise.to(device).float()
+                x_t = (1 - t) * x0 + t * noise
+                blocks.append(model.latent_block(x_t, t, pos, clean=False))
+                modes.append(SplitMode.NOISE)
+                targets[i], inputs[i] = ('mse', noise - x0), x_t
+            else:
+                zero = torch.zeros((), device=device)
+                blocks.append(model.latent_block(x0, zero, pos, clean=True))
+                modes.append(SplitMode.FULL)
+        elif isinstance(item, TrainActions):
+            x0 = item.actions.to(device).float()
+            t = _flow_time(item.t, generator).to(device)
+            noise = (
+                item.noise if item.noise is not None else torch.randn(x0.shape, generator=generator)
+            )
+            noise = noise.to(device).float()
+            x_t = (1 - t) * x0 + t * noise
+            blocks.append(model.action_block(x_t, t))
+            modes.append(SplitMode.NOISE)
+            targets[i], inputs[i] = ('l1', noise - x0), x_t
+        else:
+            raise TypeError(f'forward_train: unknown item type {type(item).__name__}')
+
+    route: list[tuple] = []
+    positions, spans, rope, start = [], [], 0, 0
+    for block in blocks:
+        n = block.embeds.shape[0]
+        route.extend(shift_route(block.route, start))
+        positions.append(block.rope_offsets + rope)
+        spans.append((start, start + n))
+        rope += block.rope_advance
+        start += n
+    embeds = torch.cat([b.embeds for b in blocks])  # [N, d]
+    mask = training_mask([e - s for s, e in spans], modes).to(device)
+    hidden, _, _ = model.language_model.model(
+        embeds, _merge(tuple(route)), torch.cat(positions), None, None, mask
+    )
+
+    losses: dict[str, list[Tensor]] = {'ce': [], 'mse': [], 'l1': []}
+    predictions: dict[int, Tensor] = {}
+    for i, (kind, target) in targets.items():
+        s, e = spans[i]
+        if kind == 'ce':
+            logits = model.language_model.lm_head(hidden[s : e - 1]).float()  # next-token rows
+            predictions[i] = logits
+            losses['ce'].append(F.cross_entropy(logits, target, reduction='none'))
+        elif kind == 'mse':
+            pred = model.llm2vae(hidden[s + 1 : e - 1]).float()
+            predictions[i] = pred
+            losses['mse'].append(((pred - target) ** 2).flatten())
+        else:
+            pred = model.output_linear_layer(hidden[s + 1 : e - 1]).float()
+            predictions[i] = pred
+            losses['l1'].append((pred - target).abs().flatten())
+
+    def mean(parts: list[Tensor]) -> Tensor | None:
+        return torch.cat(parts).mean() if parts else None
+
+    return TrainOutput(
+        mean(losses['ce']),
+        mean(losses['mse']),
+        mean(losses['l1']),
+        hidden,
+        spans,
+        predictions,
+        inputs,
+    )
+
+
+def _merge(route: Route) -> Route:
+    """Join adjacent runs of the same expert (fewer, larger matmuls)."""
+    out: list[tuple] = []
+    for e, s, t in route:
+        if out and out[-1][0] == e and out[-1][2] == s:
+            out[-1] = (e, out[-1][1], t)
+        else:
+            out.append((e, s, t))
+    return tuple(out)
