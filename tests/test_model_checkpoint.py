@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from model_support import random_tiny
+from tests.model_support import random_tiny
 from safetensors.torch import load_file, save_file
 
 from halo_ros import cli

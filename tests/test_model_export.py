@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 import torch
-from model_support import image, random_tiny
+from tests.model_support import image, random_tiny
 
 from halo_ros.model.segments import TextSegment, ViTImageSegment
 

@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from model_support import image, random_tiny, rel_err
+from tests.model_support import image, random_tiny, rel_err
 
 from halo_ros.model import inference
 from halo_ros.model.embed import grid_position_ids

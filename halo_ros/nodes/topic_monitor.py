@@ -55,3 +55,27 @@ class TopicMonitor(Node):
                     stats.errors += 1
 
         return on_message
+
+
+def watch(topics: dict[str, type], seconds: float, *, settle_s: float = 2.0,
+          until=None) -> dict[str, TopicStats]:
+    """Init rclpy, count the topics for `seconds` (after `settle_s` of warm-up), shut down.
+
+    `until(stats)` may end the watch early. For callers outside nodes/ (demo, benchmarks).
+    """
+    import rclpy
+
+    rclpy.init()
+    node = TopicMonitor(topics, 'halo_ros_watch')
+    try:
+        end = time.monotonic() + settle_s
+        while time.monotonic() < end:
+            rclpy.spin_once(node, timeout_sec=0.05)
+        node.stats.clear()
+        end = time.monotonic() + seconds
+        while time.monotonic() < end and not (until and until(node.stats)):
+            rclpy.spin_once(node, timeout_sec=0.05)
+        return dict(node.stats)
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown()
