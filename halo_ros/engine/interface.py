@@ -1,0 +1,115 @@
+"""What the runtime needs from an inference engine, whatever the backend.
+
+One `Engine` serves two loops at once (the runtime calls them from two threads):
+
+- `act` (fast loop, every chunk): prefill the fresh camera frames and the newest reasoning into a
+  private KV cache, then run all flow steps of the action expert against it; one call.
+- `reason` (slow loop, ~1 Hz or less): prefill the frames and the instruction, decode the
+  reasoning text, optionally sample the subgoal latent (and decode it to an image for display).
+
+Backends (`torch`, `onnxruntime`, `tensorrt`, and a remote client) implement this ABC; the
+runtime never knows which one it talks to. Arrays cross this boundary as numpy; guidance
+(real-time chunking) works in torch tensors through `halo_ros.model.guidance.Guidance`, with a
+differentiable `velocity_fn` on every backend that claims `supports_guidance_gradients`.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:  # torch stays out of robot-side imports
+    from halo_ros.model.guidance import Guidance
+
+
+@dataclass(frozen=True)
+class Observation:
+    """One synchronized observation. Stamps are ROS time in ns (the chunk carries it)."""
+
+    stamp_ns: int
+    images: dict[str, np.ndarray]  # camera name -> (H, W, 3) uint8 RGB
+    state: np.ndarray  # (14,) float32 follower joints; HALO takes no state input, others may
+
+
+@dataclass(frozen=True)
+class Reasoning:
+    """The product of one reasoning cycle: what the fast loop conditions on."""
+
+    version: int  # increases by one per cycle; chunks record the version they used
+    instruction: str
+    text: str  # the decoded reasoning as HALO writes it (<|plan|>, <|subtask|>, <|movement|>)
+    plan: str = ''
+    subtask: str = ''
+    movement: str = ''
+    subgoal_tokens: np.ndarray | None = None  # (T, 64) float32 latent tokens, already / 1.4
+    subgoal_grid: tuple[int, int] | None = None  # latent grid (h, w) of those tokens
+    subgoal_image: np.ndarray | None = None  # (H, W, 3) uint8, decoded for display only
+    observation_stamp_ns: int = 0
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ActionResult:
+    actions: np.ndarray  # (chunk_length, 14) float32, model space (joints rad, grippers 0..1)
+    timings_ms: dict[str, float]  # per stage: 'vit', 'prefill', 'flow', 'total', ...
+
+
+@dataclass(frozen=True)
+class EngineInfo:
+    """What a client must agree with before it sends anything (also the remote handshake)."""
+
+    backend: str
+    model_name: str
+    model_hash: str
+    action_dim: int
+    chunk_length: int
+    flow_steps: int
+    cameras: tuple[str, ...]
+    image_hw: tuple[int, int]  # frames are resized to this before the ViT
+    supports_guidance_gradients: bool
+
+
+class Engine(ABC):
+    """A HALO engine. `act` and `reason` must be safe to call concurrently from two threads."""
+
+    @property
+    @abstractmethod
+    def info(self) -> EngineInfo: ...
+
+    @abstractmethod
+    def act(self, observation: Observation, reasoning: Reasoning | None, noise: np.ndarray,
+            guidance: Guidance | None = None) -> ActionResult:
+        """One action chunk from this observation and the newest reasoning (None before the first
+        cycle finished). `noise` is (chunk_length, action_dim) float32: the caller owns the
+        randomness, so backends agree bit for bit on the same inputs."""
+
+    @abstractmethod
+    def reason(self, observation: Observation, instruction: str, version: int, *,
+               subgoal: bool = True, max_tokens: int = 64) -> Reasoning:
+        """One reasoning cycle; `version` is stamped into the result."""
+
+    def close(self) -> None:  # noqa: B027 (optional hook)
+        """Release sessions, GPU buffers, sockets."""
+
+
+class EngineInputError(ValueError):
+    """An input of the wrong shape, dtype or value; the message names the input."""
+
+
+def check_array(name: str, array: np.ndarray, shape: tuple, dtype) -> np.ndarray:
+    """Raise EngineInputError naming `name` unless `array` has this shape (None = any) and dtype.
+    Non-finite floats are rejected too: a NaN must never reach the arms."""
+    if not isinstance(array, np.ndarray):
+        raise EngineInputError(f'{name}: expected a numpy array, got {type(array).__name__}')
+    if array.dtype != np.dtype(dtype):
+        raise EngineInputError(f'{name}: expected dtype {np.dtype(dtype)}, got {array.dtype}')
+    if len(array.shape) != len(shape) or any(
+        s is not None and s != a for s, a in zip(shape, array.shape, strict=True)
+    ):
+        raise EngineInputError(f'{name}: expected shape {shape}, got {array.shape}')
+    if array.dtype.kind == 'f' and not np.isfinite(array).all():
+        raise EngineInputError(f'{name}: contains NaN or infinity')
+    return array
