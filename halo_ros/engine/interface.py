@@ -80,15 +80,27 @@ class Engine(ABC):
     def info(self) -> EngineInfo: ...
 
     @abstractmethod
-    def act(self, observation: Observation, reasoning: Reasoning | None, noise: np.ndarray,
-            guidance: Guidance | None = None) -> ActionResult:
+    def act(
+        self,
+        observation: Observation,
+        reasoning: Reasoning | None,
+        noise: np.ndarray,
+        guidance: Guidance | None = None,
+    ) -> ActionResult:
         """One action chunk from this observation and the newest reasoning (None before the first
         cycle finished). `noise` is (chunk_length, action_dim) float32: the caller owns the
         randomness, so backends agree bit for bit on the same inputs."""
 
     @abstractmethod
-    def reason(self, observation: Observation, instruction: str, version: int, *,
-               subgoal: bool = True, max_tokens: int = 64) -> Reasoning:
+    def reason(
+        self,
+        observation: Observation,
+        instruction: str,
+        version: int,
+        *,
+        subgoal: bool = True,
+        max_tokens: int = 64,
+    ) -> Reasoning:
         """One reasoning cycle; `version` is stamped into the result."""
 
     def close(self) -> None:  # noqa: B027 (optional hook)

@@ -43,7 +43,7 @@ def resize_image(rgb: np.ndarray, max_px: int, min_px: int, stride: int) -> np.n
         return rgb
     from PIL import Image  # only needed when resizing (the release resizes with PIL)
 
-    return np.asarray(Image.fromarray(rgb).resize((w, h), Image.BICUBIC))
+    return np.array(Image.fromarray(rgb).resize((w, h), Image.BICUBIC))  # writable for torch
 
 
 def to_tensor(rgb: np.ndarray) -> Tensor:

@@ -1,0 +1,211 @@
+"""The PyTorch engine: HaloModel in eager mode on CPU or CUDA (the reference backend).
+
+Prefix layout, per HALO's data (`anchors-model-trt.md` §1.2): every camera frame as ViT tokens,
+the prompt, the newest reasoning text, and the subgoal latents as clean gen tokens; the action
+block then runs against that cache. The reasoner builds the same prefix up to the prompt.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import torch
+
+from halo_ros.engine.interface import (
+    ActionResult,
+    Engine,
+    EngineInfo,
+    EngineInputError,
+    Observation,
+    Reasoning,
+    check_array,
+)
+from halo_ros.model.guidance import Guidance
+from halo_ros.model.halo import HaloModel
+from halo_ros.model.inference import decode_latent_image
+from halo_ros.model.preprocess import target_size, vit_image
+from halo_ros.model.segments import LatentSegment, TextSegment, ViTImageSegment
+from halo_ros.model.tokenizer import HaloTokenizer
+from halo_ros.reasoning import parse_thought, prompt
+
+
+def _ms_since(start: float) -> float:
+    return (time.perf_counter() - start) * 1e3
+
+
+class TorchEngine(Engine):
+    def __init__(
+        self,
+        model: HaloModel,
+        tokenizer: HaloTokenizer,
+        *,
+        model_name: str,
+        model_hash: str,
+        cameras: tuple[str, ...],
+        chunk_length: int = 50,
+        flow_steps: int = 9,
+        subgoal_steps: int = 24,
+        subgoal_camera: str = 'cam_high',
+        image_hw: tuple[int, int] = (240, 320),
+    ):
+        self._model = model.eval()
+        self._tok = tokenizer
+        self._device = next(model.parameters()).device
+        self._subgoal_steps = subgoal_steps
+        self._subgoal_camera = subgoal_camera
+        self._info = EngineInfo(
+            backend='torch',
+            model_name=model_name,
+            model_hash=model_hash,
+            action_dim=model.cfg.action_dim,
+            chunk_length=chunk_length,
+            flow_steps=flow_steps,
+            cameras=tuple(cameras),
+            image_hw=tuple(image_hw),
+            supports_guidance_gradients=True,
+        )
+        self._reason_lock = threading.Lock()  # one reasoning cycle at a time
+
+    @property
+    def info(self) -> EngineInfo:
+        return self._info
+
+    # -- prefix ----------------------------------------------------------------------------------
+
+    def _check(self, observation: Observation) -> None:
+        h, w = self._info.image_hw
+        missing = set(self._info.cameras) - set(observation.images)
+        if missing:
+            raise EngineInputError(f'observation.images: missing cameras {sorted(missing)}')
+        for name in self._info.cameras:
+            check_array(
+                f'observation.images[{name!r}]', observation.images[name], (h, w, 3), np.uint8
+            )
+
+    def _image_segments(self, observation: Observation) -> list:
+        vit = self._model.cfg.vit
+        return [
+            ViTImageSegment(
+                vit_image(
+                    observation.images[c], vit.image_max_px, vit.image_min_px, vit.patch_size
+                ).to(self._device)
+            )
+            for c in self._info.cameras
+        ]
+
+    def _text(self, text: str) -> TextSegment:
+        return TextSegment(tuple(self._tok.encode(text)))
+
+    # -- fast loop -------------------------------------------------------------------------------
+
+    def act(
+        self,
+        observation: Observation,
+        reasoning: Reasoning | None,
+        noise: np.ndarray,
+        guidance: Guidance | None = None,
+    ) -> ActionResult:
+        start = time.perf_counter()
+        self._check(observation)
+        check_array('noise', noise, (self._info.chunk_length, self._info.action_dim), np.float32)
+        with torch.no_grad():
+            segments = self._image_segments(observation)
+            instruction = reasoning.instruction if reasoning else ''
+            segments.append(self._text(prompt(instruction)))
+            if reasoning is not None:
+                segments.append(self._text(reasoning.text))
+                if reasoning.subgoal_tokens is not None:
+                    tokens = torch.from_numpy(reasoning.subgoal_tokens).to(self._device)
+                    segments.append(LatentSegment(tokens, tuple(reasoning.subgoal_grid)))
+            t_prefix = time.perf_counter()
+            cache = self._model.prefill(segments)
+            prefill_ms = _ms_since(t_prefix)
+            t_flow = time.perf_counter()
+            actions = self._model.sample_actions(
+                cache,
+                torch.from_numpy(noise).to(self._device),
+                num_steps=self._info.flow_steps,
+                guidance=guidance,
+            )
+            flow_ms = _ms_since(t_flow)
+        result = actions.float().cpu().numpy()
+        return ActionResult(
+            result,
+            {
+                'assemble': (t_prefix - start) * 1e3,
+                'prefill': prefill_ms,
+                'flow': flow_ms,
+                'total': _ms_since(start),
+            },
+        )
+
+    # -- slow loop -------------------------------------------------------------------------------
+
+    def reason(
+        self,
+        observation: Observation,
+        instruction: str,
+        version: int,
+        *,
+        subgoal: bool = True,
+        max_tokens: int = 64,
+    ) -> Reasoning:
+        start = time.perf_counter()
+        self._check(observation)
+        timings = {}
+        with self._reason_lock, torch.no_grad():
+            segments = self._image_segments(observation) + [self._text(prompt(instruction))]
+            cache = self._model.prefill(segments)
+            timings['prefill'] = _ms_since(start)
+            t = time.perf_counter()
+            decoded = self._model.decode_text(cache, max_tokens)
+            text = self._tok.decode(decoded.token_ids)
+            timings['decode'] = _ms_since(t)
+            timings['tokens'] = float(len(decoded.token_ids))
+            tokens = grid = image = None
+            if subgoal:
+                t = time.perf_counter()
+                cache = self._model.prefill([self._text(text)], cache)
+                tokens, grid = self._sample_subgoal(cache, observation, version)
+                timings['subgoal'] = _ms_since(t)
+                t = time.perf_counter()
+                image = decode_latent_image(self._model, tokens, grid)
+                image = ((image.permute(1, 2, 0) + 1) * 127.5).round().clamp(0, 255)
+                image = image.byte().cpu().numpy()
+                tokens = tokens.float().cpu().numpy()
+                timings['vae_decode'] = _ms_since(t)
+        timings['total'] = _ms_since(start)
+        thought = parse_thought(text)
+        return Reasoning(
+            version=version,
+            instruction=instruction,
+            text=text,
+            plan=thought.plan,
+            subtask=thought.subtask,
+            movement=thought.movement,
+            subgoal_tokens=tokens,
+            subgoal_grid=grid,
+            subgoal_image=image,
+            observation_stamp_ns=observation.stamp_ns,
+            timings_ms=timings,
+        )
+
+    def _sample_subgoal(self, cache, observation: Observation, version: int):
+        vae = self._model.cfg.vae
+        frame = observation.images[self._subgoal_camera]
+        h, w = target_size(
+            frame.shape[0],
+            frame.shape[1],
+            vae.image_max_px,
+            vae.image_min_px,
+            self._model.cfg.latent_downsample * self._model.cfg.latent_patch_size,
+        )
+        grid = self._model.latent_grid(h, w)
+        width = self._model.cfg.latent_patch_size**2 * vae.z_channels
+        # Seeded per version: the same observation and version give the same subgoal everywhere.
+        generator = torch.Generator().manual_seed(version)
+        noise = torch.randn(grid[0] * grid[1], width, generator=generator).to(self._device)
+        tokens = self._model.sample_subgoal(cache, grid, noise, num_steps=self._subgoal_steps)
+        return tokens, grid
