@@ -1,0 +1,128 @@
+"""The last word before a command reaches the servos: position, velocity and acceleration limits.
+
+ALOHA's followers run with profile velocity and acceleration 0, so the servos jump to whatever
+they are told: every limit must be enforced here, per 20 ms tick. The filter reports what it
+changed (never clamps silently) and the command it returns is the one sent and recorded.
+"""
+
+from dataclasses import dataclass, field
+from enum import Enum
+
+import numpy as np
+
+from halo_ros.joints import DOF, GRIPPER_INDICES
+
+
+class Limit(Enum):
+    POSITION = 'position'
+    VELOCITY = 'velocity'
+    ACCELERATION = 'acceleration'
+    GRIPPER_CURRENT = 'gripper_current'
+    NON_FINITE = 'non_finite'
+
+
+@dataclass(frozen=True)
+class JointLimits:
+    """Per joint of the 14-vector. Joints in rad, rad/s, rad/s^2; grippers in normalised units/s."""
+
+    lower: np.ndarray
+    upper: np.ndarray
+    max_velocity: np.ndarray
+    max_acceleration: np.ndarray
+    gripper_current_limit_ma: float = 300.0  # hold the gripper rather than squeeze past this
+
+    def __post_init__(self):
+        for name in ('lower', 'upper', 'max_velocity', 'max_acceleration'):
+            value = np.asarray(getattr(self, name), dtype=np.float64)
+            if value.shape != (DOF,) or not np.isfinite(value).all():
+                raise ValueError(f'limits.{name}: expected 14 finite values, got {value}')
+            object.__setattr__(self, name, value)
+        if (self.lower >= self.upper).any():
+            raise ValueError(
+                f'limits: lower must be below upper at {np.flatnonzero(self.lower >= self.upper)}'
+            )
+        if (self.max_velocity <= 0).any() or (self.max_acceleration <= 0).any():
+            raise ValueError('limits: max_velocity and max_acceleration must be positive')
+
+
+@dataclass
+class FilterResult:
+    command: np.ndarray  # (14,) what is sent
+    limited: set = field(default_factory=set)  # Limit members that changed the command
+
+
+class SafetyFilter:
+    def __init__(self, limits: JointLimits, period_s: float):
+        self.limits = limits
+        self.period_s = period_s
+        self._command = None  # last command sent
+        self._velocity = np.zeros(DOF)
+
+    @property
+    def last_command(self) -> np.ndarray | None:
+        return None if self._command is None else self._command.copy()
+
+    def reset(self, position: np.ndarray) -> None:
+        """Start from a measured pose at rest (on activation, after an e-stop)."""
+        self._command = np.clip(
+            np.asarray(position, dtype=np.float64), self.limits.lower, self.limits.upper
+        )
+        self._velocity = np.zeros(DOF)
+
+    def filter(
+        self,
+        target: np.ndarray,
+        gripper_effort_ma: np.ndarray | None = None,
+        gripper_position: np.ndarray | None = None,
+    ) -> FilterResult:
+        """The command for this tick that moves towards `target` within every limit."""
+        if self._command is None:
+            raise RuntimeError('SafetyFilter.filter before reset(): no starting pose')
+        lim, dt = self.limits, self.period_s
+        limited = set()
+        target = np.asarray(target, dtype=np.float64)
+        if target.shape != (DOF,) or not np.isfinite(target).all():
+            limited.add(Limit.NON_FINITE)
+            target = self._command  # hold: never pass a NaN on
+        clipped = np.clip(target, lim.lower, lim.upper)
+        if not np.array_equal(clipped, target):
+            limited.add(Limit.POSITION)
+        target = clipped
+        if gripper_effort_ma is not None and gripper_position is not None:
+            target = self._gripper_current(target, gripper_effort_ma, gripper_position, limited)
+
+        # Velocity towards the target, capped so the arm can still stop exactly on it braking
+        # at most `a` per tick (the discrete time-optimal profile: m whole braking steps of a*dt
+        # plus one partial step for the remainder). No overshoot, no harder braking than allowed.
+        distance = target - self._command
+        a = lim.max_acceleration
+        step = a * dt * dt
+        m = np.floor((np.sqrt(1 + 8 * np.abs(distance) / step) - 1) / 2)
+        brake = a * dt * m + (np.abs(distance) - step * m * (m + 1) / 2) / ((m + 1) * dt)
+        wanted = distance / dt
+        if np.any(np.abs(wanted) > lim.max_velocity):
+            limited.add(Limit.VELOCITY)
+        cap = np.minimum(lim.max_velocity, np.maximum(brake, 0.0))
+        velocity = np.clip(wanted, -cap, cap)
+        dv = np.clip(velocity - self._velocity, -a * dt, a * dt)
+        if not np.allclose(dv, velocity - self._velocity):
+            limited.add(Limit.ACCELERATION)
+        velocity = self._velocity + dv
+        # Never step past the target (the last step of a stop lands on it exactly).
+        past = np.sign(distance) * velocity * dt > np.abs(distance)
+        velocity = np.where(past, wanted, velocity)
+        self._velocity = velocity
+        command = np.clip(self._command + self._velocity * dt, lim.lower, lim.upper)
+        self._command = command
+        return FilterResult(command.copy(), limited)
+
+    def _gripper_current(self, target, effort_ma, gripper_position, limited):
+        # A gripper pressing on an object beyond its current limit latches an overload after a few
+        # seconds (Interbotix/interbotix_ros_arms#26): stop closing further and hold where it is.
+        target = target.copy()
+        for i, (index, effort) in enumerate(zip(GRIPPER_INDICES, effort_ma, strict=True)):
+            closing = target[index] < self._command[index]
+            if abs(effort) > self.limits.gripper_current_limit_ma and closing:
+                target[index] = max(target[index], gripper_position[i])
+                limited.add(Limit.GRIPPER_CURRENT)
+        return target
