@@ -12,9 +12,11 @@ import sys
 
 # subcommand -> module. Keep alphabetical.
 COMMANDS = {
+    'bench-dynamixel': 'halo_ros.drivers.dynamixel.bench',
     'bench-sim': 'halo_ros.sim.bench',
     'demo': 'halo_ros.demo',
     'expert-eval': 'halo_ros.sim.expert_eval',
+    'virtual-bus': 'halo_ros.sim.virtual_bus.serve',
 }
 
 
