@@ -1,0 +1,169 @@
+"""The virtual bus through a real pty and the unmodified dynamixel-sdk (stock PortHandler)."""
+
+import os
+import time
+
+from dynamixel_sdk import (
+    COMM_RX_TIMEOUT,
+    COMM_SUCCESS,
+    GroupBulkRead,
+    GroupSyncRead,
+    GroupSyncWrite,
+    PacketHandler,
+    PortHandler,
+)
+import numpy as np
+import pytest
+
+from dynamixel_helpers import START_POSE, virtual_arm
+from halo_ros.drivers.dynamixel.tables import (
+    ALERT_BIT,
+    RAD_PER_TICK,
+    HardwareError,
+    OperatingMode,
+    Register,
+    StatusError,
+)
+
+IDS = range(1, 10)
+
+
+@pytest.fixture
+def sdk(tmp_path):
+    with virtual_arm(tmp_path) as (calibration, arm, bus):
+        port = PortHandler(calibration.port)
+        assert port.openPort() and port.setBaudRate(1_000_000)
+        try:
+            yield port, PacketHandler(2.0), arm, bus
+        finally:
+            port.closePort()
+
+
+def wait_until(predicate, timeout_s=2.0):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.01)
+    return False
+
+
+def test_symlink_at_the_calibrated_port(tmp_path):
+    with virtual_arm(tmp_path, 'leader_right') as (calibration, _, bus):
+        assert calibration.port == str(tmp_path / 'ttyDXL_leader_right')
+        assert os.readlink(calibration.port) == bus.pty_path
+    assert not os.path.lexists(calibration.port)  # removed on stop
+
+
+def test_ping_ids_1_to_9_with_model_numbers(sdk):
+    port, handler, _, _ = sdk
+    models = {}
+    for dxl_id in IDS:
+        model, result, error = handler.ping(port, dxl_id)
+        assert (result, error) == (COMM_SUCCESS, 0)
+        models[dxl_id] = model
+    assert models == {**{i: 1120 for i in range(1, 8)}, 8: 1020, 9: 1020}  # XM540 x7, XM430 x2
+    assert handler.ping(port, 10)[1] == COMM_RX_TIMEOUT
+
+
+def test_sync_read_of_nine_servos_matches_the_arm(sdk):
+    port, handler, _, _ = sdk
+    group = GroupSyncRead(port, handler, Register.PRESENT_CURRENT.address, 10)
+    for dxl_id in IDS:
+        group.addParam(dxl_id)
+    assert group.txRxPacket() == COMM_SUCCESS
+    ticks = [Register.PRESENT_POSITION.decode(group.getData(i, 132, 4)) for i in IDS]
+    # Calibration: offset 2048, direction +1; shadows (3, 5) read like their primaries (2, 4).
+    expected = np.round(2048 + START_POSE / RAD_PER_TICK).astype(int)
+    shaft_of_id = [0, 1, 1, 2, 2, 3, 4, 5, 6]
+    assert ticks == [expected[s] for s in shaft_of_id]
+
+
+def test_bulk_read(sdk):
+    port, handler, _, _ = sdk
+    group = GroupBulkRead(port, handler)
+    group.addParam(1, Register.MODEL_NUMBER.address, 2)
+    group.addParam(9, Register.OPERATING_MODE.address, 1)
+    assert group.txRxPacket() == COMM_SUCCESS
+    assert group.getData(1, 0, 2) == 1120
+    assert group.getData(9, 11, 1) == OperatingMode.CURRENT_BASED_POSITION
+
+
+def test_sync_write_moves_the_joint_and_its_shadow_follows(sdk):
+    port, handler, arm, bus = sdk
+    assert handler.write1ByteTxRx(port, 2, 64, 1) == (COMM_SUCCESS, 0)  # shadow 3 follows too
+    assert bus.servos[3].torque_enabled
+    goal = 2048 + 300
+    writer = GroupSyncWrite(port, handler, Register.GOAL_POSITION.address, 4)
+    writer.addParam(2, list(goal.to_bytes(4, 'little')))
+    assert writer.txPacket() == COMM_SUCCESS
+    assert wait_until(lambda: abs(arm.read().position_rad[1] - 300 * RAD_PER_TICK) < 1e-6)
+    assert bus.servos[3].get(Register.GOAL_POSITION) == goal  # executed silently by the shadow
+    position, result, _ = handler.read4ByteTxRx(port, 3, Register.PRESENT_POSITION.address)
+    assert result == COMM_SUCCESS and position == goal
+
+
+def test_torque_off_leaves_the_shaft_put(sdk):
+    port, handler, arm, _ = sdk
+    handler.write1ByteTxRx(port, 1, 64, 1)
+    handler.write1ByteTxRx(port, 1, 64, 0)
+    handler.write4ByteTxRx(port, 1, Register.GOAL_POSITION.address, 2048 + 500)
+    time.sleep(0.05)
+    assert arm.read().position_rad[0] == pytest.approx(START_POSE[0], abs=RAD_PER_TICK)
+
+
+def test_mode_change_and_eeprom_lock(sdk):
+    port, handler, _, _ = sdk
+    mode = Register.OPERATING_MODE.address
+    assert handler.write1ByteTxRx(port, 1, mode, OperatingMode.EXTENDED_POSITION) == (COMM_SUCCESS, 0)
+    assert handler.read1ByteTxRx(port, 1, mode)[0] == OperatingMode.EXTENDED_POSITION
+    handler.write1ByteTxRx(port, 1, 64, 1)
+    result, error = handler.write1ByteTxRx(port, 1, mode, OperatingMode.POSITION)
+    assert result == COMM_SUCCESS and error == StatusError.ACCESS  # EEPROM locked, torque on
+    assert handler.read1ByteTxRx(port, 1, mode)[0] == OperatingMode.EXTENDED_POSITION
+    handler.write1ByteTxRx(port, 1, 64, 0)
+    assert handler.write1ByteTxRx(port, 1, mode, OperatingMode.POSITION) == (COMM_SUCCESS, 0)
+
+
+def test_refusals(sdk):
+    port, handler, _, _ = sdk
+    # Read-only item, unsupported mode, goal beyond the Max Position Limit in position mode.
+    assert handler.write2ByteTxRx(port, 1, Register.MODEL_NUMBER.address, 1)[1] == StatusError.ACCESS
+    assert handler.write1ByteTxRx(port, 1, Register.OPERATING_MODE.address, 2)[1] == StatusError.DATA_RANGE
+    high = handler.read4ByteTxRx(port, 2, Register.MAX_POSITION_LIMIT.address)[0]
+    error = handler.write4ByteTxRx(port, 2, Register.GOAL_POSITION.address, high + 1)[1]
+    assert error == StatusError.DATA_LIMIT
+
+
+def test_status_return_level(sdk):
+    port, handler, _, _ = sdk
+    srl = Register.STATUS_RETURN_LEVEL.address
+    # The new level already governs the reply to the write that sets it [assumption].
+    assert handler.write1ByteTxRx(port, 4, srl, 0)[0] == COMM_RX_TIMEOUT
+    assert handler.read1ByteTxRx(port, 4, 11)[1] == COMM_RX_TIMEOUT  # level 0: no read replies
+    assert handler.ping(port, 4)[1] == COMM_SUCCESS  # ...but PING is always answered
+    handler.write1ByteTxRx(port, 4, srl, 1)
+    assert handler.read1ByteTxRx(port, 4, srl) == (1, COMM_SUCCESS, 0)
+
+
+def test_reboot_clears_a_latched_overload(sdk):
+    port, handler, arm, bus = sdk
+    handler.write1ByteTxRx(port, 9, 64, 1)
+    bus.latch_error(9, HardwareError.OVERLOAD)
+    value, result, error = handler.read1ByteTxRx(port, 9, Register.HARDWARE_ERROR_STATUS.address)
+    assert result == COMM_SUCCESS and value == HardwareError.OVERLOAD and error & ALERT_BIT
+    assert handler.read1ByteTxRx(port, 9, 64)[0] == 0  # the error took torque away
+    assert not arm._torque[6]
+    _, error = handler.write1ByteTxRx(port, 9, 64, 1)
+    assert error == (StatusError.RESULT_FAIL | ALERT_BIT)  # no torque until REBOOT
+    assert handler.ping(port, 9)[2] & ALERT_BIT  # latched: every reply carries the alert
+    result, _ = handler.reboot(port, 9)
+    assert result == COMM_SUCCESS
+    assert handler.read1ByteTxRx(port, 9, Register.HARDWARE_ERROR_STATUS.address) == (0, COMM_SUCCESS, 0)
+    assert handler.write1ByteTxRx(port, 9, 64, 1) == (COMM_SUCCESS, 0)
+
+
+def test_unsupported_instruction_is_refused(sdk):
+    port, handler, _, _ = sdk
+    assert handler.action(port, 1) == COMM_SUCCESS  # ACTION expects no reply
+    assert handler.factoryReset(port, 1, 0xFF) == (COMM_SUCCESS, StatusError.INSTRUCTION)
