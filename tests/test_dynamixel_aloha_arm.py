@@ -1,0 +1,138 @@
+"""AlohaArm on a virtual bus: lifecycle, units, modes, limits, leader hand-over, recovery."""
+
+from dataclasses import replace
+import time
+
+import numpy as np
+import pytest
+
+from dynamixel_helpers import START_POSE, virtual_arm
+from halo_ros.drivers.aloha_motors import ArmModel
+from halo_ros.drivers.aloha_arm import AlohaArm, ArmCommand, Lifecycle
+from halo_ros.drivers.dynamixel.tables import RAD_PER_TICK, HardwareError, OperatingMode, Register
+
+TICK = RAD_PER_TICK
+
+
+def wait_for(arm, predicate, timeout_s=2.0):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        state = arm.read()
+        if state.fresh and predicate(state):
+            return state
+        time.sleep(0.01)
+    raise AssertionError(f'condition not reached; last state {arm.read()}')
+
+
+@pytest.fixture
+def follower(tmp_path):
+    with virtual_arm(tmp_path, 'follower_left') as (calibration, sim, bus):
+        arm = AlohaArm(calibration)
+        yield arm, sim, bus
+        arm.cleanup()
+
+
+def test_configure_reads_only(follower):
+    arm, sim, bus = follower
+    bus.servos[9].write(Register.OPERATING_MODE.address, bytes([OperatingMode.POSITION]))
+    before = {i: bytes(s.memory[:64]) for i, s in bus.servos.items()}
+    arm.configure()
+    state = arm.read()
+    assert arm.lifecycle is Lifecycle.INACTIVE and state.fresh
+    assert {i: bytes(s.memory[:64]) for i, s in bus.servos.items()} == before
+    assert not any(s.torque_enabled for s in bus.servos.values())
+    np.testing.assert_allclose(state.joint_position_rad, START_POSE[:6], atol=TICK)
+    gripper = arm.calibration.gripper
+    expected = (2048 + START_POSE[6] / TICK - gripper.closed_ticks) / (gripper.open_ticks - gripper.closed_ticks)
+    assert state.gripper_position == pytest.approx(expected, abs=1.0 / (gripper.open_ticks - gripper.closed_ticks))
+    with pytest.raises(RuntimeError, match='write\\(\\) needs an active arm'):
+        arm.write(ArmCommand(START_POSE[:6], 0.5))
+
+
+def test_activate_sets_modes_and_current_limit_then_holds_pose(follower):
+    arm, sim, bus = follower
+    bus.servos[9].write(Register.OPERATING_MODE.address, bytes([OperatingMode.POSITION]))
+    arm.configure()
+    arm.activate()
+    assert all(s.torque_enabled for s in bus.servos.values())
+    assert bus.servos[9].operating_mode is OperatingMode.CURRENT_BASED_POSITION
+    assert bus.servos[9].get(Register.CURRENT_LIMIT) == round(807.0 / 2.69)
+    assert all(bus.servos[i].operating_mode is OperatingMode.POSITION for i in range(1, 9))
+    time.sleep(0.05)
+    np.testing.assert_allclose(sim.read().position_rad, START_POSE, atol=TICK)  # nothing jumped
+
+
+def test_write_moves_the_arm_in_calibrated_units(follower):
+    arm, sim, _ = follower
+    arm.configure()
+    arm.activate()
+    target = np.array([0.3, -0.5, 1.0, -0.2, 0.4, -0.1])
+    arm.write(ArmCommand(target, 1.0))
+    state = wait_for(arm, lambda s: np.allclose(s.position(), np.append(target, 1.0), atol=TICK))
+    gripper = arm.calibration.gripper
+    assert sim.read().position_rad[6] == pytest.approx(gripper.to_motor_rad(gripper.open_ticks), abs=TICK)
+    assert state.alert_ids == () and state.attempts == 1
+
+
+@pytest.mark.parametrize(
+    'joints, gripper, message',
+    [
+        ([0, -2.5, 0, 0, 0, 0], 0.5, 'shoulder command -2.5 rad is outside'),
+        ([0, 0, float('nan'), 0, 0, 0], 0.5, 'elbow command nan'),
+        ([0, 0, 0, 0, 0, 0], 1.5, 'gripper command 1.5 is outside'),
+        ([0, 0, 0, 0, 0, 0], float('nan'), 'gripper command nan'),
+        ([0, 0, 0], 0.5, 'shape \\(6,\\)'),
+    ],
+)
+def test_out_of_range_commands_are_refused_not_clamped(follower, joints, gripper, message):
+    arm, _, _ = follower
+    with pytest.raises(ValueError, match=message):
+        arm.goal_ticks(ArmCommand(np.array(joints, float), gripper))
+
+
+def test_leader_released_to_the_operator_and_taken_back(tmp_path):
+    with virtual_arm(tmp_path, 'leader_right') as (calibration, sim, bus):
+        arm = AlohaArm(calibration)
+        arm.configure()
+        arm.activate()
+        assert bus.servos[9].operating_mode is OperatingMode.POSITION  # XL430: no current control
+        arm.set_torque(False)
+        hand = START_POSE + np.array([0.2, 0.1, -0.1, 0.0, 0.3, 0.0, -0.2])
+        sim.move_by_hand(hand)
+        state = arm.read()
+        np.testing.assert_allclose(state.joint_position_rad, hand[:6], atol=TICK)
+        assert np.isnan(state.effort_ma[5:]).all()  # XL430 wrist_rotate and gripper: no current
+        arm.set_torque(True)  # holds where the hand left it: no jump back
+        time.sleep(0.05)
+        np.testing.assert_allclose(sim.read().position_rad, hand, atol=TICK)
+        arm.cleanup()
+        assert arm.lifecycle is Lifecycle.UNCONFIGURED
+
+
+def test_gripper_overload_is_reported_and_cleared_by_reboot(follower):
+    arm, sim, bus = follower
+    arm.configure()
+    arm.activate()
+    bus.latch_error(9, HardwareError.OVERLOAD)
+    state = arm.read()
+    assert state.fresh and state.alert_ids == (9,)
+    assert arm.hardware_errors() == {9: HardwareError.OVERLOAD}
+    arm.reboot((9,))
+    assert arm.hardware_errors() == {}
+    assert arm.read().alert_ids == ()
+    assert bus.servos[9].torque_enabled  # restored, holding the present pose
+    arm.write(ArmCommand(START_POSE[:6], 0.0))
+    wait_for(arm, lambda s: abs(s.gripper_position) < 1e-3)
+
+
+def test_wrong_servo_model_fails_configure(tmp_path):
+    with virtual_arm(tmp_path, 'follower_left') as (calibration, _, _):
+        wrong = replace(
+            calibration,
+            model=ArmModel.WX250S,
+            gripper=replace(calibration.gripper, current_limit_ma=None),
+        )
+        arm = AlohaArm(wrong)
+        with pytest.raises(Exception, match='ID 1 is model 1120, expected XM430_W350'):
+            arm.configure()
+        assert not arm.bus.is_open
