@@ -19,11 +19,11 @@ def sim_calibration(run_dir, name='follower_left'):
 
 
 @contextmanager
-def virtual_arm(run_dir, name='follower_left', *, faults=FaultInjection(), max_velocity_rad_s=50.0):
+def virtual_arm(run_dir, name='follower_left', *, faults=None, max_velocity_rad_s=50.0):
     """(calibration, kinematic arm, virtual bus) serving at the calibrated port path."""
     calibration = sim_calibration(run_dir, name)
     arm = KinematicArm(name, initial_position_rad=START_POSE, max_velocity_rad_s=max_velocity_rad_s)
-    bus = VirtualBus(arm, calibration, link=calibration.port, faults=faults)
+    bus = VirtualBus(arm, calibration, link=calibration.port, faults=faults or FaultInjection())
     bus.start()
     try:
         yield calibration, arm, bus

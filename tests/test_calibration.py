@@ -62,7 +62,9 @@ def test_round_trips_within_one_tick(name):
         assert abs(gripper.to_normalised(gripper.to_ticks(norm)) - norm) <= 0.5 / span + 1e-12
     assert gripper.to_normalised(gripper.open_ticks) == 1.0
     assert gripper.to_normalised(gripper.closed_ticks) == 0.0
-    for ticks in range(min(gripper.open_ticks, gripper.closed_ticks), max(gripper.open_ticks, gripper.closed_ticks)):
+    for ticks in range(
+        min(gripper.open_ticks, gripper.closed_ticks), max(gripper.open_ticks, gripper.closed_ticks)
+    ):
         assert gripper.to_ticks(gripper.to_normalised(ticks)) == ticks
 
 
@@ -98,16 +100,32 @@ _SHOULDER = 'arms.follower_left.joints.shoulder'
         ('arms.follower_middle', {}, 'arms.follower_middle: unknown arm'),
         ('arms.follower_left.model', 'vx300', "arms.follower_left.model: 'vx300' is not one of"),
         ('arms.follower_left.port', _DELETE, 'arms.follower_left.port: missing'),
-        ('arms.follower_left.port', '${HALO_ROS_NOT_SET}/tty', 'arms.follower_left.port: environment variable HALO_ROS_NOT_SET'),
+        (
+            'arms.follower_left.port',
+            '${HALO_ROS_NOT_SET}/tty',
+            'arms.follower_left.port: environment variable HALO_ROS_NOT_SET',
+        ),
         (f'{_SHOULDER}.direction', 2, f'{_SHOULDER}: direction must be 1 or -1'),
         (f'{_SHOULDER}.min_rad', 3.0, f'{_SHOULDER}: min_rad 3.0 must be below max_rad'),
         (f'{_SHOULDER}.max_rad', float('nan'), f'{_SHOULDER}: min_rad/max_rad must be finite'),
         (f'{_SHOULDER}.offset_ticks', 2048.5, f'{_SHOULDER}.offset_ticks: expected int'),
         ('arms.follower_left.joints.elbow', _DELETE, 'arms.follower_left.joints.elbow: missing'),
         ('arms.follower_left.joints.wrist', {}, 'arms.follower_left.joints.wrist: unknown field'),
-        ('arms.follower_left.gripper.open_ticks', 1643, 'arms.follower_left.gripper: open_ticks and closed_ticks'),
-        ('arms.follower_left.gripper.current_limit_ma', _DELETE, 'gripper.current_limit_ma is required'),
-        ('arms.leader_left.gripper.current_limit_ma', 500.0, 'gripper.current_limit_ma must be omitted'),
+        (
+            'arms.follower_left.gripper.open_ticks',
+            1643,
+            'arms.follower_left.gripper: open_ticks and closed_ticks',
+        ),
+        (
+            'arms.follower_left.gripper.current_limit_ma',
+            _DELETE,
+            'gripper.current_limit_ma is required',
+        ),
+        (
+            'arms.leader_left.gripper.current_limit_ma',
+            500.0,
+            'gripper.current_limit_ma must be omitted',
+        ),
         ('arms', {}, 'arms: no arm is configured'),
     ],
 )

@@ -1,14 +1,14 @@
 """AlohaArm on a virtual bus: lifecycle, units, modes, limits, leader hand-over, recovery."""
 
-from dataclasses import replace
 import time
+from dataclasses import replace
 
 import numpy as np
 import pytest
-
 from dynamixel_helpers import START_POSE, virtual_arm
-from halo_ros.drivers.aloha_motors import ArmModel
+
 from halo_ros.drivers.aloha_arm import AlohaArm, ArmCommand, Lifecycle
+from halo_ros.drivers.aloha_motors import ArmModel
 from halo_ros.drivers.dynamixel.tables import RAD_PER_TICK, HardwareError, OperatingMode, Register
 
 TICK = RAD_PER_TICK
@@ -43,8 +43,12 @@ def test_configure_reads_only(follower):
     assert not any(s.torque_enabled for s in bus.servos.values())
     np.testing.assert_allclose(state.joint_position_rad, START_POSE[:6], atol=TICK)
     gripper = arm.calibration.gripper
-    expected = (2048 + START_POSE[6] / TICK - gripper.closed_ticks) / (gripper.open_ticks - gripper.closed_ticks)
-    assert state.gripper_position == pytest.approx(expected, abs=1.0 / (gripper.open_ticks - gripper.closed_ticks))
+    expected = (2048 + START_POSE[6] / TICK - gripper.closed_ticks) / (
+        gripper.open_ticks - gripper.closed_ticks
+    )
+    assert state.gripper_position == pytest.approx(
+        expected, abs=1.0 / (gripper.open_ticks - gripper.closed_ticks)
+    )
     with pytest.raises(RuntimeError, match='write\\(\\) needs an active arm'):
         arm.write(ArmCommand(START_POSE[:6], 0.5))
 
@@ -70,7 +74,9 @@ def test_write_moves_the_arm_in_calibrated_units(follower):
     arm.write(ArmCommand(target, 1.0))
     state = wait_for(arm, lambda s: np.allclose(s.position(), np.append(target, 1.0), atol=TICK))
     gripper = arm.calibration.gripper
-    assert sim.read().position_rad[6] == pytest.approx(gripper.to_motor_rad(gripper.open_ticks), abs=TICK)
+    assert sim.read().position_rad[6] == pytest.approx(
+        gripper.to_motor_rad(gripper.open_ticks), abs=TICK
+    )
     assert state.alert_ids == () and state.attempts == 1
 
 

@@ -2,8 +2,8 @@
 
 import numpy as np
 import pytest
-
 from dynamixel_helpers import START_POSE, virtual_arm
+
 from halo_ros.drivers.aloha_arm import AlohaArm
 from halo_ros.drivers.dynamixel import DynamixelBus, DynamixelCommError
 from halo_ros.drivers.dynamixel.tables import RAD_PER_TICK, Register
@@ -55,7 +55,9 @@ def test_a_dead_bus_raises_naming_register_ids_and_tries(tmp_path):
             with pytest.raises(DynamixelCommError) as info:
                 bus.read_state(IDS)
             message = str(info.value)
-            assert 'SYNC_READ of Present Current..Present Position (address 126, 10 bytes)' in message
+            assert (
+                'SYNC_READ of Present Current..Present Position (address 126, 10 bytes)' in message
+            )
             assert 'IDs [1, 2, 3, 4, 5, 6, 7, 8, 9]' in message and 'after 2 tries' in message
             with pytest.raises(DynamixelCommError, match='READ of Torque Enable .* IDs \\[4\\]'):
                 bus.read(4, Register.TORQUE_ENABLE)

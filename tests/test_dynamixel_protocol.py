@@ -1,7 +1,7 @@
 """Golden Protocol 2.0 packets (anchors-aloha-hardware.md §4.1): our codec and the SDK agree."""
 
-from dynamixel_sdk import COMM_SUCCESS, GroupSyncRead, PacketHandler
 import pytest
+from dynamixel_sdk import COMM_SUCCESS, GroupSyncRead, PacketHandler
 
 from halo_ros.drivers.dynamixel import protocol
 from halo_ros.drivers.dynamixel.tables import Instruction, Register

@@ -1,8 +1,14 @@
 """The virtual bus through a real pty and the unmodified dynamixel-sdk (stock PortHandler)."""
 
 import os
+import signal
+import subprocess
+import sys
 import time
 
+import numpy as np
+import pytest
+from dynamixel_helpers import START_POSE, sim_calibration, virtual_arm
 from dynamixel_sdk import (
     COMM_RX_TIMEOUT,
     COMM_SUCCESS,
@@ -12,10 +18,9 @@ from dynamixel_sdk import (
     PacketHandler,
     PortHandler,
 )
-import numpy as np
-import pytest
 
-from dynamixel_helpers import START_POSE, virtual_arm
+from halo_ros.drivers import aloha_calibration
+from halo_ros.drivers.aloha_arm import open_arms
 from halo_ros.drivers.dynamixel.tables import (
     ALERT_BIT,
     RAD_PER_TICK,
@@ -24,6 +29,10 @@ from halo_ros.drivers.dynamixel.tables import (
     Register,
     StatusError,
 )
+from halo_ros.paths import calibration_file
+from halo_ros.sim.arm_io import ShaftState
+from halo_ros.sim.virtual_bus import KinematicArm, start_virtual_buses
+from halo_ros.sim.virtual_bus import bus as virtual_bus_module
 
 IDS = range(1, 10)
 
@@ -115,7 +124,10 @@ def test_torque_off_leaves_the_shaft_put(sdk):
 def test_mode_change_and_eeprom_lock(sdk):
     port, handler, _, _ = sdk
     mode = Register.OPERATING_MODE.address
-    assert handler.write1ByteTxRx(port, 1, mode, OperatingMode.EXTENDED_POSITION) == (COMM_SUCCESS, 0)
+    assert handler.write1ByteTxRx(port, 1, mode, OperatingMode.EXTENDED_POSITION) == (
+        COMM_SUCCESS,
+        0,
+    )
     assert handler.read1ByteTxRx(port, 1, mode)[0] == OperatingMode.EXTENDED_POSITION
     handler.write1ByteTxRx(port, 1, 64, 1)
     result, error = handler.write1ByteTxRx(port, 1, mode, OperatingMode.POSITION)
@@ -128,8 +140,13 @@ def test_mode_change_and_eeprom_lock(sdk):
 def test_refusals(sdk):
     port, handler, _, _ = sdk
     # Read-only item, unsupported mode, goal beyond the Max Position Limit in position mode.
-    assert handler.write2ByteTxRx(port, 1, Register.MODEL_NUMBER.address, 1)[1] == StatusError.ACCESS
-    assert handler.write1ByteTxRx(port, 1, Register.OPERATING_MODE.address, 2)[1] == StatusError.DATA_RANGE
+    assert (
+        handler.write2ByteTxRx(port, 1, Register.MODEL_NUMBER.address, 1)[1] == StatusError.ACCESS
+    )
+    assert (
+        handler.write1ByteTxRx(port, 1, Register.OPERATING_MODE.address, 2)[1]
+        == StatusError.DATA_RANGE
+    )
     high = handler.read4ByteTxRx(port, 2, Register.MAX_POSITION_LIMIT.address)[0]
     error = handler.write4ByteTxRx(port, 2, Register.GOAL_POSITION.address, high + 1)[1]
     assert error == StatusError.DATA_LIMIT
@@ -159,7 +176,11 @@ def test_reboot_clears_a_latched_overload(sdk):
     assert handler.ping(port, 9)[2] & ALERT_BIT  # latched: every reply carries the alert
     result, _ = handler.reboot(port, 9)
     assert result == COMM_SUCCESS
-    assert handler.read1ByteTxRx(port, 9, Register.HARDWARE_ERROR_STATUS.address) == (0, COMM_SUCCESS, 0)
+    assert handler.read1ByteTxRx(port, 9, Register.HARDWARE_ERROR_STATUS.address) == (
+        0,
+        COMM_SUCCESS,
+        0,
+    )
     assert handler.write1ByteTxRx(port, 9, 64, 1) == (COMM_SUCCESS, 0)
 
 
@@ -167,3 +188,74 @@ def test_unsupported_instruction_is_refused(sdk):
     port, handler, _, _ = sdk
     assert handler.action(port, 1) == COMM_SUCCESS  # ACTION expects no reply
     assert handler.factoryReset(port, 1, 0xFF) == (COMM_SUCCESS, StatusError.INSTRUCTION)
+
+
+def test_four_buses_on_simulated_arms_and_the_arm_driver(tmp_path):
+    robot = aloha_calibration.load(
+        calibration_file('sim_aloha.yaml'), environ={'HALO_ROS_RUN_DIR': str(tmp_path)}
+    )
+    sims = {name.value: KinematicArm(name.value) for name in aloha_calibration.ArmName}
+    buses = start_virtual_buses(sims, robot)
+    try:
+        arms = open_arms(robot.path, environ={'HALO_ROS_RUN_DIR': str(tmp_path)})
+        for name, arm in arms.items():
+            sims[name.value].move_by_hand(np.full(7, 0.1 if name.is_follower else -0.1))
+            arm.configure()
+            state = arm.read()
+            assert state.fresh and state.joint_position_rad[0] == pytest.approx(
+                0.1 if name.is_follower else -0.1, abs=RAD_PER_TICK
+            )
+            arm.cleanup()
+    finally:
+        for bus in buses.values():
+            bus.stop()
+
+
+def test_sustained_current_at_the_limit_latches_overload(tmp_path, monkeypatch):
+    monkeypatch.setattr(virtual_bus_module, 'OVERLOAD_LATCH_S', 0.05)
+
+    class Squeezing(KinematicArm):
+        def read(self):
+            state = super().read()
+            effort = np.zeros(7)
+            effort[6] = 900.0  # mA, above the follower gripper's 807 mA Current Limit
+            return ShaftState(state.position_rad, state.velocity_rad_s, effort)
+
+    calibration = sim_calibration(tmp_path)
+    bus = virtual_bus_module.VirtualBus(
+        Squeezing('follower_left'), calibration, link=calibration.port
+    )
+    with bus:
+        port = PortHandler(calibration.port)
+        port.openPort()
+        handler = PacketHandler(2.0)
+        handler.write1ByteTxRx(port, 9, 64, 1)
+        error_address = Register.HARDWARE_ERROR_STATUS.address
+        assert wait_until(lambda: handler.read1ByteTxRx(port, 9, error_address)[0] != 0)
+        assert handler.read1ByteTxRx(port, 9, error_address)[0] == HardwareError.OVERLOAD
+        assert handler.read1ByteTxRx(port, 9, 64)[0] == 0
+        port.closePort()
+
+
+def test_cli_serves_until_interrupted(tmp_path):
+    env = {**os.environ, 'HALO_ROS_RUN_DIR': str(tmp_path)}
+    process = subprocess.Popen(
+        [sys.executable, '-m', 'halo_ros.cli', 'virtual-bus', '--arm', 'leader_left'],
+        env=env,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        line = process.stdout.readline().split()
+        assert line == ['leader_left', str(tmp_path / 'ttyDXL_leader_left')]
+        port = PortHandler(line[1])
+        port.openPort()
+        assert PacketHandler(2.0).ping(port, 9)[:2] == (1060, COMM_SUCCESS)  # XL430 gripper
+        port.closePort()
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=10) == 0
+        assert not os.path.lexists(line[1])
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()

@@ -19,15 +19,15 @@ Units: joints in radians (calibrated zero and direction), gripper normalised 0 =
 fresh=False and NaN values: never the previous tick's numbers.
 """
 
-from dataclasses import dataclass
 import enum
 import logging
-from pathlib import Path
 import time
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
-from halo_ros.drivers.aloha_calibration import ArmCalibration, ArmName, JOINT_NAMES, load
+from halo_ros.drivers.aloha_calibration import JOINT_NAMES, ArmCalibration, ArmName, load
 from halo_ros.drivers.aloha_motors import MOTOR_MAPS, all_motors, primary_ids
 from halo_ros.drivers.dynamixel import DynamixelBus, DynamixelCommError
 from halo_ros.drivers.dynamixel.tables import (
@@ -57,7 +57,9 @@ class ArmState:
     joint_velocity_rad_s: np.ndarray  # (6,)
     gripper_position: float  # normalised, 0 = closed .. 1 = open (may overshoot slightly)
     gripper_velocity_per_s: float  # normalised units per second
-    effort_ma: np.ndarray  # (7,) Present Current of the primaries; NaN where a servo has none (XL430)
+    effort_ma: (
+        np.ndarray
+    )  # (7,) Present Current of the primaries; NaN where a servo has none (XL430)
     stamp_ns: int  # time.monotonic_ns() when the reply was complete (or the read gave up)
     fresh: bool
     alert_ids: tuple[int, ...] = ()  # servos reporting a latched hardware error
@@ -100,8 +102,12 @@ class AlohaArm:
         has_current = [s.primary.model.has_current_control for s in self._shafts]
         self._current_scale = np.where(has_current, MA_PER_CURRENT_UNIT, np.nan)
         cal = calibration
-        self._offset = np.array([j.offset_ticks for j in cal.joints] + [cal.gripper.offset_ticks], float)
-        self._direction = np.array([j.direction for j in cal.joints] + [cal.gripper.direction], float)
+        self._offset = np.array(
+            [j.offset_ticks for j in cal.joints] + [cal.gripper.offset_ticks], float
+        )
+        self._direction = np.array(
+            [j.direction for j in cal.joints] + [cal.gripper.direction], float
+        )
         self._min_rad = np.array([j.min_rad for j in cal.joints])
         self._max_rad = np.array([j.max_rad for j in cal.joints])
         self.bus = DynamixelBus(
@@ -130,10 +136,13 @@ class AlohaArm:
                 if model != motor.model:
                     raise DynamixelCommError(
                         f'{self.name.value}: ID {motor.id} is model {model}, expected '
-                        f'{motor.model.name} ({int(motor.model)}) for a {self.calibration.model.value}'
+                        f'{motor.model.name} ({int(motor.model)}) for a '
+                        f'{self.calibration.model.value}'
                     )
             for dxl_id, error in self.hardware_errors().items():
-                log.warning('%s: ID %d has a latched hardware error: %r', self.name.value, dxl_id, error)
+                log.warning(
+                    '%s: ID %d has a latched hardware error: %r', self.name.value, dxl_id, error
+                )
         except Exception:
             self.bus.close()
             raise
@@ -148,7 +157,9 @@ class AlohaArm:
         self._write_eeprom()
         for dxl_id in self._all_ids:
             self.bus.write(dxl_id, Register.PROFILE_VELOCITY, self.calibration.profile_velocity)
-            self.bus.write(dxl_id, Register.PROFILE_ACCELERATION, self.calibration.profile_acceleration)
+            self.bus.write(
+                dxl_id, Register.PROFILE_ACCELERATION, self.calibration.profile_acceleration
+            )
         self._hold_present_pose()
         self.bus.write_each(self._all_ids, Register.TORQUE_ENABLE, 1)
         self.torque_enabled = True
@@ -169,7 +180,7 @@ class AlohaArm:
         self.lifecycle = Lifecycle.UNCONFIGURED
 
     def set_torque(self, enabled: bool) -> None:
-        """Hold (True) or release (False) the arm while ACTIVE, e.g. a leader handed to the operator.
+        """Hold (True) or release (False) the arm while ACTIVE, e.g. a leader for the operator.
 
         Turning torque on first sets the goal to the present pose, so nothing jumps."""
         self._expect(Lifecycle.ACTIVE, 'set_torque')
@@ -204,7 +215,7 @@ class AlohaArm:
             effort_ma=reading.current_units[rows] * self._current_scale,
             stamp_ns=reading.stamp_ns,
             fresh=True,
-            alert_ids=tuple(i for i, a in zip(self._all_ids, reading.alert) if a),
+            alert_ids=tuple(i for i, a in zip(self._all_ids, reading.alert, strict=True) if a),
             attempts=reading.attempts,
             read_ms=reading.duration_ms,
         )
@@ -214,15 +225,21 @@ class AlohaArm:
         if self.lifecycle is not Lifecycle.ACTIVE or not self.torque_enabled:
             raise RuntimeError(
                 f'{self.name.value}: write() needs an active arm with torque on '
-                f'(lifecycle {self.lifecycle.value}, torque {"on" if self.torque_enabled else "off"})'
+                f'(lifecycle {self.lifecycle.value}, torque '
+                f'{"on" if self.torque_enabled else "off"})'
             )
-        self.bus.sync_write(Register.GOAL_POSITION, dict(zip(self._primary_ids, self.goal_ticks(command))))
+        self.bus.sync_write(
+            Register.GOAL_POSITION,
+            dict(zip(self._primary_ids, self.goal_ticks(command), strict=True)),
+        )
 
     def goal_ticks(self, command: ArmCommand) -> list[int]:
         """The seven primaries' Goal Position for a command; raises ValueError if out of range."""
         joints = np.asarray(command.joint_position_rad, np.float64)
         if joints.shape != (6,):
-            raise ValueError(f'{self.name.value}: joint_position_rad must have shape (6,), got {joints.shape}')
+            raise ValueError(
+                f'{self.name.value}: joint_position_rad must have shape (6,), got {joints.shape}'
+            )
         bad = ~np.isfinite(joints) | (joints < self._min_rad) | (joints > self._max_rad)
         if bad.any():
             i = int(np.flatnonzero(bad)[0])
@@ -233,7 +250,7 @@ class AlohaArm:
         gripper = float(command.gripper_position)
         if not 0.0 <= gripper <= 1.0:  # also false for NaN
             raise ValueError(f'{self.name.value}: gripper command {gripper} is outside [0, 1]')
-        ticks = [j.to_ticks(q) for j, q in zip(self.calibration.joints, joints)]
+        ticks = [j.to_ticks(q) for j, q in zip(self.calibration.joints, joints, strict=True)]
         return ticks + [self.calibration.gripper.to_ticks(gripper)]
 
     # -- faults -----------------------------------------------------------------------------
@@ -257,7 +274,9 @@ class AlohaArm:
             self.bus.reboot(dxl_id)
         for dxl_id in ids:
             self.bus.write(dxl_id, Register.PROFILE_VELOCITY, self.calibration.profile_velocity)
-            self.bus.write(dxl_id, Register.PROFILE_ACCELERATION, self.calibration.profile_acceleration)
+            self.bus.write(
+                dxl_id, Register.PROFILE_ACCELERATION, self.calibration.profile_acceleration
+            )
         if self.torque_enabled:
             self._hold_present_pose()
             self.bus.write_each(ids, Register.TORQUE_ENABLE, 1)
@@ -267,14 +286,18 @@ class AlohaArm:
     def _expect(self, state: Lifecycle, action: str) -> None:
         if self.lifecycle is not state:
             raise RuntimeError(
-                f'{self.name.value}: {action}() needs lifecycle {state.value}, is {self.lifecycle.value}'
+                f'{self.name.value}: {action}() needs lifecycle {state.value}, '
+                f'is {self.lifecycle.value}'
             )
 
     def _hold_present_pose(self) -> None:
         reading = self.bus.read_state(self._all_ids)
         self.bus.sync_write(
             Register.GOAL_POSITION,
-            {i: int(reading.position_ticks[row]) for i, row in zip(self._primary_ids, self._primary_rows)},
+            {
+                i: int(reading.position_ticks[row])
+                for i, row in zip(self._primary_ids, self._primary_rows, strict=True)
+            },
         )
 
     def _write_eeprom(self) -> None:
@@ -282,7 +305,11 @@ class AlohaArm:
         gripper_current = self.calibration.gripper.current_limit_ma is not None
         for shaft, shaft_motors in enumerate(self._shafts):
             is_gripper = shaft == 6
-            mode = OperatingMode.CURRENT_BASED_POSITION if is_gripper and gripper_current else OperatingMode.POSITION
+            mode = (
+                OperatingMode.CURRENT_BASED_POSITION
+                if is_gripper and gripper_current
+                else OperatingMode.POSITION
+            )
             for motor in shaft_motors.motors:
                 wanted = {
                     Register.OPERATING_MODE: int(mode),
@@ -293,14 +320,21 @@ class AlohaArm:
                     wanted[Register.CURRENT_LIMIT] = self.calibration.gripper.current_limit_units
                 if not is_gripper:
                     joint = self.calibration.joints[shaft]
-                    low, high = sorted((joint.to_ticks(joint.min_rad), joint.to_ticks(joint.max_rad)))
+                    low, high = sorted(
+                        (joint.to_ticks(joint.min_rad), joint.to_ticks(joint.max_rad))
+                    )
                     wanted[Register.MIN_POSITION_LIMIT] = low
                     wanted[Register.MAX_POSITION_LIMIT] = high
                 for register, value in wanted.items():
                     present = self.bus.read(motor.id, register)
                     if present != value:
                         log.info(
-                            '%s: ID %d %s %d -> %d', self.name.value, motor.id, register.label, present, value
+                            '%s: ID %d %s %d -> %d',
+                            self.name.value,
+                            motor.id,
+                            register.label,
+                            present,
+                            value,
                         )
                         self.bus.write(motor.id, register, value)
 
@@ -319,6 +353,6 @@ def _stale_state(error: str) -> ArmState:
     )
 
 
-def open_arms(path: str | Path) -> dict[ArmName, AlohaArm]:
-    """One (unconfigured) AlohaArm per arm in a calibration file."""
-    return {name: AlohaArm(cal) for name, cal in load(path).arms.items()}
+def open_arms(path: str | Path, *, environ=None) -> dict[ArmName, AlohaArm]:
+    """One (unconfigured) AlohaArm per arm in a calibration file (`environ` for ${VAR} ports)."""
+    return {name: AlohaArm(cal) for name, cal in load(path, environ=environ).arms.items()}

@@ -17,7 +17,8 @@ in their port paths. Schema (version 1), every field required unless a default i
         profile_acceleration: 0            # Profile Acceleration (214.577 rev/min^2), 0 = none
         joints:                            # all six, in any order
           waist: {offset_ticks: 2048, direction: 1, min_rad: -3.14, max_rad: 3.14}
-          ...                              # shoulder, elbow, forearm_roll, wrist_angle, wrist_rotate
+          ...                              # shoulder, elbow, forearm_roll, wrist_angle,
+                                           # wrist_rotate
         gripper:
           offset_ticks: 2048               # motor angle 0 rad
           direction: 1
@@ -31,12 +32,12 @@ servo's Present Position (its Drive Mode already applied). The gripper's normali
 `(ticks - closed_ticks) / (open_ticks - closed_ticks)`: 0 = closed, 1 = open.
 """
 
-from dataclasses import dataclass
 import enum
 import math
 import os
-from pathlib import Path
 import re
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -103,7 +104,10 @@ class GripperCalibration:
             raise ValueError(f'direction must be 1 or -1, got {self.direction!r}')
         if self.open_ticks == self.closed_ticks:
             raise ValueError(f'open_ticks and closed_ticks are both {self.open_ticks}')
-        if self.current_limit_ma is not None and not 0 < self.current_limit_ma <= 2047 * MA_PER_CURRENT_UNIT:
+        if (
+            self.current_limit_ma is not None
+            and not 0 < self.current_limit_ma <= 2047 * MA_PER_CURRENT_UNIT
+        ):
             raise ValueError(f'current_limit_ma out of range: {self.current_limit_ma}')
 
     @property
@@ -120,7 +124,9 @@ class GripperCalibration:
         return int(round(self.closed_ticks + normalised * (self.open_ticks - self.closed_ticks)))
 
     def motor_rad_from_normalised(self, normalised: float) -> float:
-        return self.to_motor_rad(self.closed_ticks + normalised * (self.open_ticks - self.closed_ticks))
+        return self.to_motor_rad(
+            self.closed_ticks + normalised * (self.open_ticks - self.closed_ticks)
+        )
 
 
 @dataclass(frozen=True)
@@ -138,7 +144,9 @@ class ArmCalibration:
 
     def __post_init__(self) -> None:
         if len(self.joints) != len(JOINT_NAMES):
-            raise ValueError(f'{self.name.value}: need {len(JOINT_NAMES)} joints, got {len(self.joints)}')
+            raise ValueError(
+                f'{self.name.value}: need {len(JOINT_NAMES)} joints, got {len(self.joints)}'
+            )
         if self.baud_rate not in BAUD_RATE_CODES:
             raise ValueError(f'baud_rate {self.baud_rate} is not one of {sorted(BAUD_RATE_CODES)}')
         if not 0 < self.latency_timer_ms <= 255:
@@ -166,7 +174,9 @@ class RobotCalibration:
     def arm(self, name: ArmName | str) -> ArmCalibration:
         name = ArmName(name)
         if name not in self.arms:
-            raise KeyError(f'{self.path}: no arm {name.value!r}; has {[a.value for a in self.arms]}')
+            raise KeyError(
+                f'{self.path}: no arm {name.value!r}; has {[a.value for a in self.arms]}'
+            )
         return self.arms[name]
 
 
@@ -181,7 +191,9 @@ def expand_env(text: str, *, field: str, environ: dict[str, str] | None = None) 
             return value
         if default is not None:
             return default
-        raise CalibrationError(f'{field}: environment variable {name} is not set and has no default')
+        raise CalibrationError(
+            f'{field}: environment variable {name} is not set and has no default'
+        )
 
     return _ENV_REFERENCE.sub(replace, text)
 
@@ -239,13 +251,15 @@ def _parse_arm(section: '_Section', name: ArmName, common: dict, environ) -> Arm
     joints = []
     for joint in JOINT_NAMES:
         js = joints_section.section(joint)
-        joints.append(js.build(
-            JointCalibration,
-            offset_ticks=js.get('offset_ticks', int),
-            direction=js.get('direction', int),
-            min_rad=js.get('min_rad', float),
-            max_rad=js.get('max_rad', float),
-        ))
+        joints.append(
+            js.build(
+                JointCalibration,
+                offset_ticks=js.get('offset_ticks', int),
+                direction=js.get('direction', int),
+                min_rad=js.get('min_rad', float),
+                max_rad=js.get('max_rad', float),
+            )
+        )
     joints_section.done()
     gs = section.section('gripper')
     gripper = gs.build(
@@ -277,7 +291,9 @@ class _Section:
 
     def __init__(self, data: Any, path: str) -> None:
         if not isinstance(data, dict):
-            raise CalibrationError(f'{path or "document"}: expected a mapping, got {type(data).__name__}')
+            raise CalibrationError(
+                f'{path or "document"}: expected a mapping, got {type(data).__name__}'
+            )
         self.data = data
         self.path = path
         self._used: set[str] = set()
@@ -295,9 +311,7 @@ class _Section:
         if kind is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
         if not isinstance(value, kind) or isinstance(value, bool):
-            raise CalibrationError(
-                f'{self._field(key)}: expected {kind.__name__}, got {value!r}'
-            )
+            raise CalibrationError(f'{self._field(key)}: expected {kind.__name__}, got {value!r}')
         return value
 
     def section(self, key: str) -> '_Section':

@@ -9,8 +9,8 @@ it executes every packet sent to the primary and never answers, so the host driv
 with seven IDs while nine servos share the load.
 """
 
-from dataclasses import dataclass
 import enum
+from dataclasses import dataclass
 
 from halo_ros.drivers.dynamixel.tables import SECONDARY_ID_OFF, ServoModel
 
@@ -80,4 +80,3 @@ def all_motors(model: ArmModel) -> tuple[Motor, ...]:
 def primary_ids(model: ArmModel) -> tuple[int, ...]:
     """The IDs the host commands, in shaft order (waist..gripper)."""
     return tuple(s.primary.id for s in MOTOR_MAPS[model])
-

@@ -9,13 +9,13 @@ returns values: it raises, so nothing from an earlier tick can pass for fresh da
 Not thread-safe: each bus belongs to the one thread that runs its ticks.
 """
 
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
 import logging
 import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 
-from dynamixel_sdk import COMM_SUCCESS, GroupSyncRead, GroupSyncWrite, PacketHandler
 import numpy as np
+from dynamixel_sdk import COMM_SUCCESS, GroupSyncRead, GroupSyncWrite, PacketHandler, PortHandler
 
 from halo_ros.drivers.dynamixel.port import QuietPortHandler
 from halo_ros.drivers.dynamixel.tables import (
@@ -102,13 +102,15 @@ class DynamixelBus:
         baud_rate: int = 1_000_000,
         latency_timer_ms: float = 16.0,
         max_attempts: int = 3,
+        port_handler: PortHandler | None = None,
     ) -> None:
+        """`port_handler` replaces the default QuietPortHandler (benchmarks compare the SDK's)."""
         if max_attempts < 1:
             raise ValueError(f'max_attempts must be >= 1, got {max_attempts}')
         self.port_name = port
         self.baud_rate = baud_rate
         self.max_attempts = max_attempts
-        self._port = QuietPortHandler(port, latency_timer_ms=latency_timer_ms)
+        self._port = port_handler or QuietPortHandler(port, latency_timer_ms=latency_timer_ms)
         self._packet = PacketHandler(2.0)
         self._state_reader: _SyncRead | None = None
         self._state_ids: tuple[int, ...] = ()
@@ -121,7 +123,9 @@ class DynamixelBus:
         try:
             opened = self._port.openPort()
         except OSError as error:  # pyserial raises SerialException (an OSError) on a bad path
-            raise DynamixelCommError(f'cannot open Dynamixel port {self.port_name}: {error}') from error
+            raise DynamixelCommError(
+                f'cannot open Dynamixel port {self.port_name}: {error}'
+            ) from error
         if not opened or not self._port.setBaudRate(self.baud_rate):
             raise DynamixelCommError(
                 f'cannot open Dynamixel port {self.port_name} at {self.baud_rate} baud'
@@ -229,9 +233,15 @@ class DynamixelBus:
         alert = np.empty(n, bool)
         for i, dxl_id in enumerate(ids):
             block = bytes(reader.data_dict[dxl_id])
-            current[i] = int.from_bytes(block[_CURRENT_OFFSET : _CURRENT_OFFSET + 2], 'little', signed=True)
-            velocity[i] = int.from_bytes(block[_VELOCITY_OFFSET : _VELOCITY_OFFSET + 4], 'little', signed=True)
-            position[i] = int.from_bytes(block[_POSITION_OFFSET : _POSITION_OFFSET + 4], 'little', signed=True)
+            current[i] = int.from_bytes(
+                block[_CURRENT_OFFSET : _CURRENT_OFFSET + 2], 'little', signed=True
+            )
+            velocity[i] = int.from_bytes(
+                block[_VELOCITY_OFFSET : _VELOCITY_OFFSET + 4], 'little', signed=True
+            )
+            position[i] = int.from_bytes(
+                block[_POSITION_OFFSET : _POSITION_OFFSET + 4], 'little', signed=True
+            )
             alert[i] = bool(reader.errors.get(dxl_id, 0) & ALERT_BIT)
         return StateReading(
             ids=ids,
@@ -280,7 +290,11 @@ class DynamixelBus:
             code = error & ~ALERT_BIT
             if result == COMM_SUCCESS and not code:
                 if error & ALERT_BIT:
-                    log.debug('%s on %s: alert bit set (a hardware error is latched)', what, self.port_name)
+                    log.debug(
+                        '%s on %s: alert bit set (a hardware error is latched)',
+                        what,
+                        self.port_name,
+                    )
                 return tries if count_attempts else value
             self.failed_attempts += 1
             if result != COMM_SUCCESS:
@@ -289,11 +303,17 @@ class DynamixelBus:
                 message = self._packet.getRxPacketError(error)
             log.debug(
                 '%s of IDs %s on %s failed (try %d of %d): %s',
-                what, list(ids), self.port_name, tries, self.max_attempts, message,
+                what,
+                list(ids),
+                self.port_name,
+                tries,
+                self.max_attempts,
+                message,
             )
             if result == COMM_SUCCESS and code in _FINAL_ERRORS:
                 raise DynamixelStatusError(
-                    f'{what} of IDs {list(ids)} on {self.port_name} refused by the servo: {message}',
+                    f'{what} of IDs {list(ids)} on {self.port_name} refused by the servo: '
+                    f'{message}',
                     StatusError(code),
                 )
         raise DynamixelCommError(

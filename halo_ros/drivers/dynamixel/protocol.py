@@ -10,8 +10,8 @@ LEN counts the bytes after itself after stuffing; the CRC covers header..last pa
 https://emanual.robotis.com/docs/en/dxl/protocol2/
 """
 
-from dataclasses import dataclass
 import logging
+from dataclasses import dataclass
 
 from halo_ros.drivers.dynamixel.tables import Instruction
 
@@ -152,7 +152,13 @@ class StreamParser:
             index = self._buffer.find(_PREFIX, start)
             if index < 0:
                 # Keep a possible partial header at the end of the buffer.
-                keep = 2 if self._buffer.endswith(b'\xff\xff') else 1 if self._buffer[-1:] == b'\xff' else 0
+                keep = (
+                    2
+                    if self._buffer.endswith(b'\xff\xff')
+                    else 1
+                    if self._buffer[-1:] == b'\xff'
+                    else 0
+                )
                 del self._buffer[: len(self._buffer) - keep]
                 return -1
             if index + 3 < len(self._buffer) and self._buffer[index + 3] == 0xFD:

@@ -83,7 +83,9 @@ class Register(enum.Enum):
     def encode(self, value: int) -> bytes:
         """A value -> little-endian bytes; raises ValueError if it does not fit the register."""
         bits = 8 * self.size
-        low, high = (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if self.signed else (0, (1 << bits) - 1)
+        low, high = (
+            (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if self.signed else (0, (1 << bits) - 1)
+        )
         if not low <= value <= high:
             raise ValueError(f'{self.label} value {value} does not fit {self.size} byte(s)')
         return int(value).to_bytes(self.size, 'little', signed=self.signed)

@@ -12,20 +12,21 @@ Present Position/Velocity/Current come from `arm.read()` before every read instr
 Position and Torque Enable go to `arm.set_goal()` / `arm.set_torque()` after every write.
 """
 
-from dataclasses import dataclass
 import logging
 import os
-from pathlib import Path
 import pty
 import random
 import select
 import threading
 import time
 import tty
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
-from halo_ros.drivers.aloha_calibration import ArmCalibration
+from halo_ros.drivers.aloha_calibration import ArmCalibration, ArmName, RobotCalibration
 from halo_ros.drivers.aloha_motors import ArmModel
 from halo_ros.drivers.dynamixel import protocol
 from halo_ros.drivers.dynamixel.tables import (
@@ -101,16 +102,26 @@ class VirtualBus:
         *,
         link: str | Path | None = None,
         faults: FaultInjection = FaultInjection(),
+        reply_latency_ms: float = 0.0,
     ) -> None:
+        """`reply_latency_ms` delays every burst of replies, standing in for wire time and the
+        USB adapter's latency timer (a pty has neither), e.g. for benchmarks."""
+        if reply_latency_ms < 0:
+            raise ValueError(f'reply_latency_ms must be >= 0, got {reply_latency_ms}')
+        self.reply_latency_s = reply_latency_ms / 1e3
         self.arm = arm
         self.calibration = calibration
         self.link = Path(link) if link is not None else None
         self.faults = faults
         self._rng = random.Random(faults.seed)
         self._mounts = mounts(calibration)
-        self.servos = {m.motor.id: VirtualServo(servo_settings(calibration, m)) for m in self._mounts}
+        self.servos = {
+            m.motor.id: VirtualServo(servo_settings(calibration, m)) for m in self._mounts
+        }
         self._mount_of = {m.motor.id: m for m in self._mounts}
-        self._primary = [next(m for m in self._mounts if m.primary and m.shaft == s) for s in range(SHAFTS)]
+        self._primary = [
+            next(m for m in self._mounts if m.primary and m.shaft == s) for s in range(SHAFTS)
+        ]
         self._lock = threading.Lock()
         self._parser = protocol.StreamParser()
         self._stop = threading.Event()
@@ -144,7 +155,9 @@ class VirtualBus:
         if self.link is not None:
             self.link.parent.mkdir(parents=True, exist_ok=True)
             if self.link.is_symlink():
-                log.warning('replacing the existing link %s -> %s', self.link, os.readlink(self.link))
+                log.warning(
+                    'replacing the existing link %s -> %s', self.link, os.readlink(self.link)
+                )
                 self.link.unlink()
             elif self.link.exists():
                 raise FileExistsError(f'{self.link} exists and is not a symlink; not replacing it')
@@ -161,7 +174,11 @@ class VirtualBus:
         if self._thread is not None:
             self._thread.join(timeout=2.0)
             self._thread = None
-        if self.link is not None and self.link.is_symlink() and os.readlink(self.link) == self.pty_path:
+        if (
+            self.link is not None
+            and self.link.is_symlink()
+            and os.readlink(self.link) == self.pty_path
+        ):
             self.link.unlink()
         for fd in (self._master, self._slave):
             if fd >= 0:
@@ -209,6 +226,8 @@ class VirtualBus:
                     for reply in self.handle(packet):
                         out += self._inject(reply)
             if out:
+                if self.reply_latency_s:
+                    time.sleep(self.reply_latency_s)
                 try:
                     os.write(self._master, out)
                 except BlockingIOError:
@@ -251,13 +270,20 @@ class VirtualBus:
         if dxl_id == BROADCAST_ID:
             return None, list(self.servos.values())
         answering = self.servos.get(dxl_id)
-        silent = [s for s in self.servos.values() if s.secondary_id == dxl_id and s is not answering]
+        silent = [
+            s for s in self.servos.values() if s.secondary_id == dxl_id and s is not answering
+        ]
         return answering, ([answering] if answering else []) + silent
 
     def _ping(self, packet):
-        answering = list(self.servos.values()) if packet.id == BROADCAST_ID else [self.servos.get(packet.id)]
-        params = lambda s: int(s.model).to_bytes(2, 'little') + bytes([s.get(Register.FIRMWARE_VERSION)])  # noqa: E731
-        return [self._status(s, StatusError.NONE, params(s)) for s in answering if s is not None]
+        answering = (
+            list(self.servos.values())
+            if packet.id == BROADCAST_ID
+            else [self.servos.get(packet.id)]
+        )
+        return [
+            self._status(s, StatusError.NONE, _ping_params(s)) for s in answering if s is not None
+        ]
 
     def _read_reply(self, servo: VirtualServo | None, address: int, length: int) -> list[bytes]:
         if servo is None or servo.status_return_level < StatusReturnLevel.PING_READ:
@@ -353,8 +379,12 @@ class VirtualBus:
             homing = servo.get(Register.HOMING_OFFSET)
             current = mount.current_units(float(state.effort_ma[mount.shaft]), reverse=reverse)
             servo.set_present(
-                position_ticks=mount.present_ticks(float(state.position_rad[mount.shaft]), reverse=reverse, homing_offset=homing),
-                velocity_units=mount.velocity_units(float(state.velocity_rad_s[mount.shaft]), reverse=reverse),
+                position_ticks=mount.present_ticks(
+                    float(state.position_rad[mount.shaft]), reverse=reverse, homing_offset=homing
+                ),
+                velocity_units=mount.velocity_units(
+                    float(state.velocity_rad_s[mount.shaft]), reverse=reverse
+                ),
                 current_units=current,
             )
             self._check_overload(servo, current, now)
@@ -388,5 +418,29 @@ class VirtualBus:
         self.arm.set_torque(torque)
 
 
+def _ping_params(servo: VirtualServo) -> bytes:
+    return int(servo.model).to_bytes(2, 'little') + bytes([servo.get(Register.FIRMWARE_VERSION)])
+
+
 def _u16(data: bytes, offset: int) -> int:
     return data[offset] | data[offset + 1] << 8
+
+
+def start_virtual_buses(
+    arms: Mapping[str, SimulatedArm], calibration: RobotCalibration, **options
+) -> dict[ArmName, VirtualBus]:
+    """Start one VirtualBus per simulated arm at its calibrated port path; stop() each when done.
+
+    `arms` maps arm names ('follower_left', ...) to SimulatedArms; `options` go to VirtualBus."""
+    buses: dict[ArmName, VirtualBus] = {}
+    try:
+        for name, arm in arms.items():
+            arm_calibration = calibration.arm(name)
+            bus = VirtualBus(arm, arm_calibration, link=arm_calibration.port, **options)
+            bus.start()
+            buses[arm_calibration.name] = bus
+    except Exception:
+        for bus in buses.values():
+            bus.stop()
+        raise
+    return buses

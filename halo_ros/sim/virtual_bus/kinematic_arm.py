@@ -32,7 +32,11 @@ class KinematicArm(SimulatedArm):
         self.max_velocity_rad_s = float(max_velocity_rad_s)
         self._clock = clock
         self._lock = threading.Lock()
-        start = np.zeros(SHAFTS) if initial_position_rad is None else _shafts(initial_position_rad, 'initial_position_rad')
+        start = (
+            np.zeros(SHAFTS)
+            if initial_position_rad is None
+            else _shafts(initial_position_rad, 'initial_position_rad')
+        )
         self._position = start.copy()
         self._velocity = np.zeros(SHAFTS)
         self._goal = start.copy()
@@ -76,7 +80,9 @@ class KinematicArm(SimulatedArm):
         self._last = now
         if dt <= 0:
             return
-        step = np.clip(self._goal - self._position, -self.max_velocity_rad_s * dt, self.max_velocity_rad_s * dt)
+        step = np.clip(
+            self._goal - self._position, -self.max_velocity_rad_s * dt, self.max_velocity_rad_s * dt
+        )
         step[~self._torque] = 0.0
         self._position += step
         self._velocity = step / dt

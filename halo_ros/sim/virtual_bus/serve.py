@@ -31,6 +31,9 @@ def add_arguments(parser) -> None:
     )
     parser.add_argument('--drop', type=float, default=0.0, help='probability of dropping a reply')
     parser.add_argument('--corrupt', type=float, default=0.0, help='probability of a bad reply CRC')
+    parser.add_argument(
+        '--reply-latency-ms', type=float, default=0.0, help='delay before replies (wire + USB time)'
+    )
 
 
 def run(args) -> int:
@@ -42,7 +45,13 @@ def run(args) -> int:
     try:
         for name in args.arm or [ArmName.FOLLOWER_LEFT.value]:
             arm_calibration = calibration.arm(name)
-            bus = VirtualBus(KinematicArm(name), arm_calibration, link=arm_calibration.port, faults=faults)
+            bus = VirtualBus(
+                KinematicArm(name),
+                arm_calibration,
+                link=arm_calibration.port,
+                faults=faults,
+                reply_latency_ms=args.reply_latency_ms,
+            )
             buses.append(bus)
             path = bus.start()
             print(f'{name} {path}', flush=True)  # the CLI's output: one line per served arm

@@ -68,7 +68,9 @@ class VirtualServo:
     # -- plain access for the bus -------------------------------------------------------------
 
     def get(self, register: Register) -> int:
-        raw = int.from_bytes(self.memory[register.address : register.address + register.size], 'little')
+        raw = int.from_bytes(
+            self.memory[register.address : register.address + register.size], 'little'
+        )
         return register.decode(raw)
 
     def _set(self, register: Register, value: int) -> None:
@@ -133,22 +135,33 @@ class VirtualServo:
         """Apply a WRITE all-or-nothing; returns the status error (NONE when applied)."""
         if not data or address + len(data) > TABLE_SIZE:
             return StatusError.DATA_RANGE
-        touched = [r for r in Register if r.address < address + len(data) and address < r.address + r.size]
+        touched = [
+            r for r in Register if r.address < address + len(data) and address < r.address + r.size
+        ]
         for register in touched:
             if register.address < address or register.address + register.size > address + len(data):
                 return StatusError.DATA_LENGTH  # partial register writes are refused
             if register.access is Access.READ_ONLY:
                 return StatusError.ACCESS
-            if register in (Register.CURRENT_LIMIT, Register.GOAL_CURRENT) and not self.model.has_current_control:
+            if (
+                register in (Register.CURRENT_LIMIT, Register.GOAL_CURRENT)
+                and not self.model.has_current_control
+            ):
                 return StatusError.ACCESS
         if address < EEPROM_END and self.torque_enabled:
             return StatusError.ACCESS  # EEPROM is locked while torque is on
         staged = bytearray(self.memory)
         staged[address : address + len(data)] = data
         for register in touched:
-            error = self._check(register, register.decode(
-                int.from_bytes(staged[register.address : register.address + register.size], 'little')
-            ), staged)
+            error = self._check(
+                register,
+                register.decode(
+                    int.from_bytes(
+                        staged[register.address : register.address + register.size], 'little'
+                    )
+                ),
+                staged,
+            )
             if error is not StatusError.NONE:
                 return error
         if Register.TORQUE_ENABLE in touched and staged[Register.TORQUE_ENABLE.address]:
@@ -166,7 +179,9 @@ class VirtualServo:
                 return StatusError.DATA_RANGE
         elif register is Register.TORQUE_ENABLE and value not in (0, 1):
             return StatusError.DATA_RANGE
-        elif register is Register.SECONDARY_ID and not (0 <= value <= 252 or value == SECONDARY_ID_OFF):
+        elif register is Register.SECONDARY_ID and not (
+            0 <= value <= 252 or value == SECONDARY_ID_OFF
+        ):
             return StatusError.DATA_RANGE
         elif register is Register.CURRENT_LIMIT and value > _CURRENT_LIMIT_MAX.get(self.model, 0):
             return StatusError.DATA_RANGE
