@@ -7,9 +7,14 @@ import numpy as np
 import pytest
 from dynamixel_helpers import START_POSE, virtual_arm
 
+from halo_ros.drivers import aloha_calibration
 from halo_ros.drivers.aloha_arm import AlohaArm, ArmCommand, Lifecycle
+from halo_ros.drivers.aloha_arm_set import ArmSet
+from halo_ros.drivers.aloha_calibration import ArmName
 from halo_ros.drivers.aloha_motors import ArmModel
 from halo_ros.drivers.dynamixel.tables import RAD_PER_TICK, HardwareError, OperatingMode, Register
+from halo_ros.paths import calibration_file
+from halo_ros.sim.virtual_bus import KinematicArm, start_virtual_buses
 
 TICK = RAD_PER_TICK
 
@@ -142,3 +147,31 @@ def test_wrong_servo_model_fails_configure(tmp_path):
         with pytest.raises(Exception, match='ID 1 is model 1120, expected XM430_W350'):
             arm.configure()
         assert not arm.bus.is_open
+
+
+def test_arm_set_reads_and_writes_four_arms(tmp_path):
+    environ = {'HALO_ROS_RUN_DIR': str(tmp_path)}
+    robot = aloha_calibration.load(calibration_file('sim_aloha.yaml'), environ=environ)
+    sims = {name.value: KinematicArm(name.value, max_velocity_rad_s=50.0) for name in ArmName}
+    buses = start_virtual_buses(sims, robot)
+    try:
+        with ArmSet.from_file(robot.path, environ=environ) as arms:
+            arms.configure()
+            arms.activate([ArmName.FOLLOWER_LEFT, ArmName.FOLLOWER_RIGHT])
+            states = arms.read()
+            assert set(states) == set(ArmName) and all(s.fresh for s in states.values())
+            target = np.array([0.2, -0.4, 0.8, 0.0, 0.1, 0.0])
+            arms.write({'follower_left': ArmCommand(target, 0.25)})
+            deadline = time.monotonic() + 2.0
+            while time.monotonic() < deadline:
+                left = arms.read()[ArmName.FOLLOWER_LEFT]
+                if np.allclose(left.position(), np.append(target, 0.25), atol=1e-3):
+                    break
+                time.sleep(0.01)
+            np.testing.assert_allclose(left.position(), np.append(target, 0.25), atol=1e-3)
+            np.testing.assert_allclose(sims['follower_right'].read().position_rad, 0.0, atol=TICK)
+            with pytest.raises(RuntimeError, match='leader_left: write\\(\\) needs an active arm'):
+                arms.write({ArmName.LEADER_LEFT: ArmCommand(target, 0.5)})
+    finally:
+        for bus in buses.values():
+            bus.stop()

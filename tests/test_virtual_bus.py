@@ -21,10 +21,12 @@ from dynamixel_sdk import (
 
 from halo_ros.drivers import aloha_calibration
 from halo_ros.drivers.aloha_arm import open_arms
+from halo_ros.drivers.dynamixel import protocol
 from halo_ros.drivers.dynamixel.tables import (
     ALERT_BIT,
     RAD_PER_TICK,
     HardwareError,
+    Instruction,
     OperatingMode,
     Register,
     StatusError,
@@ -259,3 +261,19 @@ def test_cli_serves_until_interrupted(tmp_path):
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+def test_shadows_execute_silently_and_broadcasts_get_no_reply(tmp_path):
+    calibration = sim_calibration(tmp_path)
+    bus = virtual_bus_module.VirtualBus(KinematicArm('follower_left'), calibration)  # no pty
+    read = protocol.encode_instruction(2, Instruction.READ, bytes([132, 0, 4, 0]))
+    replies = bus.handle(protocol.decode(read))
+    assert [protocol.decode(r).id for r in replies] == [2]  # the shadow (ID 3) stays silent
+    write = protocol.encode_instruction(4, Instruction.WRITE, bytes([64, 0, 1]))
+    assert [protocol.decode(r).id for r in bus.handle(protocol.decode(write))] == [4]
+    assert bus.servos[5].torque_enabled  # ...but executes
+    broadcast = protocol.encode_instruction(0xFE, Instruction.WRITE, bytes([64, 0, 0]))
+    assert bus.handle(protocol.decode(broadcast)) == []
+    assert not any(s.torque_enabled for s in bus.servos.values())
+    ping_all = protocol.encode_instruction(0xFE, Instruction.PING)
+    assert [protocol.decode(r).id for r in bus.handle(protocol.decode(ping_all))] == list(IDS)

@@ -22,6 +22,8 @@ from pathlib import Path
 import numpy as np
 from dynamixel_sdk import PortHandler
 
+from halo_ros.drivers.aloha_arm import AlohaArm, ArmCommand
+from halo_ros.drivers.aloha_arm_set import ArmSet
 from halo_ros.drivers.aloha_calibration import ArmName, load
 from halo_ros.drivers.aloha_motors import all_motors, primary_ids
 from halo_ros.drivers.dynamixel.bus import DynamixelBus, DynamixelCommError
@@ -184,6 +186,39 @@ def cpu_at_50hz(calibration, seconds: float, *, stock: bool) -> dict:
     }
 
 
+def arms_per_tick(calibration, seconds: float, *, parallel: bool) -> dict:
+    """The controller's view: all four AlohaArms read and written once per 50 Hz tick."""
+    arm_set = ArmSet({name: AlohaArm(arm) for name, arm in calibration.arms.items()})
+    tick_ms = []
+    try:
+        arm_set.configure()
+        arm_set.activate()
+        period = 1.0 / RATE_HZ
+        cpu0, wall0 = time.process_time(), time.monotonic()
+        deadline = wall0
+        while deadline < wall0 + seconds:
+            t0 = time.perf_counter()
+            if parallel:
+                states = arm_set.read()
+                arm_set.write({n: ArmCommand.from_vector(s.position()) for n, s in states.items()})
+            else:
+                for arm in arm_set.arms.values():
+                    arm.write(ArmCommand.from_vector(arm.read().position()))
+            tick_ms.append((time.perf_counter() - t0) * 1e3)
+            deadline += period
+            time.sleep(max(0.0, deadline - time.monotonic()))
+        cpu_s, wall_s = time.process_time() - cpu0, time.monotonic() - wall0
+    finally:
+        arm_set.close()
+    return {
+        'mode': 'ArmSet (parallel buses)' if parallel else 'sequential arms',
+        'cpu_share_of_one_core': cpu_s / wall_s,
+        'tick_io_ms_p50': float(np.percentile(tick_ms, 50)),
+        'tick_io_ms_p99': float(np.percentile(tick_ms, 99)),
+        'ticks': len(tick_ms),
+    }
+
+
 def run(args) -> int:
     calibration_path = Path(args.calibration or calibration_file('sim_aloha.yaml'))
     results = {
@@ -202,6 +237,12 @@ def run(args) -> int:
                     key = f'cpu_latency_{latency_ms:g}ms_{"sdk" if stock else "quiet"}'
                     results[key] = cpu_at_50hz(calibration, args.seconds, stock=stock)
                     results[key]['reply_latency_ms'] = latency_ms
+                if latency_ms:
+                    for parallel in (False, True):
+                        mode = 'parallel' if parallel else 'sequential'
+                        key = f'arms_latency_{latency_ms:g}ms_{mode}'
+                        results[key] = arms_per_tick(calibration, args.seconds, parallel=parallel)
+                        results[key]['reply_latency_ms'] = latency_ms
             finally:
                 arms.close()
     _print_table(results)
@@ -234,4 +275,12 @@ def _print_table(results: dict) -> None:
                 f'{r["port_handler"]:<30}{r["reply_latency_ms"]:>7.1f}ms{r["cpu_share_of_one_core"]:>7.1%}'
                 f'{r["user_s"]:>8.2f}{r["system_s"]:>8.2f}{r["tick_io_ms_p50"]:>8.2f}'
                 f'{r["tick_io_ms_p99"]:>8.2f}{r["failed_ticks"]:>6}'
+            )
+    print("\nfour AlohaArms per 50 Hz tick: read() + write() each (the controller's hot path)")
+    print(f'{"mode":<30}{"latency":>9}{"cpu":>8}{"io p50":>8}{"io p99":>8}')
+    for key, r in results.items():
+        if key.startswith('arms_'):
+            print(
+                f'{r["mode"]:<30}{r["reply_latency_ms"]:>7.1f}ms{r["cpu_share_of_one_core"]:>7.1%}'
+                f'{r["tick_io_ms_p50"]:>8.2f}{r["tick_io_ms_p99"]:>8.2f}'
             )
