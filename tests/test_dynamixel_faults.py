@@ -5,8 +5,8 @@ import pytest
 from dynamixel_helpers import START_POSE, virtual_arm
 
 from halo_ros.drivers.aloha_arm import AlohaArm
-from halo_ros.drivers.dynamixel import DynamixelBus, DynamixelCommError
-from halo_ros.drivers.dynamixel.tables import RAD_PER_TICK, Register
+from halo_ros.drivers.dynamixel import DynamixelBus, DynamixelCommError, DynamixelStatusError
+from halo_ros.drivers.dynamixel.tables import RAD_PER_TICK, Register, StatusError
 from halo_ros.sim.virtual_bus import FaultInjection
 
 IDS = tuple(range(1, 10))
@@ -76,3 +76,21 @@ def test_arm_read_on_a_dead_bus_is_not_fresh(tmp_path):
         bus.set_faults(FaultInjection())
         assert arm.read().fresh  # recovers on the next tick
         arm.cleanup()
+
+
+def test_a_refusal_is_raised_at_once_not_retried(tmp_path):
+    with virtual_arm(tmp_path) as (calibration, _, _):
+        with DynamixelBus(calibration.port, latency_timer_ms=4.0) as bus:
+            bus.write(1, Register.TORQUE_ENABLE, 1)
+            with pytest.raises(
+                DynamixelStatusError, match='WRITE of Operating Mode .* refused'
+            ) as info:
+                bus.write(1, Register.OPERATING_MODE, 4)  # EEPROM while torque is on
+            assert info.value.error is StatusError.ACCESS
+            assert bus.failed_attempts == 1
+
+
+def test_opening_a_missing_port_names_it(tmp_path):
+    missing = tmp_path / 'ttyDXL_nowhere'
+    with pytest.raises(DynamixelCommError, match=f'cannot open Dynamixel port {missing}'):
+        DynamixelBus(str(missing)).open()
