@@ -109,6 +109,7 @@ _SHOULDER = 'arms.follower_left.joints.shoulder'
         (f'{_SHOULDER}.min_rad', 3.0, f'{_SHOULDER}: min_rad 3.0 must be below max_rad'),
         (f'{_SHOULDER}.max_rad', float('nan'), f'{_SHOULDER}: min_rad/max_rad must be finite'),
         (f'{_SHOULDER}.offset_ticks', 2048.5, f'{_SHOULDER}.offset_ticks: expected int'),
+        (f'{_SHOULDER}.offset_ticks', 800, f'{_SHOULDER}: min_rad -1.852 maps to -407 ticks'),
         ('arms.follower_left.joints.elbow', _DELETE, 'arms.follower_left.joints.elbow: missing'),
         ('arms.follower_left.joints.wrist', {}, 'arms.follower_left.joints.wrist: unknown field'),
         (

@@ -5,7 +5,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-from dynamixel_helpers import START_POSE, virtual_arm
+from dynamixel_helpers import START_POSE, sim_calibration, virtual_arm
 
 from halo_ros.drivers import aloha_calibration
 from halo_ros.drivers.aloha_arm import AlohaArm, ArmCommand, Lifecycle
@@ -14,7 +14,8 @@ from halo_ros.drivers.aloha_calibration import ArmName
 from halo_ros.drivers.aloha_motors import ArmModel
 from halo_ros.drivers.dynamixel.tables import RAD_PER_TICK, HardwareError, OperatingMode, Register
 from halo_ros.paths import calibration_file
-from halo_ros.sim.virtual_bus import KinematicArm, start_virtual_buses
+from halo_ros.sim.arm_io import ShaftState
+from halo_ros.sim.virtual_bus import KinematicArm, VirtualBus, start_virtual_buses
 
 TICK = RAD_PER_TICK
 
@@ -175,3 +176,36 @@ def test_arm_set_reads_and_writes_four_arms(tmp_path):
     finally:
         for bus in buses.values():
             bus.stop()
+
+
+@pytest.mark.parametrize('mirrored', [False, True], ids=['as-shipped', 'mirrored-calibration'])
+def test_effort_and_velocity_come_back_signed_in_joint_units(tmp_path, mirrored):
+    effort = np.array([100.0, -200.0, 300.0, -50.0, 80.0, -120.0, 400.0])  # mA per shaft
+    velocity = np.array([0.5, -0.4, 0.3, -0.2, 0.1, -0.6, 1.0])  # rad/s per shaft
+
+    class Loaded(KinematicArm):
+        def read(self):
+            state = super().read()
+            return ShaftState(state.position_rad, velocity, effort)
+
+    calibration = sim_calibration(tmp_path)
+    if mirrored:  # every direction -1 and offsets away from 2048: the robot reads differently
+        offsets = (2048, 2100, 1990, 2048, 2150, 2048)
+        joints = tuple(
+            replace(j, direction=-1, offset_ticks=o)
+            for j, o in zip(calibration.joints, offsets, strict=True)
+        )
+        gripper = replace(calibration.gripper, direction=-1, offset_ticks=2100)
+        calibration = replace(calibration, joints=joints, gripper=gripper)
+    with VirtualBus(Loaded('follower_left'), calibration, link=calibration.port):
+        arm = AlohaArm(calibration)
+        arm.configure()
+        state = arm.read()
+        arm.cleanup()
+    np.testing.assert_allclose(state.effort_ma, effort, atol=2.69 / 2)
+    np.testing.assert_allclose(state.joint_velocity_rad_s, velocity[:6], atol=0.024 / 2)
+    gripper = calibration.gripper
+    span_rad = gripper.to_motor_rad(gripper.open_ticks) - gripper.to_motor_rad(gripper.closed_ticks)
+    assert state.gripper_velocity_per_s == pytest.approx(
+        velocity[6] / span_rad, abs=0.012 / abs(span_rad)
+    )

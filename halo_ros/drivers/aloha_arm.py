@@ -57,9 +57,9 @@ class ArmState:
     joint_velocity_rad_s: np.ndarray  # (6,)
     gripper_position: float  # normalised, 0 = closed .. 1 = open (may overshoot slightly)
     gripper_velocity_per_s: float  # normalised units per second
-    effort_ma: (
-        np.ndarray
-    )  # (7,) Present Current of the primaries; NaN where a servo has none (XL430)
+    # (7,) Present Current of the primaries, signed like the joint; NaN where a servo has none
+    # (XL430: wrist_rotate and gripper of the WidowX leader).
+    effort_ma: np.ndarray
     stamp_ns: int  # time.monotonic_ns() when the reply was complete (or the read gave up)
     fresh: bool
     alert_ids: tuple[int, ...] = ()  # servos reporting a latched hardware error
@@ -212,7 +212,7 @@ class AlohaArm:
             joint_velocity_rad_s=shaft_rad_s[:6],
             gripper_position=gripper.to_normalised(ticks[6]),
             gripper_velocity_per_s=float(shaft_rad_s[6] / span_rad),
-            effort_ma=reading.current_units[rows] * self._current_scale,
+            effort_ma=self._direction * reading.current_units[rows] * self._current_scale,
             stamp_ns=reading.stamp_ns,
             fresh=True,
             alert_ids=tuple(i for i, a in zip(self._all_ids, reading.alert, strict=True) if a),

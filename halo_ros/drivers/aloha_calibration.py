@@ -49,6 +49,7 @@ from halo_ros.sim.arm_io import SHAFT_NAMES
 SCHEMA_VERSION = 1
 JOINT_NAMES = SHAFT_NAMES[:6]
 _MAX_TICKS = 1_048_575  # the extended position range
+_POSITION_MODE_MAX_TICKS = 4095  # joints run in position mode: one turn, 0..4095
 _ENV_REFERENCE = re.compile(r'\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}')
 
 
@@ -83,6 +84,13 @@ class JointCalibration:
             raise ValueError(f'min_rad/max_rad must be finite, got {self.min_rad}, {self.max_rad}')
         if not self.min_rad < self.max_rad:
             raise ValueError(f'min_rad {self.min_rad} must be below max_rad {self.max_rad}')
+        for name, rad in (('min_rad', self.min_rad), ('max_rad', self.max_rad)):
+            ticks = self.to_ticks(rad)
+            if not 0 <= ticks <= _POSITION_MODE_MAX_TICKS:
+                raise ValueError(
+                    f'{name} {rad} maps to {ticks} ticks, outside the 0..4095 that a servo in '
+                    'position mode can reach (check offset_ticks and direction)'
+                )
 
     def to_rad(self, ticks: float) -> float:
         return self.direction * (ticks - self.offset_ticks) * RAD_PER_TICK
