@@ -16,6 +16,7 @@ from halo_ros.drivers.dynamixel.tables import RAD_PER_TICK, HardwareError, Opera
 from halo_ros.paths import calibration_file
 from halo_ros.sim.arm_io import ShaftState
 from halo_ros.sim.virtual_bus import KinematicArm, VirtualBus, start_virtual_buses
+from halo_ros.sim.virtual_bus.hardware import mounts
 
 TICK = RAD_PER_TICK
 
@@ -209,3 +210,33 @@ def test_effort_and_velocity_come_back_signed_in_joint_units(tmp_path, mirrored)
     assert state.gripper_velocity_per_s == pytest.approx(
         velocity[6] / span_rad, abs=0.012 / abs(span_rad)
     )
+
+
+@pytest.mark.parametrize('model_arm', ['follower_left', 'leader_left'])
+def test_activate_calibrates_misaligned_shadows(tmp_path, model_arm):
+    calibration = sim_calibration(tmp_path, model_arm)
+    sim = KinematicArm(model_arm, initial_position_rad=START_POSE, max_velocity_rad_s=50.0)
+    errors = {3: 37.0, 5: -21.0}  # shoulder and elbow shadows mounted off by some ticks
+    with VirtualBus(sim, calibration, link=calibration.port, assembly_error_ticks=errors) as bus:
+        arm = AlohaArm(calibration)
+        arm.configure()
+        reading = arm.bus.read_state(tuple(range(1, 10)))
+        ticks = dict(zip(range(1, 10), reading.position_ticks.tolist(), strict=True))
+        assert abs(ticks[3] - ticks[2]) == 37 and abs(ticks[5] - ticks[4]) == 21
+        arm.activate()
+        reading = arm.bus.read_state(tuple(range(1, 10)))
+        ticks = dict(zip(range(1, 10), reading.position_ticks.tolist(), strict=True))
+        assert ticks[3] == ticks[2] and ticks[5] == ticks[4]
+        # The shadows now execute their primaries' goals at the same physical angle.
+        arm.write(ArmCommand(np.array([0.0, -0.5, 0.9, 0.0, 0.0, 0.0]), 0.5))
+        wait_for(arm, lambda s: abs(s.joint_position_rad[1] + 0.5) < TICK)
+        mount = {m.motor.id: m for m in mounts(calibration, errors)}
+        for shadow, shaft in ((3, 1), (5, 2)):
+            servo = bus.servos[shadow]
+            shadow_goal_rad = mount[shadow].shaft_rad(
+                servo.get(Register.GOAL_POSITION),
+                reverse=bool(servo.get(Register.DRIVE_MODE) & 1),
+                homing_offset=servo.get(Register.HOMING_OFFSET),
+            )
+            assert shadow_goal_rad == pytest.approx(sim.read().position_rad[shaft], abs=TICK)
+        arm.cleanup()

@@ -42,6 +42,9 @@ from halo_ros.drivers.dynamixel.tables import (
 
 log = logging.getLogger(__name__)
 
+# A shadow reading within this of its primary is left alone (encoder noise, no EEPROM wear).
+_SHADOW_TOLERANCE_TICKS = 2
+
 
 class Lifecycle(enum.Enum):
     UNCONFIGURED = 'unconfigured'
@@ -155,6 +158,7 @@ class AlohaArm:
         self.bus.write_each(self._all_ids, Register.TORQUE_ENABLE, 0)
         self.torque_enabled = False
         self._write_eeprom()
+        self._calibrate_shadows()
         for dxl_id in self._all_ids:
             self.bus.write(dxl_id, Register.PROFILE_VELOCITY, self.calibration.profile_velocity)
             self.bus.write(
@@ -299,6 +303,33 @@ class AlohaArm:
                 for i, row in zip(self._primary_ids, self._primary_rows, strict=True)
             },
         )
+
+    def _calibrate_shadows(self) -> None:
+        """Rewrite a shadow's Homing Offset so it reads what its primary reads (torque off).
+
+        A shadow mounted a tooth off would otherwise fight its primary for every goal. The offset
+        acts before Drive Mode's reversal, hence the sign (the rule Interbotix's xs_sdk uses)."""
+        for shaft in self._shafts:
+            if not shaft.shadows:
+                continue
+            primary = self.bus.read(shaft.primary.id, Register.PRESENT_POSITION)
+            for shadow in shaft.shadows:
+                present = self.bus.read(shadow.id, Register.PRESENT_POSITION)
+                error = primary - present
+                if abs(error) < _SHADOW_TOLERANCE_TICKS:
+                    continue
+                homing = self.bus.read(shadow.id, Register.HOMING_OFFSET)
+                drive = -1 if self.bus.read(shadow.id, Register.DRIVE_MODE) & 1 else 1
+                log.info(
+                    '%s: shadow ID %d reads %d ticks off primary ID %d; Homing Offset %d -> %d',
+                    self.name.value,
+                    shadow.id,
+                    error,
+                    shaft.primary.id,
+                    homing,
+                    homing + drive * error,
+                )
+                self.bus.write(shadow.id, Register.HOMING_OFFSET, homing + drive * error)
 
     def _write_eeprom(self) -> None:
         """Write the EEPROM items that differ from what this arm needs (torque must be off)."""

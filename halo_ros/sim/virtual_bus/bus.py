@@ -103,9 +103,11 @@ class VirtualBus:
         link: str | Path | None = None,
         faults: FaultInjection = FaultInjection(),
         reply_latency_ms: float = 0.0,
+        assembly_error_ticks: Mapping[int, float] | None = None,
     ) -> None:
         """`reply_latency_ms` delays every burst of replies, standing in for wire time and the
-        USB adapter's latency timer (a pty has neither), e.g. for benchmarks."""
+        USB adapter's latency timer (a pty has neither), e.g. for benchmarks.
+        `assembly_error_ticks` mounts servos (by ID) off by that many encoder ticks."""
         if reply_latency_ms < 0:
             raise ValueError(f'reply_latency_ms must be >= 0, got {reply_latency_ms}')
         self.reply_latency_s = reply_latency_ms / 1e3
@@ -114,7 +116,7 @@ class VirtualBus:
         self.link = Path(link) if link is not None else None
         self.faults = faults
         self._rng = random.Random(faults.seed)
-        self._mounts = mounts(calibration)
+        self._mounts = mounts(calibration, assembly_error_ticks)
         self.servos = {
             m.motor.id: VirtualServo(servo_settings(calibration, m)) for m in self._mounts
         }
