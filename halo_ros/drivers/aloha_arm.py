@@ -178,10 +178,13 @@ class AlohaArm:
         self.lifecycle = Lifecycle.INACTIVE
 
     def cleanup(self) -> None:
-        if self.lifecycle is Lifecycle.ACTIVE:
-            self.deactivate()
-        self.bus.close()
-        self.lifecycle = Lifecycle.UNCONFIGURED
+        """Torque off if active, then close the port (closed even if torque-off fails)."""
+        try:
+            if self.lifecycle is Lifecycle.ACTIVE:
+                self.deactivate()
+        finally:
+            self.bus.close()
+            self.lifecycle = Lifecycle.UNCONFIGURED
 
     def set_torque(self, enabled: bool) -> None:
         """Hold (True) or release (False) the arm while ACTIVE, e.g. a leader for the operator.
