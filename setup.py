@@ -54,7 +54,8 @@ setup(
     ],
     extras_require={
         'ros': ROS_WHEELS,
-        'sim': ['mujoco>=3.1,<3.9', 'gym-aloha>=0.1.5', 'dm-control>=1.0.15,<1.1', 'scipy>=1.10'],
+        'sim': ['mujoco>=3.1,<3.9', 'gym-aloha>=0.1.5', 'dm-control>=1.0.15,<1.1', 'scipy>=1.10',
+                'dynamixel-sdk>=3.7'],
         'model': ['torch>=2.3', 'safetensors>=0.4', 'tokenizers>=0.19', 'pillow>=9'],
         'engine': ['onnx>=1.16', 'onnxruntime>=1.18', 'onnxscript>=0.1'],
         'robot': ['dynamixel-sdk>=3.7', 'pyrealsense2>=2.55', 'opencv-python-headless>=4.8,<5'],

@@ -1,7 +1,7 @@
 """`halo-ros`: the one user-facing command.
 
-Each subcommand lives in its own module exposing `HELP`, `add_arguments(parser)` and
-`run(args) -> int`; modules are imported only when their subcommand runs, so `halo-ros --help`
+Each subcommand lives in its own module whose docstring's first line is its help, and which
+exposes `add_arguments(parser)` and `run(args) -> int`; modules are imported only when their subcommand runs, so `halo-ros --help`
 stays fast and a robot without torch can still run the commands that do not need it.
 """
 
@@ -12,10 +12,12 @@ import sys
 
 # subcommand -> module. Keep alphabetical.
 COMMANDS = {
+    'bench-dynamixel': 'halo_ros.drivers.dynamixel.bench',
     'bench-sim': 'halo_ros.sim.bench',
     'demo': 'halo_ros.demo',
     'expert-eval': 'halo_ros.sim.expert_eval',
     'model': 'halo_ros.model.info',
+    'virtual-bus': 'halo_ros.sim.virtual_bus.serve',
 }
 
 
