@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from halo_ros.model.segments import TextSegment, ViTImageSegment
-from tests.model_support import image, random_tiny
+from model_support import image, random_tiny
 
 ort = pytest.importorskip('onnxruntime', reason='onnxruntime not installed')
 

@@ -10,7 +10,7 @@ from std_srvs.srv import Trigger
 
 from halo_ros.nodes.topic_monitor import TopicMonitor
 from halo_ros.supervisor import NodeProcess
-from tests.ros_helpers import spin_until, wait_for_publishers
+from ros_helpers import spin_until, wait_for_publishers
 
 pytestmark = pytest.mark.ros
 
