@@ -1,8 +1,9 @@
 """`halo-ros`: the one user-facing command.
 
 Each subcommand lives in its own module whose docstring's first line is its help, and which
-exposes `add_arguments(parser)` and `run(args) -> int`; modules are imported only when their subcommand runs, so `halo-ros --help`
-stays fast and a robot without torch can still run the commands that do not need it.
+exposes `add_arguments(parser)` and `run(args) -> int`; modules are imported only when their
+subcommand runs, so `halo-ros --help` stays fast and a robot without torch can still run the
+commands that do not need it.
 """
 
 import argparse

@@ -23,6 +23,9 @@ def ros_environment(domain_id: int | None = None, *, base: dict | None = None) -
     env.setdefault('FASTRTPS_DEFAULT_PROFILES_FILE', profile)
     env.setdefault('FASTDDS_DEFAULT_PROFILES_FILE', profile)
     env.setdefault('MUJOCO_GL', 'egl')
+    # Where the simulator puts its virtual serial ports (calibration/sim_aloha.yaml expands it):
+    # one folder per domain, so concurrent simulations never share a port.
+    env.setdefault('HALO_ROS_RUN_DIR', f'/tmp/halo_ros-{env.get("ROS_DOMAIN_ID", "0")}')
     return env
 
 

@@ -33,7 +33,9 @@ class SimNode(Node):
                 ('camera_height', 240),
                 ('camera_rate_hz', 15.0),
                 ('seed', 0),
-                ('operator', 'none'),  # none | followers (scripted expert drives the followers)
+                ('operator', 'none'),  # none | leaders (scripted teleoperator) | followers (direct)
+                ('virtual_buses', True),  # arms reachable only as Dynamixel buses on ptys
+                ('calibration', 'sim_aloha.yaml'),
                 ('status_rate_hz', 10.0),
             ],
         )
@@ -45,6 +47,8 @@ class SimNode(Node):
             camera_rate_hz=v['camera_rate_hz'],
             seed=v['seed'],
             operator=Operator(v['operator']),
+            virtual_buses=v['virtual_buses'],
+            calibration=v['calibration'],
         )
         self._images = {
             c: self.create_publisher(Image, f'{c}/image_raw', qos_profile_sensor_data)

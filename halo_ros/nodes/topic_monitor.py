@@ -57,8 +57,9 @@ class TopicMonitor(Node):
         return on_message
 
 
-def watch(topics: dict[str, type], seconds: float, *, settle_s: float = 2.0,
-          until=None) -> dict[str, TopicStats]:
+def watch(
+    topics: dict[str, type], seconds: float, *, settle_s: float = 2.0, until=None
+) -> dict[str, TopicStats]:
     """Init rclpy, count the topics for `seconds` (after `settle_s` of warm-up), shut down.
 
     `until(stats)` may end the watch early. For callers outside nodes/ (demo, benchmarks).

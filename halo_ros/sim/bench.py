@@ -13,8 +13,13 @@ from halo_ros.sim.world import AlohaSim
 
 RESOLUTIONS = ((224, 224), (240, 320), (480, 640))
 # (height, width, rate) offered by the sim node, measured through ROS.
-ROS_SETTINGS = ((240, 320, 15.0), (240, 320, 30.0), (224, 224, 30.0), (480, 640, 15.0),
-                (480, 640, 30.0))
+ROS_SETTINGS = (
+    (240, 320, 15.0),
+    (240, 320, 30.0),
+    (224, 224, 30.0),
+    (480, 640, 15.0),
+    (480, 640, 30.0),
+)
 
 
 def add_arguments(parser) -> None:
@@ -82,9 +87,16 @@ def _published_rates(seconds: float) -> list[dict]:
             stats = watch({f'{c}/image_raw': Image for c in CAMERAS}, seconds, settle_s=4.0)
         finally:
             sim.stop()
-        received = [stats[f'{c}/image_raw'].rate_hz() if f'{c}/image_raw' in stats else 0.0
-                    for c in CAMERAS]
-        rows.append({'what': f'published @ {rate:g} Hz, decoded', 'cameras': len(CAMERAS),
-                     'resolution': f'{height}x{width}', 'rate_hz': min(received),
-                     'realtime_x': '-'})
+        received = [
+            stats[f'{c}/image_raw'].rate_hz() if f'{c}/image_raw' in stats else 0.0 for c in CAMERAS
+        ]
+        rows.append(
+            {
+                'what': f'published @ {rate:g} Hz, decoded',
+                'cameras': len(CAMERAS),
+                'resolution': f'{height}x{width}',
+                'rate_hz': min(received),
+                'realtime_x': '-',
+            }
+        )
     return rows

@@ -27,10 +27,11 @@ class EpisodeResult:
     wall_s: float
 
 
-def command_to_shafts(command14: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Split a 14-vector command into the two arms' shaft goals (gripper 0..1 -> motor angle)."""
+def command_to_shafts(command14: np.ndarray, gripper=normalized_to_shaft):
+    """Split a 14-vector command into the two arms' shaft goals (gripper 0..1 -> motor angle;
+    `gripper` maps it for followers by default, `normalized_to_leader_shaft` for leaders)."""
     left, right = command14[:7].copy(), command14[7:].copy()
-    left[6], right[6] = normalized_to_shaft(left[6]), normalized_to_shaft(right[6])
+    left[6], right[6] = gripper(left[6]), gripper(right[6])
     return left, right
 
 

@@ -9,6 +9,15 @@ import numpy as np
 
 from halo_ros.sim.scene import TCP_IN_GRIPPER, ArmIndex
 
+# Near the start pose the forearm-roll and wrist-rotate axes are almost parallel, so only their
+# sum is constrained and plain DLS lets them drift apart; a weak pull towards zero in the null
+# space of the task keeps them no further apart than the pose needs.
+REST = np.zeros(6)
+REST_GAIN = np.array([0.0, 0.0, 0.0, 0.2, 0.0, 0.2])
+# The continuous joints' MJCF range is +-3.14158 rad; the calibrated range of the arms is
+# +-3.14 (calibration/*.yaml), and the expert's joint targets must be commands a robot accepts.
+CALIBRATED_ROLL_RAD = 3.14
+
 
 class ArmIK:
     def __init__(
@@ -24,6 +33,10 @@ class ArmIK:
         self._arm = arm
         self._damping = damping
         self._w_rot = orientation_weight  # metres per radian: trade position for orientation error
+        self._limits = (
+            np.maximum(arm.joint_range[:, 0], -CALIBRATED_ROLL_RAD),
+            np.minimum(arm.joint_range[:, 1], CALIBRATED_ROLL_RAD),
+        )
         self._jacp = np.zeros((3, model.nv))
         self._jacr = np.zeros((3, model.nv))
 
@@ -46,7 +59,7 @@ class ArmIK:
     ) -> np.ndarray:
         """Joint angles (6,) that put the TCP at target_pos with orientation target_quat."""
         q = q_init.astype(np.float64).copy()
-        low, high = self._arm.joint_range[:, 0], self._arm.joint_range[:, 1]
+        low, high = self._limits
         rot_err = np.zeros(3)
         for _ in range(iterations):
             pos, quat = self.tcp_pose(q)
@@ -63,6 +76,8 @@ class ArmIK:
             jac = np.concatenate(
                 [self._jacp[:, self._arm.dof], self._w_rot * self._jacr[:, self._arm.dof]]
             )
-            dq = jac.T @ np.linalg.solve(jac @ jac.T + self._damping**2 * np.eye(6), err)
+            inverse = jac.T @ np.linalg.inv(jac @ jac.T + self._damping**2 * np.eye(6))
+            dq = inverse @ err
+            dq += (np.eye(6) - inverse @ jac) @ (REST_GAIN * (REST - q))
             q = np.clip(q + dq, low, high)
         return q

@@ -14,12 +14,22 @@ from enum import Enum
 
 import numpy as np
 
+from halo_ros.drivers.aloha_calibration import load as load_calibration
 from halo_ros.joints import SIDES
+from halo_ros.paths import calibration_file
 from halo_ros.sim.cameras import CameraRig, FrameSink, RenderLoop
 from halo_ros.sim.expert import EPISODE_TICKS, TransferCubeExpert
 from halo_ros.sim.expert_eval import command_to_shafts
 from halo_ros.sim.scene import CAMERAS, Task
-from halo_ros.sim.world import GRIPPER_SHAFT_CLOSED_RAD, GRIPPER_SHAFT_OPEN_RAD, AlohaSim
+from halo_ros.sim.virtual_bus import KinematicArm, start_virtual_buses
+from halo_ros.sim.world import (
+    GRIPPER_SHAFT_CLOSED_RAD,
+    GRIPPER_SHAFT_OPEN_RAD,
+    START_JOINTS,
+    AlohaSim,
+    normalized_to_leader_shaft,
+    start_gripper,
+)
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +38,7 @@ class Operator(Enum):
     """Who moves the arms inside the simulation."""
 
     NONE = 'none'  # nobody: arms move only through their servos (the virtual buses)
+    LEADERS = 'leaders'  # the scripted expert moves the leader arms by hand (teleoperation)
     FOLLOWERS = 'followers'  # the scripted expert drives the followers directly (no controller)
 
 
@@ -42,6 +53,9 @@ class SimConfig:
     camera_rate_hz: float = 15.0
     seed: int = 0
     operator: Operator = Operator.NONE
+    # Serve the four arms as Dynamixel buses on pseudo-terminals (the ports in this calibration).
+    virtual_buses: bool = False
+    calibration: str = 'sim_aloha.yaml'
 
     def __post_init__(self):
         if self.width < 16 or self.height < 16:
@@ -87,6 +101,11 @@ class SimRunner:
     ):
         self.config = config
         self.sim = AlohaSim(config.task)
+        # The leader arms are not in the MuJoCo scene: a human (here the scripted operator) holds
+        # them, so they are kinematic shafts behind their own virtual buses.
+        self.leaders = {f'leader_{side}': KinematicArm(f'leader_{side}') for side in SIDES}
+        self.arms = {**self.sim.followers, **self.leaders}
+        self._buses = {}
         self._expert = TransferCubeExpert(self.sim) if config.task is Task.TRANSFER_CUBE else None
         if config.operator is not Operator.NONE and self._expert is None:
             raise ValueError(f'no scripted operator exists for task {config.task.value}')
@@ -109,6 +128,8 @@ class SimRunner:
         seed = self.sim.seed + 1 if seed is None else seed
         with self.sim.lock:
             self.sim.reset(seed)
+            for leader in self.leaders.values():
+                leader.place(np.append(START_JOINTS, normalized_to_leader_shaft(start_gripper())))
             if self._expert is not None:
                 self._expert.reset(self.sim.object_position())
             self._episode += 1
@@ -132,6 +153,13 @@ class SimRunner:
     # -- threads ----------------------------------------------------------------------------------
 
     def start(self, *, render_timeout_s: float = 30.0) -> None:
+        if self.config.virtual_buses:
+            calibration = load_calibration(calibration_file(self.config.calibration))
+            self._buses = start_virtual_buses(self.arms, calibration)
+            log.info(
+                'virtual Dynamixel buses: %s',
+                {name.value: bus.link for name, bus in self._buses.items()},
+            )
         if self._on_frames is not None:
             self._render = RenderLoop(
                 self._make_rig,
@@ -152,6 +180,9 @@ class SimRunner:
             self._render.join(timeout=5)
         if self._physics is not None:
             self._physics.join(timeout=5)
+        for bus in self._buses.values():
+            bus.stop()
+        self._buses = {}
 
     @property
     def frames_rendered(self) -> int:
@@ -191,11 +222,16 @@ class SimRunner:
         """One control period: the operator acts, physics advances, the reward is updated."""
         with self.sim.lock:
             tick = self.sim.tick
-            if self.config.operator is Operator.FOLLOWERS:
+            if self.config.operator is not Operator.NONE:
                 command = self._expert.command(tick, self.sim.object_position())
-                left, right = command_to_shafts(command)
-                self.sim.followers['follower_left'].set_goal(left)
-                self.sim.followers['follower_right'].set_goal(right)
+                if self.config.operator is Operator.FOLLOWERS:
+                    left, right = command_to_shafts(command)
+                    self.sim.followers['follower_left'].set_goal(left)
+                    self.sim.followers['follower_right'].set_goal(right)
+                else:
+                    left, right = command_to_shafts(command, normalized_to_leader_shaft)
+                    self.leaders['leader_left'].move_by_hand(left)
+                    self.leaders['leader_right'].move_by_hand(right)
             self.sim.step()
             # Contacts are cheap to scan but not free; 10 Hz is plenty for a staged reward.
             if tick % 5 == 0:

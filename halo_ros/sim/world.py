@@ -33,6 +33,10 @@ START_FINGER_M = 0.02239
 GRIPPER_SHAFT_CLOSED_RAD = -0.6213
 GRIPPER_SHAFT_OPEN_RAD = 1.4910
 
+# WidowX leader gripper handle angle at closed / open (ACT's MASTER_GRIPPER_JOINT_*).
+LEADER_GRIPPER_SHAFT_CLOSED_RAD = -0.6842
+LEADER_GRIPPER_SHAFT_OPEN_RAD = 0.3083
+
 # Object placement ranges (metres, world frame), as in gym-aloha/ACT.
 CUBE_RANGE = np.array([[0.0, 0.2], [0.4, 0.6], [0.05, 0.05]])
 PEG_RANGE = np.array([[0.1, 0.2], [0.4, 0.6], [0.05, 0.05]])
@@ -60,6 +64,17 @@ def shaft_to_finger(shaft_rad: float) -> float:
 def normalized_to_shaft(gripper: float) -> float:
     """Gripper command 0 = closed .. 1 = open (finger travel) -> gripper motor angle."""
     return finger_to_shaft(FINGER_CLOSED_M + gripper * (FINGER_OPEN_M - FINGER_CLOSED_M))
+
+
+def start_gripper() -> float:
+    """The grippers' normalised opening in the start pose."""
+    return (START_FINGER_M - FINGER_CLOSED_M) / (FINGER_OPEN_M - FINGER_CLOSED_M)
+
+
+def normalized_to_leader_shaft(gripper: float) -> float:
+    """Gripper 0 = closed .. 1 = open -> the leader's gripper handle angle."""
+    span = LEADER_GRIPPER_SHAFT_OPEN_RAD - LEADER_GRIPPER_SHAFT_CLOSED_RAD
+    return LEADER_GRIPPER_SHAFT_CLOSED_RAD + gripper * span
 
 
 class AlohaSim:

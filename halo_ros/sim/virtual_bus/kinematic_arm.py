@@ -74,6 +74,14 @@ class KinematicArm(SimulatedArm):
             limp = ~self._torque
             self._position[limp] = target[limp]
 
+    def place(self, position_rad: np.ndarray) -> None:
+        """Put every shaft at `position_rad` at rest, goal included (a simulation reset)."""
+        position = _shafts(position_rad, 'position_rad')
+        with self._lock:
+            self._last = self._clock()
+            self._position, self._goal = position.copy(), position.copy()
+            self._velocity = np.zeros(SHAFTS)
+
     def _advance(self) -> None:
         now = self._clock()
         dt = now - self._last
