@@ -20,6 +20,7 @@ def tree(folder):
 # Nodes are `ros2 run halo_ros <name>` executables; `halo-ros` is the user-facing command.
 NODES = {
     'sim_node': 'halo_ros.nodes.sim_node:main',
+    'recorder_node': 'halo_ros.nodes.recorder_node:main',
 }
 
 # rclpy and the message packages come from ROS itself on a colcon machine; in a plain venv they

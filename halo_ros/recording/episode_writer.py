@@ -212,12 +212,13 @@ class EpisodeWriter:
     """
 
     def __init__(self, bag_dir: Path, meta: EpisodeMeta, *, config: WriterConfig = WriterConfig(),
-                 clock_ns=time.time_ns):
+                 clock_ns=time.time_ns, meta_topic: str = EPISODE_META_TOPIC):
         from rosbags.typesys import Stores, get_typestore
 
         self.bag_dir = Path(bag_dir)
         self.config = config
         self.drops = DropCounter()
+        self.meta_topic = meta_topic  # the node passes the resolved (namespaced) name
         self._clock_ns = clock_ns
         self._typestore = get_typestore(Stores.ROS2_JAZZY)
         self._meta = meta
@@ -269,7 +270,7 @@ class EpisodeWriter:
         write_sidecar(self.bag_dir, meta)
         self._started_monotonic = time.monotonic()
         self._accepting = True
-        self._queue.put((EPISODE_META_TOPIC, STRING, now, self._meta_cdr(meta)), 0, force=True)
+        self._queue.put((self.meta_topic, STRING, now, self._meta_cdr(meta)), 0, force=True)
         self._thread = threading.Thread(target=self._run, name=f'episode-writer-{meta.episode_id}',
                                         daemon=True)
         self._thread.start()
@@ -444,14 +445,14 @@ class EpisodeWriter:
                 end_time_ns=self._clock_ns() if end_time_ns is None else end_time_ns,
                 # Data topics only, so the copy inside the bag can carry its own final counts.
                 message_counts={t: n for t, n in self._written.items()
-                                if t != EPISODE_META_TOPIC},
+                                if t != self.meta_topic},
                 drops=self.drops.as_strings())
             return self._meta
 
     def _finish(self) -> None:
         meta = self._final_meta()
         if self._error is None:
-            self._write(EPISODE_META_TOPIC, STRING, meta.end_time_ns, self._meta_cdr(meta))
+            self._write(self.meta_topic, STRING, meta.end_time_ns, self._meta_cdr(meta))
             meta = self._final_meta(meta.end_time_ns)  # the write may have failed too
         self._close_bag(meta)
 
