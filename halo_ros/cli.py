@@ -15,6 +15,7 @@ COMMANDS = {
     'bench-sim': 'halo_ros.sim.bench',
     'demo': 'halo_ros.demo',
     'expert-eval': 'halo_ros.sim.expert_eval',
+    'export-dataset': 'halo_ros.recording.export_dataset',
 }
 
 

@@ -13,15 +13,9 @@ import numpy as np
 
 from halo_ros.recording import topics as T
 
-ARM_JOINTS = ('waist', 'shoulder', 'elbow', 'forearm_roll', 'wrist_angle', 'wrist_rotate')
+from halo_ros.recording.topics import COMMAND_JOINT_NAMES, arm_joint_names
+
 START_POSE_RAD = np.array([0.0, -0.96, 1.16, 0.0, -0.3, 0.0])
-
-
-def arm_joint_names(side: str) -> list[str]:
-    return [f'{side}_{j}' for j in ARM_JOINTS] + [f'{side}_gripper']
-
-
-COMMAND_JOINT_NAMES = arm_joint_names('left') + arm_joint_names('right')
 
 
 @dataclass(frozen=True)
@@ -129,7 +123,7 @@ def pick_place_messages(*, start_ns: int = 1_700_000_000_000_000_000, image_hw=(
                              position=q.astype(np.float64), velocity=zeros7.copy(),
                              effort=np.full(7, 100.0 + k % 7))
             events.append((stamp + 500_000, stamp, T.joint_state_topic(arm), T.JOINT_STATE, msg))
-        cmd = JointState(header=header(nominal), name=COMMAND_JOINT_NAMES,
+        cmd = JointState(header=header(nominal), name=list(COMMAND_JOINT_NAMES),
                          position=state.astype(np.float64), velocity=np.zeros(0),
                          effort=np.zeros(0))
         events.append((nominal + 200_000, nominal, T.COMMAND_TOPIC, T.JOINT_STATE, cmd))
@@ -146,3 +140,27 @@ def pick_place_messages(*, start_ns: int = 1_700_000_000_000_000_000, image_hw=(
     events.sort(key=lambda e: e[0])
     for recv, stamp, topic, msgtype, msg in events:
         yield topic, msgtype, recv, stamp, bytes(ts.serialize_cdr(msg, msgtype))
+
+
+def write_pick_place_episode(bag_dir, *, success: bool | None = True, **kwargs):
+    """Record the synthetic episode into `bag_dir` with the episode writer; returns the
+    messages as sent (see `pick_place_messages`)."""
+    from pathlib import Path
+
+    from halo_ros.recording.episode_meta import EpisodeMeta, Outcome
+    from halo_ros.recording.episode_writer import EpisodeWriter
+
+    sent = list(pick_place_messages(**kwargs))
+    first = sent[0][2]
+    clock = iter(range(first - 1000, first + 10**12, 1000))
+    outcome = {True: Outcome.SUCCESS, False: Outcome.FAILURE, None: Outcome.UNKNOWN}[success]
+    writer = EpisodeWriter(Path(bag_dir), EpisodeMeta(Path(bag_dir).name, robot='aloha-sim'),
+                           clock_ns=lambda: next(clock))
+    writer.start()
+    for topic, msgtype, recv_ns, _, data in sent:
+        writer.put(topic, msgtype, recv_ns, data)
+    writer.update_meta(outcome=outcome)
+    summary = writer.stop()
+    if summary.dropped_messages:
+        raise RuntimeError(f'synthetic episode dropped {summary.dropped_messages} messages')
+    return sent

@@ -32,6 +32,17 @@ REWARD_TOPIC = 'sim/reward'
 SUCCESS_TOPIC = 'sim/success'
 
 
+ARM_JOINTS = ('waist', 'shoulder', 'elbow', 'forearm_roll', 'wrist_angle', 'wrist_rotate')
+
+
+def arm_joint_names(side: str) -> list[str]:
+    return [f'{side}_{j}' for j in ARM_JOINTS] + [f'{side}_gripper']
+
+
+# The 14-vector: [left 6 joints, left gripper, right 6 joints, right gripper].
+COMMAND_JOINT_NAMES = tuple(arm_joint_names('left') + arm_joint_names('right'))
+
+
 def image_topic(camera: str) -> str:
     return f'{camera}/image_raw'
 
