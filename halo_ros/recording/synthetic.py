@@ -69,9 +69,12 @@ def duration_s() -> float:
 
 
 def frame_pixels(camera_index: int, frame_index: int, height: int, width: int) -> np.ndarray:
-    """An rgb8 frame whose pixels encode (camera, frame): R = frame % 256, G = camera, B = 7."""
+    """An rgb8 frame whose pixels encode (camera, frame): R = 8 * frame mod 256, G = camera, B = 7.
+
+    Steps of 8 keep neighbouring frames apart after lossy video coding.
+    """
     img = np.empty((height, width, 3), np.uint8)
-    img[..., 0] = frame_index % 256
+    img[..., 0] = (8 * frame_index) % 256
     img[..., 1] = camera_index
     img[..., 2] = 7
     return img
