@@ -12,6 +12,7 @@ import sys
 
 # subcommand -> module. Keep alphabetical.
 COMMANDS = {
+    'annotate': 'halo_ros.recording.annotate',
     'bench-sim': 'halo_ros.sim.bench',
     'demo': 'halo_ros.demo',
     'expert-eval': 'halo_ros.sim.expert_eval',
