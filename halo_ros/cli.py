@@ -13,6 +13,7 @@ import sys
 # subcommand -> module. Keep alphabetical.
 COMMANDS = {
     'annotate': 'halo_ros.recording.annotate',
+    'bench-recording': 'halo_ros.recording.bench',
     'bench-sim': 'halo_ros.sim.bench',
     'demo': 'halo_ros.demo',
     'expert-eval': 'halo_ros.sim.expert_eval',

@@ -225,7 +225,8 @@ class RecorderNode(Node):
     def shutdown(self) -> None:
         if self.recorder.recording:
             summary = self.recorder.stop()
-            self.get_logger().info(f'closed {summary.bag_dir} on shutdown')
+            # Python logging: after SIGINT the rclpy context (and /rosout) may be gone already.
+            logger.info('closed %s on shutdown', summary.bag_dir)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -48,6 +48,8 @@ class EpisodeMeta:
     end_time_ns: int = 0
     message_counts: dict[str, int] = field(default_factory=dict)  # written, by topic
     drops: dict[str, int] = field(default_factory=dict)  # 'topic|reason' -> count
+    # written_bytes, writer_cpu_s, duration_s: the recorder's own cost, for benchmarks and ops
+    writer_stats: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self):
         if not self.episode_id or '/' in self.episode_id:

@@ -233,6 +233,7 @@ class EpisodeWriter:
         self._written: dict[str, int] = defaultdict(int)
         self._written_bytes = 0
         self._writer_cpu_s = 0.0
+        self._cpu0 = 0.0
         self._started_monotonic = 0.0
         self._thread: threading.Thread | None = None
 
@@ -335,7 +336,7 @@ class EpisodeWriter:
     # ---- writer thread -----------------------------------------------------------------------
 
     def _run(self) -> None:
-        cpu0 = time.thread_time()
+        cpu0 = self._cpu0 = time.thread_time()
         next_flush = time.monotonic() + self.config.flush_period_s
         next_fsync = time.monotonic() + self.config.fsync_period_s
         try:
@@ -446,7 +447,11 @@ class EpisodeWriter:
                 # Data topics only, so the copy inside the bag can carry its own final counts.
                 message_counts={t: n for t, n in self._written.items()
                                 if t != self.meta_topic},
-                drops=self.drops.as_strings())
+                drops=self.drops.as_strings(),
+                writer_stats={'written_bytes': self._written_bytes,
+                              'writer_cpu_s': round(time.thread_time() - self._cpu0, 4),
+                              'duration_s': round(time.monotonic() - self._started_monotonic,
+                                                  4)})
             return self._meta
 
     def _finish(self) -> None:
