@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import yaml
 
+from halo_ros.cli import main as cli_main
 from halo_ros.recording import synthetic
 from halo_ros.recording.emcot import (
     AnnotationRequest,
@@ -20,7 +21,6 @@ from halo_ros.recording.emcot import (
 from halo_ros.recording.episode_reader import read_episode
 from halo_ros.recording.primitives import Phase, arm_primitives, runs
 from halo_ros.recording.resample import align_episode
-from halo_ros.cli import main as cli_main
 
 START_NS = 1_700_000_000_000_000_000
 FPS = 50.0
@@ -43,9 +43,9 @@ def test_annotation_finds_reach_grasp_transfer_release_retreat(episode):
     t = (aligned.grid_ns - START_NS) / 1e9
     assert [s.right.value for s in ann.subtasks] == [name for name, _, _ in truth]
     assert all(s.left is Phase.IDLE for s in ann.subtasks)
-    for s, (_, start, end) in zip(ann.subtasks[1:], truth[1:]):
+    for s, (_, start, _) in zip(ann.subtasks[1:], truth[1:], strict=True):
         assert abs(t[s.start] - start) < 0.15, (s, start)
-    for s, (_, _, end) in zip(ann.subtasks[:-1], truth[:-1]):
+    for s, (_, _, end) in zip(ann.subtasks[:-1], truth[:-1], strict=True):
         assert abs(t[s.end] - end) < 0.15, (s, end)
     assert ann.reasoning.subtask_text[1] == 'grasp the object with the right gripper'
     assert len(ann.reasoning.plan) == 5
@@ -69,14 +69,19 @@ def test_concurrent_arms_make_subtasks_of_the_pair():
     left[:, 6] = 1.0 - 0.9 * np.clip((t - 2.0) / 0.5, 0, 1)  # and grasps during 2..2.5 s
     subs = segment_subtasks(arm_primitives(left, FPS), arm_primitives(right, FPS), FPS)
     assert [(s.left, s.right) for s in subs] == [
-        (Phase.IDLE, Phase.HOLD), (Phase.REACH, Phase.HOLD), (Phase.GRASP, Phase.HOLD),
-        (Phase.HOLD, Phase.HOLD)]
+        (Phase.IDLE, Phase.HOLD),
+        (Phase.REACH, Phase.HOLD),
+        (Phase.GRASP, Phase.HOLD),
+        (Phase.HOLD, Phase.HOLD),
+    ]
     assert abs(subs[1].start / FPS - 1.0) < 0.1 and abs(subs[2].start / FPS - 2.0) < 0.1
     texts = [TemplateAnnotator().subtask_text(s) for s in subs]
-    assert texts == ['hold the object with the right gripper',
-                     'reach for the object with the left arm',
-                     'grasp the object with the left gripper',
-                     'hold the objects with both grippers']
+    assert texts == [
+        'hold the object with the right gripper',
+        'reach for the object with the left arm',
+        'grasp the object with the left gripper',
+        'hold the objects with both grippers',
+    ]
     assert [r[0] for r in runs([1, 1, 2, 2, 2, 1])] == [1, 2, 1]
 
 
@@ -93,8 +98,9 @@ def test_annotator_is_pluggable(episode):
     _, data, aligned = episode
     ann = annotate_episode(data, aligned, _Numbered())
     assert ann.reasoning.subtask_text[0] == 'step 0'
-    assert isinstance(load_annotator('halo_ros.recording.emcot:TemplateAnnotator'),
-                      TemplateAnnotator)
+    assert isinstance(
+        load_annotator('halo_ros.recording.emcot:TemplateAnnotator'), TemplateAnnotator
+    )
     with pytest.raises(ValueError):
         load_annotator('no_colon')
     with pytest.raises(TypeError):
@@ -120,7 +126,7 @@ def test_annotate_command_writes_halo_training_data(episode, tmp_path):
     assert '<|subtask|>\nmove the object with the right arm\n' in sample.thought
     assert '[RIGHT]: move the arm while holding the object' in sample.thought
     assert sample.prompt.startswith('You are an embodied agent. Your task is to: pick up')
-    np.testing.assert_allclose(sample.actions, aligned.action[tick:tick + 50], atol=1e-6)
+    np.testing.assert_allclose(sample.actions, aligned.action[tick : tick + 50], atol=1e-6)
     frame_index = aligned.image_index['cam_high'][transfer['end_index']]
     want = dict(data.frames('cam_high', [frame_index]))[frame_index]
     assert np.abs(sample.goal_image.astype(int) - want).max() <= 3  # JPEG
@@ -132,5 +138,4 @@ def test_annotate_command_writes_halo_training_data(episode, tmp_path):
     # Near the end the chunk is padded with the last action, as HALO's loader does.
     last = training_sample(folder, aligned.length - 5)
     assert last.actions.shape == (50, 14)
-    np.testing.assert_allclose(last.actions[10:], np.repeat(aligned.action[-1:], 40, 0),
-                               atol=1e-6)
+    np.testing.assert_allclose(last.actions[10:], np.repeat(aligned.action[-1:], 40, 0), atol=1e-6)

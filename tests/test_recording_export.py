@@ -1,15 +1,15 @@
 """Export round trip: bag -> control grid -> ALOHA HDF5 / LeRobot v3, values and stamps intact."""
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from halo_ros.recording import synthetic, topics as T
+from halo_ros.cli import main as cli_main
+from halo_ros.recording import synthetic
+from halo_ros.recording import topics as T
 from halo_ros.recording.episode_reader import read_episode
 from halo_ros.recording.resample import align_episode
-from halo_ros.cli import main as cli_main
 
 FPS = 50.0
 
@@ -19,8 +19,9 @@ def recorded(tmp_path_factory):
     root = tmp_path_factory.mktemp('episodes')
     sent = {
         'ep_ok': synthetic.write_pick_place_episode(root / 'ep_ok', success=True, seed=3),
-        'ep_failed': synthetic.write_pick_place_episode(root / 'ep_failed', success=False,
-                                                        seed=4, start_ns=1_800_000_000 * 10**9),
+        'ep_failed': synthetic.write_pick_place_episode(
+            root / 'ep_failed', success=False, seed=4, start_ns=1_800_000_000 * 10**9
+        ),
     }
     return root, sent
 
@@ -38,14 +39,16 @@ def test_alignment_takes_the_latest_sample_at_or_before_each_tick(recorded):
     aligned = align_episode(read_episode(root / 'ep_ok'), FPS)
     assert np.all(np.diff(aligned.grid_ns) == 20_000_000)
     for side, arm in enumerate(T.FOLLOWERS):
-        rows = [(stamp, ts.deserialize_cdr(data, T.JOINT_STATE).position)
-                for stamp, data in _sent_joint(sent['ep_ok'], T.joint_state_topic(arm))]
+        rows = [
+            (stamp, ts.deserialize_cdr(data, T.JOINT_STATE).position)
+            for stamp, data in _sent_joint(sent['ep_ok'], T.joint_state_topic(arm))
+        ]
         stamps = np.array([s for s, _ in rows])
         for t in range(0, aligned.length, 7):
             grid = aligned.grid_ns[t]
             k = int(np.flatnonzero(stamps <= grid)[np.argmax(stamps[stamps <= grid])])
             assert aligned.state_stamp_ns[t, side] == stamps[k]
-            np.testing.assert_array_equal(aligned.state[t, 7 * side:7 * side + 7], rows[k][1])
+            np.testing.assert_array_equal(aligned.state[t, 7 * side : 7 * side + 7], rows[k][1])
     cam_stamps = [s for t, _, _, s, _ in sent['ep_ok'] if t == 'cam_high/image_raw']
     for t in range(aligned.length):
         s = aligned.image_stamp_ns['cam_high'][t]
@@ -78,8 +81,9 @@ def test_export_round_trip_aloha_and_lerobot(recorded, tmp_path):
         idx = a.image_index['cam_left_wrist']
         frames = dict(data.frames('cam_left_wrist', idx[[0, 50, -1]]))
         for t in (0, 50, a.length - 1):
-            np.testing.assert_array_equal(f['observations/images/cam_left_wrist'][t],
-                                          frames[idx[t]])
+            np.testing.assert_array_equal(
+                f['observations/images/cam_left_wrist'][t], frames[idx[t]]
+            )
         assert f.attrs['success'] == 1 and f.attrs['instruction'].startswith('pick up')
     with h5py.File(out / 'aloha' / 'episode_0.hdf5') as f:
         assert f.attrs['success'] == 0  # failed episodes are kept, marked
@@ -93,11 +97,13 @@ def test_export_round_trip_aloha_and_lerobot(recorded, tmp_path):
     assert info['features']['observation.images.cam_high']['dtype'] == 'video'
     table = pq.read_table(lr / 'data' / 'chunk-000' / 'file-000.parquet').to_pydict()
     rows = np.array(table['episode_index']) == 1
-    np.testing.assert_array_equal(np.array(table['observation.state'])[rows],
-                                  aligned[1].state.astype(np.float32))
+    np.testing.assert_array_equal(
+        np.array(table['observation.state'])[rows], aligned[1].state.astype(np.float32)
+    )
     np.testing.assert_array_equal(np.array(table['stamp_ns'])[rows], aligned[1].grid_ns)
-    np.testing.assert_allclose(np.array(table['timestamp'])[rows],
-                               np.arange(aligned[1].length) / FPS, atol=1e-6)
+    np.testing.assert_allclose(
+        np.array(table['timestamp'])[rows], np.arange(aligned[1].length) / FPS, atol=1e-6
+    )
     assert np.array(table['index']).tolist() == list(range(info['total_frames']))
     episodes_table = pq.read_table(lr / 'meta' / 'episodes' / 'chunk-000' / 'file-000.parquet')
     ep = episodes_table.to_pylist()
@@ -114,10 +120,11 @@ def test_export_round_trip_aloha_and_lerobot(recorded, tmp_path):
     video = lr / 'videos' / 'observation.images.cam_high' / 'chunk-000' / 'file-000.mp4'
     reader = imageio_ffmpeg.read_frames(str(video))
     meta = next(reader)
-    decoded = [np.frombuffer(b, np.uint8).reshape(meta['size'][1], meta['size'][0], 3)
-               for b in reader]
+    decoded = [
+        np.frombuffer(b, np.uint8).reshape(meta['size'][1], meta['size'][0], 3) for b in reader
+    ]
     assert len(decoded) == info['total_frames']
     start = int(round(ep[1]['videos/observation.images.cam_high/from_timestamp'] * FPS))
     want = (8 * aligned[1].image_index['cam_high']) % 256
-    got = np.array([d[..., 0].mean() for d in decoded[start:start + aligned[1].length]])
+    got = np.array([d[..., 0].mean() for d in decoded[start : start + aligned[1].length]])
     assert np.abs(got - want).max() < 3.5  # a neighbouring frame would be 8 off

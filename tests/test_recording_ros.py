@@ -2,10 +2,10 @@
 
 import json
 import os
-from pathlib import Path
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -52,9 +52,22 @@ def test_recorder_node_records_a_publisher_process_through_its_services(ros_node
 
     out = tmp_path / 'episodes'
     recorder = subprocess.Popen(
-        [sys.executable, '-m', 'halo_ros.nodes.recorder_node', '--ros-args',
-         '-p', f'output_dir:={out}', '-p', 'flush_period_s:=0.2',
-         '-p', 'instruction:=stack the cups', '-p', 'robot:=test-rig'], env=_env())
+        [
+            sys.executable,
+            '-m',
+            'halo_ros.nodes.recorder_node',
+            '--ros-args',
+            '-p',
+            f'output_dir:={out}',
+            '-p',
+            'flush_period_s:=0.2',
+            '-p',
+            'instruction:=stack the cups',
+            '-p',
+            'robot:=test-rig',
+        ],
+        env=_env(),
+    )
     publisher = None
     try:
         start = ros_node.create_client(Trigger, '/recorder_node/start')
@@ -65,8 +78,21 @@ def test_recorder_node_records_a_publisher_process_through_its_services(ros_node
 
         report = tmp_path / 'sent.json'
         publisher = subprocess.Popen(
-            [sys.executable, '-m', 'halo_ros.nodes.load_publisher', '--height', '120',
-             '--width', '160', '--duration-s', '2', '--report', str(report)], env=_env())
+            [
+                sys.executable,
+                '-m',
+                'halo_ros.nodes.load_publisher',
+                '--height',
+                '120',
+                '--width',
+                '160',
+                '--duration-s',
+                '2',
+                '--report',
+                str(report),
+            ],
+            env=_env(),
+        )
         assert publisher.wait(90) == 0
         sent = json.loads(report.read_text())['sent']
         assert sum(sent.values()) > 200
@@ -77,8 +103,13 @@ def test_recorder_node_records_a_publisher_process_through_its_services(ros_node
         def on_diag(msg):
             for status in msg.status:
                 if status.name.startswith('recorder_node'):
-                    written.update({kv.key[len('written/'):]: int(kv.value)
-                                    for kv in status.values if kv.key.startswith('written/')})
+                    written.update(
+                        {
+                            kv.key[len('written/') :]: int(kv.value)
+                            for kv in status.values
+                            if kv.key.startswith('written/')
+                        }
+                    )
 
         ros_node.create_subscription(DiagnosticArray, 'diagnostics', on_diag, 10)
         deadline = time.monotonic() + 30
@@ -100,8 +131,11 @@ def test_recorder_node_records_a_publisher_process_through_its_services(ros_node
     (bag,) = [p for p in out.iterdir() if p.is_dir()]
     meta = read_sidecar(bag)
     assert meta.status is EpisodeStatus.COMPLETE
-    assert (meta.outcome, meta.instruction, meta.robot) == (Outcome.SUCCESS, 'stack the cups',
-                                                            'test-rig')
+    assert (meta.outcome, meta.instruction, meta.robot) == (
+        Outcome.SUCCESS,
+        'stack the cups',
+        'test-rig',
+    )
     assert meta.drops == {}
 
     from mcap.reader import make_reader
@@ -122,5 +156,5 @@ def test_recorder_node_records_a_publisher_process_through_its_services(ros_node
         assert seqs == list(range(n)), topic
         stamps = [m.header.stamp.sec * 10**9 + m.header.stamp.nanosec for _, m in msgs]
         assert stamps == sorted(stamps)
-        assert all(log >= stamp for (log, _), stamp in zip(msgs, stamps))
+        assert all(log >= stamp for (log, _), stamp in zip(msgs, stamps, strict=True))
     assert '/' + T.EPISODE_META_TOPIC in got

@@ -2,18 +2,19 @@
 
 import json
 import os
-from pathlib import Path
 import signal
 import subprocess
 import sys
 import textwrap
 import time
 import uuid
+from pathlib import Path
 
 import pytest
 import yaml
 
-from halo_ros.recording import synthetic, topics as T
+from halo_ros.recording import synthetic
+from halo_ros.recording import topics as T
 from halo_ros.recording.episode_meta import EpisodeMeta, EpisodeStatus, Outcome, read_sidecar
 from halo_ros.recording.episode_writer import (
     Compression,
@@ -44,9 +45,12 @@ def _stamp_ns(msg) -> int:
 def test_bag_read_back_by_mcap_holds_every_message_with_its_stamp(tmp_path, compression):
     sent = list(synthetic.pick_place_messages(seed=1))
     clock = iter(range(10**18, 10**18 + 10**6))
-    writer = EpisodeWriter(tmp_path / 'ep', EpisodeMeta('ep', instruction='pick'),
-                           config=WriterConfig(compression=compression),
-                           clock_ns=lambda: next(clock))
+    writer = EpisodeWriter(
+        tmp_path / 'ep',
+        EpisodeMeta('ep', instruction='pick'),
+        config=WriterConfig(compression=compression),
+        clock_ns=lambda: next(clock),
+    )
     writer.start()
     for topic, msgtype, recv_ns, _, data in sent:
         assert writer.put(topic, msgtype, recv_ns, data)
@@ -56,7 +60,7 @@ def test_bag_read_back_by_mcap_holds_every_message_with_its_stamp(tmp_path, comp
 
     got = [m for m in _decoded(tmp_path / 'ep') if m[0] != T.EPISODE_META_TOPIC]
     assert len(got) == len(sent)
-    for (topic, _, recv_ns, stamp_ns, _), (g_topic, g_log, g_msg) in zip(sent, got):
+    for (topic, _, recv_ns, stamp_ns, _), (g_topic, g_log, g_msg) in zip(sent, got, strict=True):
         assert (g_topic, g_log) == (topic, recv_ns)
         if hasattr(g_msg, 'header'):
             assert _stamp_ns(g_msg) == stamp_ns
@@ -68,34 +72,44 @@ def test_bag_read_back_by_mcap_holds_every_message_with_its_stamp(tmp_path, comp
     info = info['rosbag2_bagfile_information']
     assert info['storage_identifier'] == 'mcap'
     assert info['message_count'] == len(sent) + 2
-    hashes = {t['topic_metadata']['type_description_hash'] for t in info['topics_with_message_count']}
+    hashes = {
+        t['topic_metadata']['type_description_hash'] for t in info['topics_with_message_count']
+    }
     assert all(h.startswith('RIHS01_') for h in hashes)
     assert info['custom_data']['halo.instruction'] == 'pick'
     assert info['custom_data']['halo.status'] == 'complete'
 
 
 def test_metadata_travels_in_the_bag_the_yaml_and_the_sidecar(tmp_path):
-    writer = EpisodeWriter(tmp_path / 'ep', EpisodeMeta('ep', robot='aloha-sim',
-                                                        model_hash='abc123'))
+    writer = EpisodeWriter(
+        tmp_path / 'ep', EpisodeMeta('ep', robot='aloha-sim', model_hash='abc123')
+    )
     writer.start()
     started = read_sidecar(tmp_path / 'ep')
     assert started.status is EpisodeStatus.RECORDING and started.model_hash == 'abc123'
-    writer.update_meta(instruction='fold the towel', outcome=Outcome.FAILURE, reward=1.5,
-                       operator_note='slipped')
+    writer.update_meta(
+        instruction='fold the towel', outcome=Outcome.FAILURE, reward=1.5, operator_note='slipped'
+    )
     writer.stop()
-    metas = [EpisodeMeta.from_json(m.data) for t, _, m in _decoded(tmp_path / 'ep')
-             if t == T.EPISODE_META_TOPIC]
+    metas = [
+        EpisodeMeta.from_json(m.data)
+        for t, _, m in _decoded(tmp_path / 'ep')
+        if t == T.EPISODE_META_TOPIC
+    ]
     assert len(metas) == 2  # at start (survives a crash) and at stop (final)
     assert metas[0].instruction == '' and metas[-1].instruction == 'fold the towel'
     final = read_sidecar(tmp_path / 'ep')
-    assert final == metas[-1]
+    # The sidecar's writer stats also count writing that last message; all else is identical.
+    assert final.with_(writer_stats={}) == metas[-1].with_(writer_stats={})
+    assert final.writer_stats['written_bytes'] > metas[-1].writer_stats['written_bytes']
     assert (final.outcome, final.reward, final.operator_note) == (Outcome.FAILURE, 1.5, 'slipped')
     assert final.status is EpisodeStatus.COMPLETE
 
 
 def test_drops_are_counted_by_topic_and_reason(tmp_path):
-    writer = EpisodeWriter(tmp_path / 'ep', EpisodeMeta('ep'),
-                           config=WriterConfig(queue_max_bytes=1000))
+    writer = EpisodeWriter(
+        tmp_path / 'ep', EpisodeMeta('ep'), config=WriterConfig(queue_max_bytes=1000)
+    )
     assert not writer.put('a', T.STRING, 1, b'x')  # before start
     writer.start()
     assert not writer.put('cam/image_raw', T.IMAGE, 2, bytes(5000))  # bigger than the queue
@@ -109,8 +123,11 @@ def test_drops_are_counted_by_topic_and_reason(tmp_path):
         ('custom', DropReason.UNKNOWN_TYPE): 1,
         ('late', DropReason.NOT_RECORDING): 1,
     }
-    assert summary.meta.drops == {'cam/image_raw|queue_full': 1, 'custom|unknown_type': 1,
-                                  'a|not_recording': 1}
+    assert summary.meta.drops == {
+        'cam/image_raw|queue_full': 1,
+        'custom|unknown_type': 1,
+        'a|not_recording': 1,
+    }
 
 
 def test_discard_removes_the_bag(tmp_path):
@@ -121,7 +138,7 @@ def test_discard_removes_the_bag(tmp_path):
     assert not (tmp_path / 'ep').exists()
 
 
-_KILL_CHILD = textwrap.dedent('''
+_KILL_CHILD = textwrap.dedent("""
     import sys, time
     import numpy as np
     from rosbags.typesys import Stores, get_typestore
@@ -144,14 +161,15 @@ _KILL_CHILD = textwrap.dedent('''
             print(k, flush=True)
         k += 1
         time.sleep(0.004)
-''')
+""")
 
 
 def test_killed_recorder_leaves_a_bag_readable_up_to_its_last_flushed_chunk(tmp_path):
     bag = tmp_path / 'killed'
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    child = subprocess.Popen([sys.executable, '-c', _KILL_CHILD, str(bag)], env=env,
-                             stdout=subprocess.PIPE, text=True)
+    child = subprocess.Popen(
+        [sys.executable, '-c', _KILL_CHILD, str(bag)], env=env, stdout=subprocess.PIPE, text=True
+    )
     put_at: list[tuple[int, float]] = []
     try:
         deadline = time.monotonic() + 30
@@ -198,8 +216,11 @@ def test_killed_recorder_leaves_a_bag_readable_up_to_its_last_flushed_chunk(tmp_
 def small_tmpfs(tmp_path):
     mount_point = tmp_path / f'tmpfs-{uuid.uuid4().hex[:6]}'
     mount_point.mkdir()
-    result = subprocess.run(['mount', '-t', 'tmpfs', '-o', 'size=3m', 'tmpfs', str(mount_point)],
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        ['mount', '-t', 'tmpfs', '-o', 'size=3m', 'tmpfs', str(mount_point)],
+        capture_output=True,
+        text=True,
+    )
     if result.returncode != 0:
         pytest.skip(f'cannot mount a tmpfs for the full-disk test: {result.stderr.strip()}')
     try:
@@ -210,14 +231,18 @@ def small_tmpfs(tmp_path):
 
 def test_full_disk_stops_the_episode_cleanly_and_keeps_what_was_written(small_tmpfs):
     bag = small_tmpfs / 'ep'
-    writer = EpisodeWriter(bag, EpisodeMeta('ep', instruction='fill the disk'),
-                           config=WriterConfig(disk_reserve_bytes=256 * 1024,
-                                               flush_period_s=0.05))
+    writer = EpisodeWriter(
+        bag,
+        EpisodeMeta('ep', instruction='fill the disk'),
+        config=WriterConfig(disk_reserve_bytes=256 * 1024, flush_period_s=0.05),
+    )
     from rosbags.typesys import Stores, get_typestore
 
     ts = get_typestore(Stores.ROS2_JAZZY)
-    blobs_cdr = [bytes(ts.serialize_cdr(ts.types[T.STRING](data=chr(97 + i) * 50_000), T.STRING))
-                 for i in range(26)]
+    blobs_cdr = [
+        bytes(ts.serialize_cdr(ts.types[T.STRING](data=chr(97 + i) * 50_000), T.STRING))
+        for i in range(26)
+    ]
     writer.start()
     k = 0
     while writer.is_recording and k < 100_000:

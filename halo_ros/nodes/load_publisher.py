@@ -28,8 +28,12 @@ def _args(argv):
     parser.add_argument('--camera-hz', type=float, default=30.0)
     parser.add_argument('--joint-hz', type=float, default=50.0)
     parser.add_argument('--duration-s', type=float, default=10.0)
-    parser.add_argument('--subscribers', type=int, default=1,
-                        help='wait until every topic has this many subscribers')
+    parser.add_argument(
+        '--subscribers',
+        type=int,
+        default=1,
+        help='wait until every topic has this many subscribers',
+    )
     parser.add_argument('--discovery-timeout-s', type=float, default=30.0)
     parser.add_argument('--report', default='', help='write {"sent": {topic: n}} here')
     return parser.parse_args(argv)
@@ -39,9 +43,10 @@ def main(argv: list[str] | None = None) -> int:
     args = _args(sys.argv[1:] if argv is None else argv)
     rclpy.init()
     node = Node('load_publisher')
-    qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10,
-                     reliability=ReliabilityPolicy.RELIABLE)
-    cams = [node.create_publisher(Image, T.image_topic(c), qos) for c in T.CAMERAS[:args.cameras]]
+    qos = QoSProfile(
+        history=HistoryPolicy.KEEP_LAST, depth=10, reliability=ReliabilityPolicy.RELIABLE
+    )
+    cams = [node.create_publisher(Image, T.image_topic(c), qos) for c in T.CAMERAS[: args.cameras]]
     arms = T.FOLLOWERS + T.LEADERS
     joints = [node.create_publisher(JointState, T.joint_state_topic(a), qos) for a in arms]
     pubs = cams + joints
@@ -67,8 +72,13 @@ def main(argv: list[str] | None = None) -> int:
         if now >= next_cam:
             for ci, pub in enumerate(cams):
                 n = sent[pub.topic_name]
-                msg = Image(height=h, width=w, encoding='rgb8', step=w * 3,
-                            data=n.to_bytes(8, 'little') + pixels[8:])
+                msg = Image(
+                    height=h,
+                    width=w,
+                    encoding='rgb8',
+                    step=w * 3,
+                    data=n.to_bytes(8, 'little') + pixels[8:],
+                )
                 msg.header.stamp = node.get_clock().now().to_msg()
                 msg.header.frame_id = T.CAMERAS[ci]
                 pub.publish(msg)
@@ -77,9 +87,12 @@ def main(argv: list[str] | None = None) -> int:
         if now >= next_joint:
             for pub in joints:
                 n = sent[pub.topic_name]
-                msg = JointState(name=[f'j{i}' for i in range(7)],
-                                 position=[float(n)] + [0.0] * 6, velocity=[0.0] * 7,
-                                 effort=[0.0] * 7)
+                msg = JointState(
+                    name=[f'j{i}' for i in range(7)],
+                    position=[float(n)] + [0.0] * 6,
+                    velocity=[0.0] * 7,
+                    effort=[0.0] * 7,
+                )
                 msg.header.stamp = node.get_clock().now().to_msg()
                 pub.publish(msg)
                 sent[pub.topic_name] = n + 1

@@ -14,16 +14,16 @@ auto_start. Diagnostics (1 Hz) report the episode, messages written and drops by
 
 import importlib
 import logging
-from pathlib import Path
 import sys
+from pathlib import Path
 
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 import rclpy
 import rclpy.executors
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rcl_interfaces.msg import SetParametersResult
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
-from rcl_interfaces.msg import SetParametersResult
 from rclpy.serialization import deserialize_message
 from std_msgs.msg import Bool, Float32, String
 from std_srvs.srv import SetBool, Trigger
@@ -44,8 +44,7 @@ def _message_class(msgtype: str):
 def _qos_for(publishers) -> QoSProfile:
     """Reliable only if every publisher is; transient-local only if every publisher is."""
     reliable = all(p.qos_profile.reliability == ReliabilityPolicy.RELIABLE for p in publishers)
-    latched = all(p.qos_profile.durability == DurabilityPolicy.TRANSIENT_LOCAL
-                  for p in publishers)
+    latched = all(p.qos_profile.durability == DurabilityPolicy.TRANSIENT_LOCAL for p in publishers)
     return QoSProfile(
         history=HistoryPolicy.KEEP_LAST,
         depth=100,  # absorbs executor hiccups; the writer queue absorbs disk hiccups
@@ -62,15 +61,22 @@ class RecorderNode(Node):
         topic_names = list(p('topics', [t.name for t in T.DEFAULT_TOPICS]).value)
         topic_names += [t for t in p('extra_topics', Parameter.Type.STRING_ARRAY).value or []]
         compression = Compression(p('compression', 'none').value)
-        writer = WriterConfig(flush_period_s=float(p('flush_period_s', 0.5).value),
-                              queue_max_bytes=int(p('queue_max_mb', 384).value) * 2**20,
-                              compression=compression)
-        self.recorder = EpisodeRecorder(RecorderConfig(
-            output_dir=Path(output_dir).expanduser(),
-            episode_prefix=p('episode_prefix', 'episode').value,
-            robot=p('robot', '').value, calibration_hash=p('calibration_hash', '').value,
-            model_hash=p('model_hash', '').value, writer=writer,
-            meta_topic=self.resolve_topic_name(T.EPISODE_META_TOPIC)))
+        writer = WriterConfig(
+            flush_period_s=float(p('flush_period_s', 0.5).value),
+            queue_max_bytes=int(p('queue_max_mb', 384).value) * 2**20,
+            compression=compression,
+        )
+        self.recorder = EpisodeRecorder(
+            RecorderConfig(
+                output_dir=Path(output_dir).expanduser(),
+                episode_prefix=p('episode_prefix', 'episode').value,
+                robot=p('robot', '').value,
+                calibration_hash=p('calibration_hash', '').value,
+                model_hash=p('model_hash', '').value,
+                writer=writer,
+                meta_topic=self.resolve_topic_name(T.EPISODE_META_TOPIC),
+            )
+        )
         self.recorder.set_instruction(p('instruction', '').value)
         self.recorder.set_operator_note(p('operator_note', '').value)
         self.add_on_set_parameters_callback(self._on_parameters)
@@ -110,8 +116,9 @@ class RecorderNode(Node):
             known = T.KNOWN_TYPES.get(relative) or T.KNOWN_TYPES.get(relative.lstrip('/'))
             msgtype = known if known in types else sorted(types)[0]
             if len(types) > 1:
-                self.get_logger().warning(f'{name}: publishers disagree on the type {sorted(types)};'
-                                          f' recording {msgtype}')
+                self.get_logger().warning(
+                    f'{name}: publishers disagree on the type {sorted(types)}; recording {msgtype}'
+                )
             try:
                 cls = _message_class(T.bag_type_name(msgtype))
             except (ImportError, AttributeError, ValueError) as err:
@@ -126,7 +133,8 @@ class RecorderNode(Node):
                     special[1](deserialize_message(data, special[0]))
 
             self._recorded_subs[name] = self.create_subscription(
-                cls, name, callback, _qos_for(publishers), raw=True)
+                cls, name, callback, _qos_for(publishers), raw=True
+            )
             self.get_logger().info(f'recording {name} [{msgtype}]')
 
     # ---- metadata inputs --------------------------------------------------------------------
@@ -162,8 +170,11 @@ class RecorderNode(Node):
     def _srv_stop(self, request, response):
         def stop():
             summary = self.recorder.stop()
-            return (f'{summary.bag_dir}: {summary.written_messages} messages, '
-                    f'{summary.dropped_messages} dropped, status {summary.meta.status.value}')
+            return (
+                f'{summary.bag_dir}: {summary.written_messages} messages, '
+                f'{summary.dropped_messages} dropped, status {summary.meta.status.value}'
+            )
+
         return self._answer(response, stop)
 
     def _srv_discard(self, request, response):
@@ -175,6 +186,7 @@ class RecorderNode(Node):
         def mark():
             self._operator_marked = True
             return f'{self.recorder.mark_outcome(outcome)}: {outcome.value}'
+
         return self._answer(response, mark)
 
     def _answer(self, response, action):
@@ -193,22 +205,29 @@ class RecorderNode(Node):
         if summary is not None:
             self.get_logger().error(
                 f'episode {summary.meta.episode_id} stopped: {summary.meta.error}; '
-                f'{summary.written_messages} messages kept in {summary.bag_dir}')
+                f'{summary.written_messages} messages kept in {summary.bag_dir}'
+            )
 
     def _publish_diagnostics(self) -> None:
         status = DiagnosticStatus(name='recorder_node: recording', hardware_id='recorder')
         writer = self.recorder.writer
-        values = [KeyValue(key='subscribed', value=str(sum(1 for s in self._recorded_subs.values()
-                                                           if s is not None)))]
+        values = [
+            KeyValue(
+                key='subscribed',
+                value=str(sum(1 for s in self._recorded_subs.values() if s is not None)),
+            )
+        ]
         last = self.recorder.last_summary
         if writer is not None:
             drops = writer.drops.as_strings()
             written = writer.written_counts()
             status.level = DiagnosticStatus.WARN if drops else DiagnosticStatus.OK
             status.message = f'recording {writer.meta.episode_id}'
-            values += [KeyValue(key='episode', value=writer.meta.episode_id),
-                       KeyValue(key='written', value=str(sum(written.values()))),
-                       KeyValue(key='dropped', value=str(sum(drops.values())))]
+            values += [
+                KeyValue(key='episode', value=writer.meta.episode_id),
+                KeyValue(key='written', value=str(sum(written.values()))),
+                KeyValue(key='dropped', value=str(sum(drops.values()))),
+            ]
             values += [KeyValue(key=f'written/{k}', value=str(v)) for k, v in written.items()]
             values += [KeyValue(key=f'drops/{k}', value=str(v)) for k, v in drops.items()]
         elif last is not None and last.meta.error:

@@ -37,8 +37,14 @@ def encode_jpeg(frame_rgb: np.ndarray, quality: int) -> bytes:
     return buf.tobytes()
 
 
-def write_aloha_episode(path: Path, data: EpisodeData, aligned: AlignedEpisode, *,
-                        jpeg_quality: int | None = None, progress: bool = True) -> Path:
+def write_aloha_episode(
+    path: Path,
+    data: EpisodeData,
+    aligned: AlignedEpisode,
+    *,
+    jpeg_quality: int | None = None,
+    progress: bool = True,
+) -> Path:
     """One episode file; `jpeg_quality` switches to the compressed Mobile ALOHA layout."""
     import h5py
     from tqdm import tqdm
@@ -75,22 +81,30 @@ def write_aloha_episode(path: Path, data: EpisodeData, aligned: AlignedEpisode, 
             frame_idx, frame = next(it)
             encoded: list[bytes] = []
             dset = None
-            for t, want in enumerate(tqdm(wanted, desc=f'{path.name} {cam}', unit='frame',
-                                          disable=not progress, leave=False)):
+            for t, want in enumerate(
+                tqdm(
+                    wanted,
+                    desc=f'{path.name} {cam}',
+                    unit='frame',
+                    disable=not progress,
+                    leave=False,
+                )
+            ):
                 while frame_idx < want:
                     frame_idx, frame = next(it)
                 if jpeg_quality is not None:
                     encoded.append(encode_jpeg(frame, jpeg_quality))
                     continue
                 if dset is None:
-                    dset = images.create_dataset(cam, (n, *frame.shape), np.uint8,
-                                                 chunks=(1, *frame.shape))
+                    dset = images.create_dataset(
+                        cam, (n, *frame.shape), np.uint8, chunks=(1, *frame.shape)
+                    )
                 dset[t] = frame
             if jpeg_quality is not None:
                 width = max(len(b) for b in encoded)
                 padded = np.zeros((n, width), np.uint8)
                 for t, b in enumerate(encoded):
-                    padded[t, :len(b)] = np.frombuffer(b, np.uint8)
+                    padded[t, : len(b)] = np.frombuffer(b, np.uint8)
                     compress_len[ci, t] = len(b)
                 images.create_dataset(cam, data=padded, chunks=(1, width))
         if jpeg_quality is not None:

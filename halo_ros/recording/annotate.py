@@ -24,19 +24,41 @@ def add_arguments(parser) -> None:
     parser.add_argument('episodes', nargs='+', help='episode bag folders, or folders of them')
     parser.add_argument('--out', required=True, help='output folder (one sub-folder per episode)')
     parser.add_argument('--fps', type=float, default=CONTROL_HZ, help='control rate of the grid')
-    parser.add_argument('--annotator', default='template',
-                        help="'template' or 'package.module:Class' (a ReasoningAnnotator)")
-    parser.add_argument('--arm-speed-rad-s', type=float, default=d.arm_speed_rad_s,
-                        help='joint-space speed above which an arm is moving')
-    parser.add_argument('--gripper-speed-per-s', type=float, default=d.gripper_speed_per_s,
-                        help='normalised gripper speed above which it is opening/closing')
-    parser.add_argument('--gripper-closed-below', type=float, default=d.gripper_closed_below,
-                        help='normalised opening below which the gripper is closed')
-    parser.add_argument('--min-phase-s', type=float, default=d.min_phase_s,
-                        help='shorter phases merge into the previous one')
+    parser.add_argument(
+        '--annotator',
+        default='template',
+        help="'template' or 'package.module:Class' (a ReasoningAnnotator)",
+    )
+    parser.add_argument(
+        '--arm-speed-rad-s',
+        type=float,
+        default=d.arm_speed_rad_s,
+        help='joint-space speed above which an arm is moving',
+    )
+    parser.add_argument(
+        '--gripper-speed-per-s',
+        type=float,
+        default=d.gripper_speed_per_s,
+        help='normalised gripper speed above which it is opening/closing',
+    )
+    parser.add_argument(
+        '--gripper-closed-below',
+        type=float,
+        default=d.gripper_closed_below,
+        help='normalised opening below which the gripper is closed',
+    )
+    parser.add_argument(
+        '--min-phase-s',
+        type=float,
+        default=d.min_phase_s,
+        help='shorter phases merge into the previous one',
+    )
     parser.add_argument('--jpeg-quality', type=int, default=90, help='frames and goal images')
-    parser.add_argument('--recover', action='store_true',
-                        help='salvage bags a killed recorder left unfinished first')
+    parser.add_argument(
+        '--recover',
+        action='store_true',
+        help='salvage bags a killed recorder left unfinished first',
+    )
     parser.add_argument('--no-progress', action='store_true', help='no progress bars')
 
 
@@ -48,22 +70,34 @@ def run(args) -> int:
     from halo_ros.recording.primitives import PrimitiveThresholds
 
     thresholds = PrimitiveThresholds(
-        arm_speed_rad_s=args.arm_speed_rad_s, gripper_speed_per_s=args.gripper_speed_per_s,
-        gripper_closed_below=args.gripper_closed_below, min_phase_s=args.min_phase_s)
+        arm_speed_rad_s=args.arm_speed_rad_s,
+        gripper_speed_per_s=args.gripper_speed_per_s,
+        gripper_closed_below=args.gripper_closed_below,
+        min_phase_s=args.min_phase_s,
+    )
     annotator = load_annotator(args.annotator)
     bags = find_episodes(args.episodes)
     progress = not args.no_progress
     out = Path(args.out)
     written = 0
-    for data, aligned in tqdm(load_episodes(bags, fps=args.fps, recover=args.recover,
-                                            only_success=False),
-                              total=len(bags), desc='annotate', disable=not progress):
+    for data, aligned in tqdm(
+        load_episodes(bags, fps=args.fps, recover=args.recover, only_success=False),
+        total=len(bags),
+        desc='annotate',
+        disable=not progress,
+    ):
         annotation = annotate_episode(data, aligned, annotator, thresholds)
-        folder = write_emcot_episode(out, written, data, aligned, annotation,
-                                     annotator_name=annotator.name, thresholds=thresholds,
-                                     jpeg_quality=args.jpeg_quality)
-        logger.info('%s: %d subtasks -> %s', data.meta.episode_id, len(annotation.subtasks),
-                    folder)
+        folder = write_emcot_episode(
+            out,
+            written,
+            data,
+            aligned,
+            annotation,
+            annotator_name=annotator.name,
+            thresholds=thresholds,
+            jpeg_quality=args.jpeg_quality,
+        )
+        logger.info('%s: %d subtasks -> %s', data.meta.episode_id, len(annotation.subtasks), folder)
         written += 1
     if not written:
         logger.error('no episode could be annotated from %s', args.episodes)

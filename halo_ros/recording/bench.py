@@ -11,12 +11,12 @@ SIGINT (it closes the episode), then compares what was sent with what the bag ho
 import json
 import logging
 import os
-from pathlib import Path
 import signal
 import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 logger = logging.getLogger(__name__)
 
@@ -46,23 +46,52 @@ def run(args) -> int:
     from halo_ros.recording.recover import mcap_file
 
     env = rosenv.ros_environment(rosenv.random_domain_id())
-    env['PYTHONPATH'] = os.pathsep.join(filter(None, [str(Path(__file__).resolve().parents[2]),
-                                                      env.get('PYTHONPATH', '')]))
+    env['PYTHONPATH'] = os.pathsep.join(
+        filter(None, [str(Path(__file__).resolve().parents[2]), env.get('PYTHONPATH', '')])
+    )
     with tempfile.TemporaryDirectory(prefix='halo-bench-rec-') as tmp:
         out = Path(args.out or tmp) / 'episodes'
         report = Path(tmp) / 'sent.json'
         recorder = subprocess.Popen(
-            [sys.executable, '-m', 'halo_ros.nodes.recorder_node', '--ros-args',
-             '-p', f'output_dir:={out}', '-p', 'auto_start:=true',
-             '-p', f'compression:={args.compression}'], env=env)
+            [
+                sys.executable,
+                '-m',
+                'halo_ros.nodes.recorder_node',
+                '--ros-args',
+                '-p',
+                f'output_dir:={out}',
+                '-p',
+                'auto_start:=true',
+                '-p',
+                f'compression:={args.compression}',
+            ],
+            env=env,
+        )
         t_start = time.monotonic()
         try:
             publisher = subprocess.run(
-                [sys.executable, '-m', 'halo_ros.nodes.load_publisher',
-                 '--cameras', str(args.cameras), '--height', str(args.height),
-                 '--width', str(args.width), '--camera-hz', str(args.camera_hz),
-                 '--joint-hz', str(args.joint_hz), '--duration-s', str(args.duration_s),
-                 '--report', str(report)], env=env, timeout=args.duration_s + 120)
+                [
+                    sys.executable,
+                    '-m',
+                    'halo_ros.nodes.load_publisher',
+                    '--cameras',
+                    str(args.cameras),
+                    '--height',
+                    str(args.height),
+                    '--width',
+                    str(args.width),
+                    '--camera-hz',
+                    str(args.camera_hz),
+                    '--joint-hz',
+                    str(args.joint_hz),
+                    '--duration-s',
+                    str(args.duration_s),
+                    '--report',
+                    str(report),
+                ],
+                env=env,
+                timeout=args.duration_s + 120,
+            )
             if publisher.returncode != 0:
                 logger.error('load_publisher failed (exit %d)', publisher.returncode)
                 return 1
@@ -84,36 +113,56 @@ def run(args) -> int:
         for topic, sent in sorted(sent_report['sent'].items()):
             written = meta.message_counts.get(topic, 0)
             dropped = sum(n for k, n in meta.drops.items() if k.split('|')[0] == topic)
-            rows.append({'topic': topic, 'sent': sent, 'received': written + dropped,
-                         'written': written, 'dropped': dropped})
+            rows.append(
+                {
+                    'topic': topic,
+                    'sent': sent,
+                    'received': written + dropped,
+                    'written': written,
+                    'dropped': dropped,
+                }
+            )
         duration = sent_report['elapsed_s']
         result = {
-            'load': {'cameras': args.cameras, 'height': args.height, 'width': args.width,
-                     'camera_hz': args.camera_hz, 'joint_hz': args.joint_hz,
-                     'duration_s': round(duration, 2), 'compression': args.compression},
+            'load': {
+                'cameras': args.cameras,
+                'height': args.height,
+                'width': args.width,
+                'camera_hz': args.camera_hz,
+                'joint_hz': args.joint_hz,
+                'duration_s': round(duration, 2),
+                'compression': args.compression,
+            },
             'topics': rows,
             'sent_total': sum(r['sent'] for r in rows),
             'written_total': sum(r['written'] for r in rows),
             'dropped_total': sum(r['dropped'] for r in rows),
             'lost_total': sum(r['sent'] - r['received'] for r in rows),
             'writer_cpu_share': round(stats.get('writer_cpu_s', 0) / stats['duration_s'], 4)
-            if stats.get('duration_s') else None,
+            if stats.get('duration_s')
+            else None,
             'recorder_process_cpu_share': round(recorder_cpu_s / recorder_wall_s, 4),
             'payload_bytes_per_s': round(stats.get('written_bytes', 0) / duration),
             'bag_bytes_per_s': round(bag_bytes / duration),
             'machine': {'cpus': os.cpu_count(), 'loadavg_1min': os.getloadavg()[0]},
         }
-    print(f"{'topic':34s} {'sent':>7s} {'received':>9s} {'written':>8s} {'dropped':>8s}")
+    print(f'{"topic":34s} {"sent":>7s} {"received":>9s} {"written":>8s} {"dropped":>8s}')
     for r in rows:
-        print(f"{r['topic']:34s} {r['sent']:7d} {r['received']:9d} {r['written']:8d} "
-              f"{r['dropped']:8d}")
-    print(f"total sent {result['sent_total']}, written {result['written_total']}, dropped "
-          f"{result['dropped_total']}, lost before the recorder {result['lost_total']}")
-    print(f"writer thread CPU {100 * (result['writer_cpu_share'] or 0):.1f} % of one core, "
-          f"recorder process {100 * result['recorder_process_cpu_share']:.1f} %, "
-          f"payload {result['payload_bytes_per_s'] / 1e6:.1f} MB/s, "
-          f"bag {result['bag_bytes_per_s'] / 1e6:.1f} MB/s, "
-          f"load average {result['machine']['loadavg_1min']:.2f} on {os.cpu_count()} CPUs")
+        print(
+            f'{r["topic"]:34s} {r["sent"]:7d} {r["received"]:9d} {r["written"]:8d} '
+            f'{r["dropped"]:8d}'
+        )
+    print(
+        f'total sent {result["sent_total"]}, written {result["written_total"]}, dropped '
+        f'{result["dropped_total"]}, lost before the recorder {result["lost_total"]}'
+    )
+    print(
+        f'writer thread CPU {100 * (result["writer_cpu_share"] or 0):.1f} % of one core, '
+        f'recorder process {100 * result["recorder_process_cpu_share"]:.1f} %, '
+        f'payload {result["payload_bytes_per_s"] / 1e6:.1f} MB/s, '
+        f'bag {result["bag_bytes_per_s"] / 1e6:.1f} MB/s, '
+        f'load average {result["machine"]["loadavg_1min"]:.2f} on {os.cpu_count()} CPUs'
+    )
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))
     return 0 if result['dropped_total'] == 0 and result['lost_total'] == 0 else 2

@@ -28,11 +28,11 @@ prompt "You are an embodied agent. Your task is to: {instruction}. Plan and act.
 image = the last frame of that subtask, action chunk = action[t:t+K] padded with the last row.
 """
 
-from abc import ABC, abstractmethod
-from dataclasses import asdict, dataclass
 import importlib
 import json
 import logging
+from abc import ABC, abstractmethod
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -66,11 +66,12 @@ class Subtask:
     right: Phase
 
 
-def segment_subtasks(left: ArmPrimitives, right: ArmPrimitives, fps: float,
-                     min_subtask_s: float = 0.3) -> list[Subtask]:
+def segment_subtasks(
+    left: ArmPrimitives, right: ArmPrimitives, fps: float, min_subtask_s: float = 0.3
+) -> list[Subtask]:
     """Subtasks = runs of the (left phase, right phase) pair, short runs merged, idle ends
     folded into their neighbours so the subtasks cover the whole episode."""
-    labels = list(zip(left.phase, right.phase))
+    labels = list(zip(left.phase, right.phase, strict=True))
     labels = merge_short_runs(labels, max(1, round(min_subtask_s * fps)))
     rs = runs(labels)
     idle = (Phase.IDLE, Phase.IDLE)
@@ -123,16 +124,18 @@ class TemplateAnnotator(ReasoningAnnotator):
     name = 'template'
 
     def subtask_text(self, subtask: Subtask) -> str:
-        parts = [_ARM_PHRASES[p].format(side=side)
-                 for side, p in (('left', subtask.left), ('right', subtask.right))
-                 if p in _ARM_PHRASES]
-        if not parts:
+        arms = [
+            (side, p)
+            for side, p in (('left', subtask.left), ('right', subtask.right))
+            if p in _ARM_PHRASES
+        ]
+        if not arms:
             return 'wait'
         if subtask.left is subtask.right is Phase.HOLD:
             return 'hold the objects with both grippers'
         # Holding while the other arm acts is context, not the step itself.
-        active = [s for s, p in zip(parts, (subtask.left, subtask.right)) if p is not Phase.HOLD]
-        parts = active or parts
+        arms = [(side, p) for side, p in arms if p is not Phase.HOLD] or arms
+        parts = [_ARM_PHRASES[p].format(side=side) for side, p in arms]
         return ' while '.join(parts)
 
     def annotate(self, request: AnnotationRequest) -> Reasoning:
@@ -162,9 +165,14 @@ class EpisodeAnnotation:
     right: ArmPrimitives
 
 
-def annotate_episode(data: EpisodeData, aligned: AlignedEpisode, annotator: ReasoningAnnotator,
-                     thresholds: PrimitiveThresholds = PrimitiveThresholds(),
-                     goal_cameras: tuple[str, ...] | None = None) -> EpisodeAnnotation:
+def annotate_episode(
+    data: EpisodeData,
+    aligned: AlignedEpisode,
+    annotator: ReasoningAnnotator,
+    thresholds: PrimitiveThresholds | None = None,
+    goal_cameras: tuple[str, ...] | None = None,
+) -> EpisodeAnnotation:
+    thresholds = thresholds or PrimitiveThresholds()
     left = arm_primitives(aligned.state[:, :7], aligned.fps, thresholds)
     right = arm_primitives(aligned.state[:, 7:], aligned.fps, thresholds)
     subtasks = tuple(segment_subtasks(left, right, aligned.fps))
@@ -178,12 +186,20 @@ def annotate_episode(data: EpisodeData, aligned: AlignedEpisode, annotator: Reas
         first_frames[cam] = frames[first]
         for k, s in enumerate(subtasks):
             goal_frames[k][cam] = frames[int(aligned.image_index[cam][s.end])]
-    reasoning = annotator.annotate(AnnotationRequest(
-        instruction=aligned.instruction, fps=aligned.fps, subtasks=subtasks,
-        goal_frames=tuple(goal_frames), first_frames=first_frames))
+    reasoning = annotator.annotate(
+        AnnotationRequest(
+            instruction=aligned.instruction,
+            fps=aligned.fps,
+            subtasks=subtasks,
+            goal_frames=tuple(goal_frames),
+            first_frames=first_frames,
+        )
+    )
     if len(reasoning.subtask_text) != len(subtasks):
-        raise ValueError(f'annotator {annotator.name} returned {len(reasoning.subtask_text)} '
-                         f'subtask texts for {len(subtasks)} subtasks')
+        raise ValueError(
+            f'annotator {annotator.name} returned {len(reasoning.subtask_text)} '
+            f'subtask texts for {len(subtasks)} subtasks'
+        )
     return EpisodeAnnotation(subtasks, reasoning, left, right)
 
 
@@ -191,10 +207,18 @@ def _time_key(tick: int, fps: float) -> str:
     return repr(round(tick / fps, 6))
 
 
-def write_emcot_episode(out_dir: Path, index: int, data: EpisodeData, aligned: AlignedEpisode,
-                        annotation: EpisodeAnnotation, *, annotator_name: str,
-                        thresholds: PrimitiveThresholds, jpeg_quality: int = 90,
-                        progress: bool = False) -> Path:
+def write_emcot_episode(
+    out_dir: Path,
+    index: int,
+    data: EpisodeData,
+    aligned: AlignedEpisode,
+    annotation: EpisodeAnnotation,
+    *,
+    annotator_name: str,
+    thresholds: PrimitiveThresholds,
+    jpeg_quality: int = 90,
+    progress: bool = False,
+) -> Path:
     import cv2
     import h5py
 
@@ -204,8 +228,9 @@ def write_emcot_episode(out_dir: Path, index: int, data: EpisodeData, aligned: A
     if folder.exists():
         raise FileExistsError(f'{folder} exists already; annotate into a new folder')
     (folder / 'goals').mkdir(parents=True)
-    h5_path = write_aloha_episode(folder / f'episode{index}.hdf5', data, aligned,
-                                  jpeg_quality=jpeg_quality, progress=progress)
+    h5_path = write_aloha_episode(
+        folder / f'episode{index}.hdf5', data, aligned, jpeg_quality=jpeg_quality, progress=progress
+    )
     n = aligned.length
     subs = annotation.subtasks
     with h5py.File(h5_path, 'a') as f:
@@ -213,45 +238,74 @@ def write_emcot_episode(out_dir: Path, index: int, data: EpisodeData, aligned: A
         f['observations'].create_dataset('right_arm_dim', data=np.full(n, ARM_DIM, np.int64))
         text_type = h5py.string_dtype('utf-8')
         for side, prims in (('left', annotation.left), ('right', annotation.right)):
-            f.create_dataset(f'Primitives/{side}/text', dtype=text_type,
-                             data=[movement_text(prims, t) for t in range(n)])
-            f.create_dataset(f'Primitives/{side}/phase', dtype=text_type,
-                             data=[p.value for p in prims.phase])
+            f.create_dataset(
+                f'Primitives/{side}/text',
+                dtype=text_type,
+                data=[movement_text(prims, t) for t in range(n)],
+            )
+            f.create_dataset(
+                f'Primitives/{side}/phase', dtype=text_type, data=[p.value for p in prims.phase]
+            )
     texts = annotation.reasoning.subtask_text
     plan = annotation.reasoning.plan
     reasoning = {}
     for s in subs:
-        remaining = [t for t in plan if t in texts[s.index:]]
-        reasoning[_time_key(s.start, aligned.fps)] = {'plan': remaining,
-                                                      'subtask': texts[s.index]}
-    (folder / f'episode{index}_subtask.json').write_text(json.dumps(
-        {'fps': aligned.fps, 'reasoning': reasoning}, indent=2))
+        remaining = [t for t in plan if t in texts[s.index :]]
+        reasoning[_time_key(s.start, aligned.fps)] = {'plan': remaining, 'subtask': texts[s.index]}
+    (folder / f'episode{index}_subtask.json').write_text(
+        json.dumps({'fps': aligned.fps, 'reasoning': reasoning}, indent=2)
+    )
     (folder / 'instructions.json').write_text(json.dumps({'seen': [aligned.instruction]}))
 
     cameras = sorted(aligned.image_index)
-    frames = {cam: dict(data.frames(cam, [aligned.image_index[cam][s.end] for s in subs]))
-              for cam in cameras}
+    frames = {
+        cam: dict(data.frames(cam, [aligned.image_index[cam][s.end] for s in subs]))
+        for cam in cameras
+    }
     records = []
     for s in subs:
         goals, goal_stamps = {}, {}
         for cam in cameras:
             frame = frames[cam][int(aligned.image_index[cam][s.end])]
             name = f'goals/subtask_{s.index:02d}_{cam}.jpg'
-            cv2.imwrite(str(folder / name), frame[..., ::-1],
-                        [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality])
+            cv2.imwrite(
+                str(folder / name), frame[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality]
+            )
             goals[cam] = name
             goal_stamps[cam] = int(aligned.image_stamp_ns[cam][s.end])
-        records.append({
-            'index': s.index, 'start_index': s.start, 'end_index': s.end,
-            'start_s': s.start / aligned.fps, 'end_s': (s.end + 1) / aligned.fps,
-            'left_phase': s.left.value, 'right_phase': s.right.value, 'text': texts[s.index],
-            'goal_images': goals, 'goal_frame_stamp_ns': goal_stamps})
-    (folder / 'annotation.yaml').write_text(yaml.safe_dump({
-        'format': FORMAT, 'annotator': annotator_name, 'episode_id': data.meta.episode_id,
-        'source_bag': str(data.bag_dir), 'instruction': aligned.instruction,
-        'fps': aligned.fps, 'length': n, 'success': aligned.success,
-        'final_reward': aligned.final_reward, 'thresholds': asdict(thresholds),
-        'plan': list(plan), 'subtasks': records}, sort_keys=False))
+        records.append(
+            {
+                'index': s.index,
+                'start_index': s.start,
+                'end_index': s.end,
+                'start_s': s.start / aligned.fps,
+                'end_s': (s.end + 1) / aligned.fps,
+                'left_phase': s.left.value,
+                'right_phase': s.right.value,
+                'text': texts[s.index],
+                'goal_images': goals,
+                'goal_frame_stamp_ns': goal_stamps,
+            }
+        )
+    (folder / 'annotation.yaml').write_text(
+        yaml.safe_dump(
+            {
+                'format': FORMAT,
+                'annotator': annotator_name,
+                'episode_id': data.meta.episode_id,
+                'source_bag': str(data.bag_dir),
+                'instruction': aligned.instruction,
+                'fps': aligned.fps,
+                'length': n,
+                'success': aligned.success,
+                'final_reward': aligned.final_reward,
+                'thresholds': asdict(thresholds),
+                'plan': list(plan),
+                'subtasks': records,
+            },
+            sort_keys=False,
+        )
+    )
     return folder
 
 
@@ -264,8 +318,9 @@ class TrainingSample:
     actions: np.ndarray  # (K, 14)
 
 
-def training_sample(folder: Path, tick: int, *, chunk_size: int = 50,
-                    goal_camera: str = 'cam_high') -> TrainingSample:
+def training_sample(
+    folder: Path, tick: int, *, chunk_size: int = 50, goal_camera: str = 'cam_high'
+) -> TrainingSample:
     """Assemble the sample HALO trains on at `tick`, from an annotated episode folder."""
     import cv2
     import h5py
@@ -285,7 +340,7 @@ def training_sample(folder: Path, tick: int, *, chunk_size: int = 50,
         n = f['action'].shape[0]
         if not 0 <= tick < n:
             raise IndexError(f'tick {tick} outside the episode (0..{n - 1})')
-        actions = f['action'][tick:tick + chunk_size]
+        actions = f['action'][tick : tick + chunk_size]
         left = f['Primitives/left/text'][tick].decode()
         right = f['Primitives/right/text'][tick].decode()
         goal_row = f[f'observations/images/{goal_camera}'][record['end_index']]
@@ -294,8 +349,10 @@ def training_sample(folder: Path, tick: int, *, chunk_size: int = 50,
     goal = cv2.imdecode(np.asarray(goal_row, np.uint8), cv2.IMREAD_COLOR)[..., ::-1]
     plan = '\n'.join(entry['plan'])
     movement = f'[LEFT]: {left}\n[RIGHT]: {right}\n'
-    thought = (f'\n<|plan|>\n{plan}\n<|\\ plan|>\n\n'
-               f'<|subtask|>\n{entry["subtask"]}\n<|\\ subtask|>\n\n'
-               f'<|movement|>\n{movement}\n<|\\ movement|>\n\n')
+    thought = (
+        f'\n<|plan|>\n{plan}\n<|\\ plan|>\n\n'
+        f'<|subtask|>\n{entry["subtask"]}\n<|\\ subtask|>\n\n'
+        f'<|movement|>\n{movement}\n<|\\ movement|>\n\n'
+    )
     prompt = PROMPT.format(instruction=ann['instruction'].lower().rstrip('.'))
     return TrainingSample(prompt, thought, current, goal, actions)

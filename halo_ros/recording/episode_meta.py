@@ -4,11 +4,11 @@ the bag (JSON, written at start and again at stop; the last one wins), the bag's
 in metadata.yaml, and a sidecar `episode.yaml` inside the bag folder (ROS tools ignore it).
 """
 
-from dataclasses import asdict, dataclass, field, replace
 import enum
 import json
 import math
 import os
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import yaml

@@ -11,12 +11,12 @@ Stamps: `stamp_ns` is the message's header stamp (capture time) where it has a h
 bag's receive time.
 """
 
-from dataclasses import dataclass, field
 import json
 import logging
-from pathlib import Path
 import struct
-from typing import Iterator
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -94,7 +94,7 @@ def image_array(msg) -> np.ndarray:
     if msg.encoding not in ('rgb8', 'bgr8'):
         raise ValueError(f'image encoding {msg.encoding!r} not supported (rgb8 or bgr8)')
     data = np.asarray(msg.data, dtype=np.uint8)
-    img = data.reshape(msg.height, msg.step)[:, :msg.width * 3].reshape(msg.height, msg.width, 3)
+    img = data.reshape(msg.height, msg.step)[:, : msg.width * 3].reshape(msg.height, msg.width, 3)
     return img[..., ::-1].copy() if msg.encoding == 'bgr8' else img
 
 
@@ -115,9 +115,13 @@ def match_topic(topics, relative: str) -> str | None:
 
 _JOINT_STREAMS = {arm: T.joint_state_topic(arm) for arm in T.FOLLOWERS + T.LEADERS}
 _JOINT_STREAMS['command'] = T.COMMAND_TOPIC
-_TEXT_STREAMS = {'mode': T.MODE_TOPIC, 'reasoning': T.REASONING_TOPIC,
-                 'instruction': T.INSTRUCTION_TOPIC, 'control_state': T.CONTROL_STATE_TOPIC,
-                 'episode_meta': T.EPISODE_META_TOPIC}
+_TEXT_STREAMS = {
+    'mode': T.MODE_TOPIC,
+    'reasoning': T.REASONING_TOPIC,
+    'instruction': T.INSTRUCTION_TOPIC,
+    'control_state': T.CONTROL_STATE_TOPIC,
+    'episode_meta': T.EPISODE_META_TOPIC,
+}
 
 
 def read_episode(bag_dir: Path) -> EpisodeData:
@@ -129,11 +133,14 @@ def read_episode(bag_dir: Path) -> EpisodeData:
     with Reader(bag_dir) as reader:
         topics = {c.topic: c for c in reader.connections}
         by_topic: dict[str, str] = {}  # bag topic -> stream key
-        wanted = {**{k: v for k, v in _JOINT_STREAMS.items()},
-                  **{k: v for k, v in _TEXT_STREAMS.items()},
-                  'reward': T.REWARD_TOPIC, 'success': T.SUCCESS_TOPIC,
-                  'action_chunk': T.ACTION_CHUNK_TOPIC,
-                  **{f'cam:{c}': T.image_topic(c) for c in T.CAMERAS}}
+        wanted = {
+            **{k: v for k, v in _JOINT_STREAMS.items()},
+            **{k: v for k, v in _TEXT_STREAMS.items()},
+            'reward': T.REWARD_TOPIC,
+            'success': T.SUCCESS_TOPIC,
+            'action_chunk': T.ACTION_CHUNK_TOPIC,
+            **{f'cam:{c}': T.image_topic(c) for c in T.CAMERAS},
+        }
         for key, rel in wanted.items():
             topic = match_topic(topics, rel)
             if topic is not None:
@@ -151,20 +158,40 @@ def read_episode(bag_dir: Path) -> EpisodeData:
     for key in _JOINT_STREAMS:
         if rows.get(key):
             joints[key] = _joint_stream(rows[key])
-    texts = {key: TextStream(np.array([r[0] for r in rows[key]], np.int64),
-                             tuple(r[1].data for r in rows[key]))
-             for key in _TEXT_STREAMS if rows.get(key)}
-    scalars = {key: ScalarStream(np.array([r[0] for r in rows[key]], np.int64),
-                                 np.array([float(r[1].data) for r in rows[key]]))
-               for key in ('reward', 'success') if rows.get(key)}
+    texts = {
+        key: TextStream(
+            np.array([r[0] for r in rows[key]], np.int64), tuple(r[1].data for r in rows[key])
+        )
+        for key in _TEXT_STREAMS
+        if rows.get(key)
+    }
+    scalars = {
+        key: ScalarStream(
+            np.array([r[0] for r in rows[key]], np.int64),
+            np.array([float(r[1].data) for r in rows[key]]),
+        )
+        for key in ('reward', 'success')
+        if rows.get(key)
+    }
     chunks = [_action_chunk(m) for _, m in rows.get('action_chunk', [])]
-    image_stamps = {key[4:]: np.array(rows[key], np.int64)
-                    for key in rows if key.startswith('cam:')}
-    image_topics = {by_topic_key[4:]: topic for topic, by_topic_key in by_topic.items()
-                    if by_topic_key.startswith('cam:')}
-    return EpisodeData(bag_dir=bag_dir, meta=_episode_meta(bag_dir, texts), joints=joints,
-                       image_stamps_ns=image_stamps, texts=texts, scalars=scalars,
-                       action_chunks=chunks, _image_topics=image_topics)
+    image_stamps = {
+        key[4:]: np.array(rows[key], np.int64) for key in rows if key.startswith('cam:')
+    }
+    image_topics = {
+        by_topic_key[4:]: topic
+        for topic, by_topic_key in by_topic.items()
+        if by_topic_key.startswith('cam:')
+    }
+    return EpisodeData(
+        bag_dir=bag_dir,
+        meta=_episode_meta(bag_dir, texts),
+        joints=joints,
+        image_stamps_ns=image_stamps,
+        texts=texts,
+        scalars=scalars,
+        action_chunks=chunks,
+        _image_topics=image_topics,
+    )
 
 
 def _stamp(header) -> int:
@@ -184,8 +211,9 @@ def _joint_stream(rows) -> JointStream:
         return out
 
     stamps = np.array([_stamp(m.header) or log for log, m in rows], np.int64)
-    return JointStream(stamps, column('position'), column('velocity'), column('effort'),
-                       tuple(first.name))
+    return JointStream(
+        stamps, column('position'), column('velocity'), column('effort'), tuple(first.name)
+    )
 
 
 def _action_chunk(msg) -> ActionChunk:

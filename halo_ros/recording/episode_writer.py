@@ -19,18 +19,18 @@ every write (the default buffered file can report a short write on a full disk a
 and its pending chunk is closed on the flush timer (rosbags only closes chunks by size).
 """
 
-from collections import defaultdict, deque
-from dataclasses import dataclass
 import enum
 import errno
-from io import BytesIO
 import logging
 import os
-from pathlib import Path
 import shutil
 import struct
 import threading
 import time
+from collections import defaultdict, deque
+from dataclasses import dataclass
+from io import BytesIO
+from pathlib import Path
 
 from halo_ros.recording.episode_meta import EpisodeMeta, EpisodeStatus, write_sidecar
 from halo_ros.recording.topics import EPISODE_META_TOPIC, STRING
@@ -99,8 +99,12 @@ class DropCounter:
             return sum(self._counts.values())
 
     def as_strings(self) -> dict[str, int]:
-        return {f'{t}|{r.value}': n for (t, r), n in sorted(self.snapshot().items(),
-                                                             key=lambda kv: (kv[0][0], kv[0][1].value))}
+        return {
+            f'{t}|{r.value}': n
+            for (t, r), n in sorted(
+                self.snapshot().items(), key=lambda kv: (kv[0][0], kv[0][1].value)
+            )
+        }
 
 
 @dataclass(frozen=True)
@@ -177,8 +181,9 @@ class _BoundedQueue:
 
     def put(self, item, nbytes: int, *, force: bool = False) -> bool:
         with self._cond:
-            if not force and (len(self._items) >= self._max_messages
-                              or self._bytes + nbytes > self._max_bytes):
+            if not force and (
+                len(self._items) >= self._max_messages or self._bytes + nbytes > self._max_bytes
+            ):
                 return False
             self._items.append((item, nbytes))
             self._bytes += nbytes
@@ -211,8 +216,15 @@ class EpisodeWriter:
     `put` is thread-safe and non-blocking. `stop` finishes the bag; `discard` deletes it.
     """
 
-    def __init__(self, bag_dir: Path, meta: EpisodeMeta, *, config: WriterConfig = WriterConfig(),
-                 clock_ns=time.time_ns, meta_topic: str = EPISODE_META_TOPIC):
+    def __init__(
+        self,
+        bag_dir: Path,
+        meta: EpisodeMeta,
+        *,
+        config: WriterConfig = WriterConfig(),
+        clock_ns=time.time_ns,
+        meta_topic: str = EPISODE_META_TOPIC,
+    ):
         from rosbags.typesys import Stores, get_typestore
 
         self.bag_dir = Path(bag_dir)
@@ -272,15 +284,18 @@ class EpisodeWriter:
         self._started_monotonic = time.monotonic()
         self._accepting = True
         self._queue.put((self.meta_topic, STRING, now, self._meta_cdr(meta)), 0, force=True)
-        self._thread = threading.Thread(target=self._run, name=f'episode-writer-{meta.episode_id}',
-                                        daemon=True)
+        self._thread = threading.Thread(
+            target=self._run, name=f'episode-writer-{meta.episode_id}', daemon=True
+        )
         self._thread.start()
         logger.info('recording episode %s into %s', meta.episode_id, self.bag_dir)
 
     def put(self, topic: str, msgtype: str, stamp_ns: int, data: bytes | memoryview) -> bool:
         """Queue one serialized message; False (and a drop counted) if it cannot be taken."""
         if not self._accepting:
-            self.drops.add(topic, DropReason.WRITE_ERROR if self._error else DropReason.NOT_RECORDING)
+            self.drops.add(
+                topic, DropReason.WRITE_ERROR if self._error else DropReason.NOT_RECORDING
+            )
             return False
         if not self._queue.put((topic, msgtype, stamp_ns, data), len(data)):
             self.drops.add(topic, DropReason.QUEUE_FULL)
@@ -365,8 +380,9 @@ class EpisodeWriter:
         if conn is None and msgtype not in self._unknown_types:
             if msgtype not in self._typestore.fielddefs:
                 self._unknown_types.add(msgtype)
-                logger.error('topic %s: type %s is not in the Jazzy typestore; not recorded',
-                             topic, msgtype)
+                logger.error(
+                    'topic %s: type %s is not in the Jazzy typestore; not recorded', topic, msgtype
+                )
                 return None
             conn = self._bag.add_connection(topic, msgtype, typestore=self._typestore)
             self._connections[key] = conn
@@ -402,8 +418,7 @@ class EpisodeWriter:
         self._accepting = False
         self._error = err
         storage = self._bag.storage
-        reason = (DropReason.DISK_FULL if err.errno in _DISK_FULL_ERRNOS
-                  else DropReason.WRITE_ERROR)
+        reason = DropReason.DISK_FULL if err.errno in _DISK_FULL_ERRNOS else DropReason.WRITE_ERROR
         topic_by_id = {c.id: c.topic for c in self._bag.connections}
         for cid, msgs in storage.chunk.msgs.items():
             topic = topic_by_id[cid]
@@ -420,9 +435,12 @@ class EpisodeWriter:
         storage.message_end_time = self._bag.max_timestamp = max(ends, default=0)
         self._release_reserve()
         self._file.truncate(safe_offset)
-        logger.error('episode %s: %s writing %s; stopping the episode and keeping what was '
-                     'written', self._meta.episode_id, os.strerror(err.errno or errno.EIO),
-                     self.bag_dir)
+        logger.error(
+            'episode %s: %s writing %s; stopping the episode and keeping what was written',
+            self._meta.episode_id,
+            os.strerror(err.errno or errno.EIO),
+            self.bag_dir,
+        )
 
     def _release_reserve(self) -> None:
         try:
@@ -434,24 +452,29 @@ class EpisodeWriter:
         status = EpisodeStatus.COMPLETE
         error = ''
         if self._error is not None:
-            status = (EpisodeStatus.DISK_FULL if self._error.errno in _DISK_FULL_ERRNOS
-                      else EpisodeStatus.FAILED)
+            status = (
+                EpisodeStatus.DISK_FULL
+                if self._error.errno in _DISK_FULL_ERRNOS
+                else EpisodeStatus.FAILED
+            )
             error = f'{os.strerror(self._error.errno or errno.EIO)}: {self._error}'
         for item in self._queue.drain():
             if item is not _STOP:
                 self.drops.add(item[0], DropReason.WRITE_ERROR)
         with self._meta_lock:
             self._meta = self._meta.with_(
-                status=status, error=error,
+                status=status,
+                error=error,
                 end_time_ns=self._clock_ns() if end_time_ns is None else end_time_ns,
                 # Data topics only, so the copy inside the bag can carry its own final counts.
-                message_counts={t: n for t, n in self._written.items()
-                                if t != self.meta_topic},
+                message_counts={t: n for t, n in self._written.items() if t != self.meta_topic},
                 drops=self.drops.as_strings(),
-                writer_stats={'written_bytes': self._written_bytes,
-                              'writer_cpu_s': round(time.thread_time() - self._cpu0, 4),
-                              'duration_s': round(time.monotonic() - self._started_monotonic,
-                                                  4)})
+                writer_stats={
+                    'written_bytes': self._written_bytes,
+                    'writer_cpu_s': round(time.thread_time() - self._cpu0, 4),
+                    'duration_s': round(time.monotonic() - self._started_monotonic, 4),
+                },
+            )
             return self._meta
 
     def _finish(self) -> None:
@@ -475,8 +498,12 @@ class EpisodeWriter:
             self._bag.close()
         except OSError as err:
             # Even the summary did not fit: the file stays as it is; `recover` can salvage it.
-            logger.error('episode %s: could not finalise %s (%s); run recovery on it',
-                         meta.episode_id, self.bag_dir, err)
+            logger.error(
+                'episode %s: could not finalise %s (%s); run recovery on it',
+                meta.episode_id,
+                self.bag_dir,
+                err,
+            )
             self._file.close()
             meta = meta.with_(error=f'{meta.error}; finalising failed: {err}'.lstrip('; '))
         self._release_reserve()
@@ -485,8 +512,12 @@ class EpisodeWriter:
         except OSError as err:
             logger.error('episode %s: could not write the sidecar: %s', meta.episode_id, err)
         if meta.status is EpisodeStatus.COMPLETE:
-            logger.info('episode %s closed: %d messages, %d dropped', meta.episode_id,
-                        sum(meta.message_counts.values()), sum(meta.drops.values()))
+            logger.info(
+                'episode %s closed: %d messages, %d dropped',
+                meta.episode_id,
+                sum(meta.message_counts.values()),
+                sum(meta.drops.values()),
+            )
 
     def _meta_cdr(self, meta: EpisodeMeta) -> bytes:
         msg = self._typestore.types[STRING](data=meta.to_json())
@@ -495,7 +526,11 @@ class EpisodeWriter:
     def _summary(self) -> EpisodeSummary:
         meta = self.meta
         return EpisodeSummary(
-            bag_dir=self.bag_dir, meta=meta,
-            written_messages=sum(self._written.values()), written_bytes=self._written_bytes,
-            dropped_messages=self.drops.total(), writer_cpu_s=self._writer_cpu_s,
-            duration_s=time.monotonic() - self._started_monotonic)
+            bag_dir=self.bag_dir,
+            meta=meta,
+            written_messages=sum(self._written.values()),
+            written_bytes=self._written_bytes,
+            dropped_messages=self.drops.total(),
+            writer_cpu_s=self._writer_cpu_s,
+            duration_s=time.monotonic() - self._started_monotonic,
+        )

@@ -38,12 +38,22 @@ def add_arguments(parser) -> None:
     parser.add_argument('--robot-type', default='aloha', help='LeRobot info.json robot_type')
     parser.add_argument('--vcodec', default='libx264', help='ffmpeg encoder for LeRobot videos')
     parser.add_argument('--crf', type=int, default=23, help='video quality (lower = better)')
-    parser.add_argument('--jpeg-quality', type=int, default=None,
-                        help='ALOHA HDF5: store JPEG frames (Mobile ALOHA layout) at this quality')
-    parser.add_argument('--only-success', action='store_true',
-                        help='skip episodes not marked successful (default: keep all)')
-    parser.add_argument('--recover', action='store_true',
-                        help='salvage bags a killed recorder left unfinished, then export them')
+    parser.add_argument(
+        '--jpeg-quality',
+        type=int,
+        default=None,
+        help='ALOHA HDF5: store JPEG frames (Mobile ALOHA layout) at this quality',
+    )
+    parser.add_argument(
+        '--only-success',
+        action='store_true',
+        help='skip episodes not marked successful (default: keep all)',
+    )
+    parser.add_argument(
+        '--recover',
+        action='store_true',
+        help='salvage bags a killed recorder left unfinished, then export them',
+    )
     parser.add_argument('--no-progress', action='store_true', help='no progress bars')
 
 
@@ -89,17 +99,34 @@ def run(args) -> int:
         return 1
     out = Path(args.out)
     progress = not args.no_progress
-    kept = list(load_episodes(tqdm(bags, desc='episodes', disable=not progress), fps=args.fps,
-                              recover=args.recover, only_success=args.only_success))
+    kept = list(
+        load_episodes(
+            tqdm(bags, desc='episodes', disable=not progress),
+            fps=args.fps,
+            recover=args.recover,
+            only_success=args.only_success,
+        )
+    )
     if not kept:
         logger.error('none of the %d bags could be exported', len(bags))
         return 1
     if args.format in ('aloha', 'both'):
         for i, (data, aligned) in enumerate(tqdm(kept, desc='aloha hdf5', disable=not progress)):
-            write_aloha_episode(out / 'aloha' / f'episode_{i}.hdf5', data, aligned,
-                                jpeg_quality=args.jpeg_quality, progress=progress)
+            write_aloha_episode(
+                out / 'aloha' / f'episode_{i}.hdf5',
+                data,
+                aligned,
+                jpeg_quality=args.jpeg_quality,
+                progress=progress,
+            )
     if args.format in ('lerobot', 'both'):
-        write_lerobot_v3(kept, out / 'lerobot', fps=args.fps, robot_type=args.robot_type,
-                         video=VideoConfig(codec=args.vcodec, crf=args.crf), progress=progress)
+        write_lerobot_v3(
+            kept,
+            out / 'lerobot',
+            fps=args.fps,
+            robot_type=args.robot_type,
+            video=VideoConfig(codec=args.vcodec, crf=args.crf),
+            progress=progress,
+        )
     logger.info('exported %d of %d episodes to %s', len(kept), len(bags), out)
     return 0

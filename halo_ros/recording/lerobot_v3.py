@@ -19,9 +19,9 @@ Everything goes in chunk-000/file-000: the loader takes the file of each episode
 episodes table, so larger files stay valid (LeRobot itself rolls over at 100 MB / 200 MB).
 """
 
-from dataclasses import dataclass
 import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -60,15 +60,24 @@ class _VideoFile:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path, self.height, self.width, self.frames = path, height, width, 0
         self._gen = imageio_ffmpeg.write_frames(
-            str(path), (width, height), fps=fps, codec=config.codec, pix_fmt_in='rgb24',
-            pix_fmt_out=config.pix_fmt, macro_block_size=1, ffmpeg_log_level='error',
-            output_params=['-crf', str(config.crf), '-g', str(config.gop)])
+            str(path),
+            (width, height),
+            fps=fps,
+            codec=config.codec,
+            pix_fmt_in='rgb24',
+            pix_fmt_out=config.pix_fmt,
+            macro_block_size=1,
+            ffmpeg_log_level='error',
+            output_params=['-crf', str(config.crf), '-g', str(config.gop)],
+        )
         self._gen.send(None)
 
     def write(self, frame: np.ndarray) -> None:
         if frame.shape != (self.height, self.width, 3):
-            raise ValueError(f'{self.path}: frame shape {frame.shape} != '
-                             f'{(self.height, self.width, 3)} of the first episode')
+            raise ValueError(
+                f'{self.path}: frame shape {frame.shape} != '
+                f'{(self.height, self.width, 3)} of the first episode'
+            )
         self._gen.send(np.ascontiguousarray(frame))
         self.frames += 1
 
@@ -78,8 +87,13 @@ class _VideoFile:
 
 def _stats(x: np.ndarray) -> dict:
     x = x.reshape(len(x), -1).astype(np.float64)
-    return {'min': x.min(0).tolist(), 'max': x.max(0).tolist(), 'mean': x.mean(0).tolist(),
-            'std': x.std(0).tolist(), 'count': [len(x)]}
+    return {
+        'min': x.min(0).tolist(),
+        'max': x.max(0).tolist(),
+        'mean': x.mean(0).tolist(),
+        'std': x.std(0).tolist(),
+        'count': [len(x)],
+    }
 
 
 def _merge_stats(parts: list[dict]) -> dict:
@@ -89,37 +103,71 @@ def _merge_stats(parts: list[dict]) -> dict:
     total = counts.sum()
     mean = (means * counts[:, None]).sum(0) / total
     var = ((stds**2 + (means - mean) ** 2) * counts[:, None]).sum(0) / total
-    return {'min': np.min([p['min'] for p in parts], 0).tolist(),
-            'max': np.max([p['max'] for p in parts], 0).tolist(),
-            'mean': mean.tolist(), 'std': np.sqrt(var).tolist(), 'count': [int(total)]}
+    return {
+        'min': np.min([p['min'] for p in parts], 0).tolist(),
+        'max': np.max([p['max'] for p in parts], 0).tolist(),
+        'mean': mean.tolist(),
+        'std': np.sqrt(var).tolist(),
+        'count': [int(total)],
+    }
 
 
 def _image_stats(frames: list[np.ndarray]) -> dict:
     x = np.stack(frames).astype(np.float64) / 255.0  # (N, H, W, 3) -> per channel, (3, 1, 1)
     per = lambda f: [[[float(v)]] for v in f(x, axis=(0, 1, 2))]  # noqa: E731
-    return {'min': per(np.min), 'max': per(np.max), 'mean': per(np.mean), 'std': per(np.std),
-            'count': [len(frames)]}
+    return {
+        'min': per(np.min),
+        'max': per(np.max),
+        'mean': per(np.mean),
+        'std': per(np.std),
+        'count': [len(frames)],
+    }
 
 
 def _tasks_table(tasks: list[str]):
     """meta/tasks.parquet as pandas writes it: the task string is the (named) index."""
     import pyarrow as pa
 
-    table = pa.table({'task_index': pa.array(range(len(tasks)), pa.int64()),
-                      'task': pa.array(tasks, pa.string())})
+    table = pa.table(
+        {
+            'task_index': pa.array(range(len(tasks)), pa.int64()),
+            'task': pa.array(tasks, pa.string()),
+        }
+    )
     pandas_meta = {
-        'index_columns': ['task'], 'column_indexes': [],
+        'index_columns': ['task'],
+        'column_indexes': [],
         'columns': [
-            {'name': 'task_index', 'field_name': 'task_index', 'pandas_type': 'int64',
-             'numpy_type': 'int64', 'metadata': None},
-            {'name': 'task', 'field_name': 'task', 'pandas_type': 'unicode',
-             'numpy_type': 'object', 'metadata': None}],
-        'creator': {'library': 'pyarrow', 'version': pa.__version__}, 'pandas_version': '2.2.3'}
+            {
+                'name': 'task_index',
+                'field_name': 'task_index',
+                'pandas_type': 'int64',
+                'numpy_type': 'int64',
+                'metadata': None,
+            },
+            {
+                'name': 'task',
+                'field_name': 'task',
+                'pandas_type': 'unicode',
+                'numpy_type': 'object',
+                'metadata': None,
+            },
+        ],
+        'creator': {'library': 'pyarrow', 'version': pa.__version__},
+        'pandas_version': '2.2.3',
+    }
     return table.replace_schema_metadata({b'pandas': json.dumps(pandas_meta).encode()})
 
 
-def write_lerobot_v3(episodes, out_dir: Path, *, fps: float, robot_type: str = 'aloha',
-                     video: VideoConfig = VideoConfig(), progress: bool = True) -> Path:
+def write_lerobot_v3(
+    episodes,
+    out_dir: Path,
+    *,
+    fps: float,
+    robot_type: str = 'aloha',
+    video: VideoConfig = VideoConfig(),
+    progress: bool = True,
+) -> Path:
     """`episodes`: iterable of (EpisodeData, AlignedEpisode) pairs. Returns `out_dir`."""
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -143,8 +191,10 @@ def write_lerobot_v3(episodes, out_dir: Path, *, fps: float, robot_type: str = '
         if cameras is None:
             cameras = cams
         elif cams != cameras:
-            raise ValueError(f'{data.bag_dir}: cameras {cams} differ from the first episode\'s '
-                             f'{cameras}; export them separately')
+            raise ValueError(
+                f"{data.bag_dir}: cameras {cams} differ from the first episode's "
+                f'{cameras}; export them separately'
+            )
         task = aligned.instruction or 'unspecified task'
         task_index = tasks.setdefault(task, len(tasks))
         n = aligned.length
@@ -158,7 +208,8 @@ def write_lerobot_v3(episodes, out_dir: Path, *, fps: float, robot_type: str = '
             'observation.effort': aligned.effort.astype(np.float32),
             'action': aligned.action.astype(np.float32),
             'next.reward': aligned.reward.astype(np.float32),
-            'next.done': done, 'next.success': success,
+            'next.done': done,
+            'next.success': success,
             'intervention': aligned.intervention.astype(bool),
             'stamp_ns': aligned.grid_ns.astype(np.int64),
             'observation.state.stamp_ns': aligned.state_stamp_ns.astype(np.int64),
@@ -173,12 +224,21 @@ def write_lerobot_v3(episodes, out_dir: Path, *, fps: float, robot_type: str = '
             cols[f'{_video_key(cam)}.stamp_ns'] = aligned.image_stamp_ns[cam].astype(np.int64)
         for key, value in cols.items():
             columns.setdefault(key, []).append(value)
-        row = {'episode_index': ep_index, 'tasks': [task], 'length': n,
-               'data/chunk_index': 0, 'data/file_index': 0,
-               'dataset_from_index': index, 'dataset_to_index': index + n,
-               'meta/episodes/chunk_index': 0, 'meta/episodes/file_index': 0,
-               'success': aligned.success, 'final_reward': aligned.final_reward,
-               'source_bag': str(data.bag_dir), 'episode_id': data.meta.episode_id}
+        row = {
+            'episode_index': ep_index,
+            'tasks': [task],
+            'length': n,
+            'data/chunk_index': 0,
+            'data/file_index': 0,
+            'dataset_from_index': index,
+            'dataset_to_index': index + n,
+            'meta/episodes/chunk_index': 0,
+            'meta/episodes/file_index': 0,
+            'success': aligned.success,
+            'final_reward': aligned.final_reward,
+            'source_bag': str(data.bag_dir),
+            'episode_id': data.meta.episode_id,
+        }
         for key in (*VECTOR_FEATURES, 'next.reward'):
             s = _stats(cols[key])
             feature_stats.setdefault(key, []).append(s)
@@ -191,15 +251,24 @@ def write_lerobot_v3(episodes, out_dir: Path, *, fps: float, robot_type: str = '
             it = data.frames(cam, np.unique(wanted))
             frame_idx, frame = next(it)
             from_ts = None
-            bar = tqdm(wanted, desc=f'episode {ep_index} {cam}', unit='frame', disable=not progress,
-                       leave=False)
+            bar = tqdm(
+                wanted,
+                desc=f'episode {ep_index} {cam}',
+                unit='frame',
+                disable=not progress,
+                leave=False,
+            )
             for k, want in enumerate(bar):
                 while frame_idx < want:
                     frame_idx, frame = next(it)
                 if key not in videos:
                     videos[key] = _VideoFile(
                         out_dir / VIDEO_PATH.format(video_key=key, chunk_index=0, file_index=0),
-                        frame.shape[0], frame.shape[1], fps, video)
+                        frame.shape[0],
+                        frame.shape[1],
+                        fps,
+                        video,
+                    )
                 if from_ts is None:
                     from_ts = videos[key].frames / fps
                 videos[key].write(frame)
@@ -207,15 +276,25 @@ def write_lerobot_v3(episodes, out_dir: Path, *, fps: float, robot_type: str = '
                     samples.append(frame)
             s = _image_stats(samples)
             feature_stats.setdefault(key, []).append(s)
-            row.update({f'videos/{key}/chunk_index': 0, f'videos/{key}/file_index': 0,
-                        f'videos/{key}/from_timestamp': from_ts,
-                        f'videos/{key}/to_timestamp': from_ts + n / fps})
+            row.update(
+                {
+                    f'videos/{key}/chunk_index': 0,
+                    f'videos/{key}/file_index': 0,
+                    f'videos/{key}/from_timestamp': from_ts,
+                    f'videos/{key}/to_timestamp': from_ts + n / fps,
+                }
+            )
             for stat, v in s.items():
                 row[f'stats/{key}/{stat}'] = v
         episode_rows.append(row)
         index += n
-        logger.info('episode %d (%s): %d frames, success=%s', ep_index, data.meta.episode_id, n,
-                    aligned.success)
+        logger.info(
+            'episode %d (%s): %d frames, success=%s',
+            ep_index,
+            data.meta.episode_id,
+            n,
+            aligned.success,
+        )
     if not episode_rows:
         raise ValueError('no episodes to export')
     for v in videos.values():
@@ -242,31 +321,54 @@ def write_lerobot_v3(episodes, out_dir: Path, *, fps: float, robot_type: str = '
     names = {'motors': list(COMMAND_JOINT_NAMES)}
     for key in VECTOR_FEATURES:
         features[key] = {'dtype': 'float32', 'shape': [14], 'names': names}
-    for key, dtype in (('next.reward', 'float32'), ('next.done', 'bool'), ('next.success', 'bool'),
-                       ('intervention', 'bool'), ('stamp_ns', 'int64'),
-                       ('action.stamp_ns', 'int64')):
+    for key, dtype in (
+        ('next.reward', 'float32'),
+        ('next.done', 'bool'),
+        ('next.success', 'bool'),
+        ('intervention', 'bool'),
+        ('stamp_ns', 'int64'),
+        ('action.stamp_ns', 'int64'),
+    ):
         features[key] = {'dtype': dtype, 'shape': [1], 'names': None}
-    features['observation.state.stamp_ns'] = {'dtype': 'int64', 'shape': [2],
-                                              'names': ['left', 'right']}
+    features['observation.state.stamp_ns'] = {
+        'dtype': 'int64',
+        'shape': [2],
+        'names': ['left', 'right'],
+    }
     for key, v in videos.items():
         features[key] = {
-            'dtype': 'video', 'shape': [v.height, v.width, 3],
+            'dtype': 'video',
+            'shape': [v.height, v.width, 3],
             'names': ['height', 'width', 'channels'],
-            'info': {'video.height': v.height, 'video.width': v.width,
-                     'video.codec': 'h264' if '264' in video.codec else video.codec,
-                     'video.pix_fmt': video.pix_fmt, 'video.is_depth_map': False,
-                     'video.fps': fps, 'video.channels': 3, 'has_audio': False}}
+            'info': {
+                'video.height': v.height,
+                'video.width': v.width,
+                'video.codec': 'h264' if '264' in video.codec else video.codec,
+                'video.pix_fmt': video.pix_fmt,
+                'video.is_depth_map': False,
+                'video.fps': fps,
+                'video.channels': 3,
+                'has_audio': False,
+            },
+        }
         features[f'{key}.stamp_ns'] = {'dtype': 'int64', 'shape': [1], 'names': None}
     for key in ('timestamp',):
         features[key] = {'dtype': 'float32', 'shape': [1], 'names': None}
     for key in ('frame_index', 'episode_index', 'index', 'task_index'):
         features[key] = {'dtype': 'int64', 'shape': [1], 'names': None}
     info = {
-        'codebase_version': CODEBASE_VERSION, 'robot_type': robot_type,
-        'total_episodes': len(episode_rows), 'total_frames': index, 'total_tasks': len(tasks),
-        'chunks_size': 1000, 'data_files_size_in_mb': 100, 'video_files_size_in_mb': 200,
-        'fps': fps, 'splits': {'train': f'0:{len(episode_rows)}'},
-        'data_path': DATA_PATH, 'video_path': VIDEO_PATH if videos else None,
+        'codebase_version': CODEBASE_VERSION,
+        'robot_type': robot_type,
+        'total_episodes': len(episode_rows),
+        'total_frames': index,
+        'total_tasks': len(tasks),
+        'chunks_size': 1000,
+        'data_files_size_in_mb': 100,
+        'video_files_size_in_mb': 200,
+        'fps': fps,
+        'splits': {'train': f'0:{len(episode_rows)}'},
+        'data_path': DATA_PATH,
+        'video_path': VIDEO_PATH if videos else None,
         'features': features,
     }
     (out_dir / 'meta' / 'info.json').write_text(json.dumps(info, indent=4))

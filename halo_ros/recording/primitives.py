@@ -17,8 +17,8 @@ Stretches shorter than `min_phase_s` are merged into the phase before them (the 
 smooth motion slows down before the gripper acts, for example).
 """
 
-from dataclasses import dataclass
 import enum
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -57,11 +57,14 @@ class PrimitiveThresholds:
     def __post_init__(self):
         for name in ('arm_speed_rad_s', 'gripper_speed_per_s', 'min_phase_s', 'smoothing_s'):
             if not getattr(self, name) > 0:
-                raise ValueError(f'PrimitiveThresholds.{name} must be > 0, got '
-                                 f'{getattr(self, name)}')
+                raise ValueError(
+                    f'PrimitiveThresholds.{name} must be > 0, got {getattr(self, name)}'
+                )
         if not 0 < self.gripper_closed_below < 1:
-            raise ValueError('PrimitiveThresholds.gripper_closed_below must be in (0, 1), got '
-                             f'{self.gripper_closed_below}')
+            raise ValueError(
+                'PrimitiveThresholds.gripper_closed_below must be in (0, 1), got '
+                f'{self.gripper_closed_below}'
+            )
 
 
 @dataclass(frozen=True)
@@ -78,8 +81,9 @@ def _smooth(x: np.ndarray, window: int) -> np.ndarray:
     if window <= 1:
         return x
     kernel = np.ones(window) / window
-    padded = np.pad(x, [(window // 2, window - 1 - window // 2)] + [(0, 0)] * (x.ndim - 1),
-                    mode='edge')
+    padded = np.pad(
+        x, [(window // 2, window - 1 - window // 2)] + [(0, 0)] * (x.ndim - 1), mode='edge'
+    )
     return np.apply_along_axis(lambda c: np.convolve(c, kernel, mode='valid'), 0, padded)
 
 
@@ -109,8 +113,9 @@ def merge_short_runs(labels: list, min_len: int) -> list:
             labels[i] = label
 
 
-def arm_primitives(q: np.ndarray, fps: float,
-                   thresholds: PrimitiveThresholds = PrimitiveThresholds()) -> ArmPrimitives:
+def arm_primitives(
+    q: np.ndarray, fps: float, thresholds: PrimitiveThresholds = PrimitiveThresholds()
+) -> ArmPrimitives:
     """Primitives of one arm from its (T, 7) positions [6 joints rad, gripper 0..1]."""
     q = np.asarray(q, np.float64)
     if q.ndim != 2 or q.shape[1] != 7 or len(q) < 3:
@@ -123,9 +128,14 @@ def arm_primitives(q: np.ndarray, fps: float,
     speed = np.linalg.norm(vel[:, :6], axis=1)
     grip_speed = vel[:, 6]
     moving = speed > th.arm_speed_rad_s
-    gripper = tuple(Gripper.OPENING if v > th.gripper_speed_per_s
-                    else Gripper.CLOSING if v < -th.gripper_speed_per_s else Gripper.STILL
-                    for v in grip_speed)
+    gripper = tuple(
+        Gripper.OPENING
+        if v > th.gripper_speed_per_s
+        else Gripper.CLOSING
+        if v < -th.gripper_speed_per_s
+        else Gripper.STILL
+        for v in grip_speed
+    )
     closed = qs[:, 6] < th.gripper_closed_below
     n = len(q)
     grasp_ahead = np.zeros(n, bool)  # a closing happens at or after t
@@ -140,8 +150,9 @@ def arm_primitives(q: np.ndarray, fps: float,
         elif gripper[t] is Gripper.OPENING:
             raw.append(Phase.RELEASE)
         elif moving[t]:
-            raw.append(Phase.TRANSFER if closed[t]
-                       else Phase.REACH if grasp_ahead[t] else Phase.RETREAT)
+            raw.append(
+                Phase.TRANSFER if closed[t] else Phase.REACH if grasp_ahead[t] else Phase.RETREAT
+            )
         else:
             raw.append(Phase.HOLD if closed[t] else Phase.IDLE)
     phase = merge_short_runs(raw, max(1, round(th.min_phase_s * fps)))

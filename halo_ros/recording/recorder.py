@@ -4,11 +4,11 @@ The recorder node is a thin shell over `EpisodeRecorder`: it turns subscriptions
 `on_message` calls and services into `start`/`stop`/`discard`/`mark_outcome`.
 """
 
-from dataclasses import dataclass
 import datetime
 import logging
-from pathlib import Path
 import threading
+from dataclasses import dataclass
+from pathlib import Path
 
 import yaml
 
@@ -18,13 +18,13 @@ from halo_ros.recording.episode_meta import (
     read_sidecar,
     write_sidecar,
 )
-from halo_ros.recording.topics import EPISODE_META_TOPIC
 from halo_ros.recording.episode_writer import (
     DropCounter,
     EpisodeSummary,
     EpisodeWriter,
     WriterConfig,
 )
+from halo_ros.recording.topics import EPISODE_META_TOPIC
 
 logger = logging.getLogger(__name__)
 
@@ -110,12 +110,20 @@ class EpisodeRecorder:
                 raise RuntimeError(f'episode {self._writer.meta.episode_id} is still recording')
             episode_id = self._next_episode_id()
             meta = EpisodeMeta(
-                episode_id=episode_id, instruction=self._instruction, robot=self.config.robot,
-                calibration_hash=self.config.calibration_hash, model_hash=self.config.model_hash,
-                operator_note=self._operator_note)
+                episode_id=episode_id,
+                instruction=self._instruction,
+                robot=self.config.robot,
+                calibration_hash=self.config.calibration_hash,
+                model_hash=self.config.model_hash,
+                operator_note=self._operator_note,
+            )
             self._reward = None
-            writer = EpisodeWriter(self.config.output_dir / episode_id, meta,
-                                   config=self.config.writer, meta_topic=self.config.meta_topic)
+            writer = EpisodeWriter(
+                self.config.output_dir / episode_id,
+                meta,
+                config=self.config.writer,
+                meta_topic=self.config.meta_topic,
+            )
             writer.start()
             self._writer = writer
             self._last_bag = writer.bag_dir

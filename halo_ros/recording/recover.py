@@ -11,13 +11,13 @@ The scan is ~100 lines of MCAP record parsing rather than a reader dependency: t
 reader insists on a footer, and the `mcap` package is a test-only dependency here.
 """
 
-from dataclasses import dataclass
 import logging
 import os
-from pathlib import Path
 import shutil
 import struct
-from typing import Iterator
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
 
 from halo_ros.recording.episode_meta import (
     EpisodeMeta,
@@ -88,7 +88,7 @@ class _Buf:
         return v
 
     def bytes_(self, n: int) -> memoryview:
-        v = self.data[self.pos:self.pos + n]
+        v = self.data[self.pos : self.pos + n]
         if len(v) != n:
             raise EOFError
         self.pos += n
@@ -107,7 +107,7 @@ def _records(data: memoryview) -> Iterator[tuple[int, memoryview, int]]:
         end = pos + 9 + length
         if end > len(data):
             return
-        yield op, data[pos + 9:end], end
+        yield op, data[pos + 9 : end], end
         pos = end
 
 
@@ -119,7 +119,7 @@ def scan(path: Path) -> tuple[list[SalvagedMessage], int, int]:
         raw = f.read()
     if not raw.startswith(MAGIC):
         raise ValueError(f'{path} is not an MCAP file (bad magic)')
-    data = memoryview(raw)[len(MAGIC):]
+    data = memoryview(raw)[len(MAGIC) :]
     schemas: dict[int, str] = {}
     channels: dict[int, tuple[str, str]] = {}
     messages: list[SalvagedMessage] = []
@@ -141,7 +141,7 @@ def scan(path: Path) -> tuple[list[SalvagedMessage], int, int]:
                 log_time = b.u64()
                 b.u64()
                 topic, msgtype = channels[cid]
-                messages.append(SalvagedMessage(topic, msgtype, log_time, bytes(rec[b.pos:])))
+                messages.append(SalvagedMessage(topic, msgtype, log_time, bytes(rec[b.pos :])))
 
     for op, body, end in _records(data):
         last_end = end
@@ -177,9 +177,12 @@ def recover_episode(bag_dir: Path) -> RecoveryReport:
     counts: dict[str, int] = {}
     for m in messages:
         counts[m.topic] = counts.get(m.topic, 0) + 1
-    meta = meta.with_(status=EpisodeStatus.RECOVERED, message_counts=counts,
-                      error=meta.error or 'recorder stopped without closing the bag',
-                      end_time_ns=max((m.log_time_ns for m in messages), default=0))
+    meta = meta.with_(
+        status=EpisodeStatus.RECOVERED,
+        message_counts=counts,
+        error=meta.error or 'recorder stopped without closing the bag',
+        end_time_ns=max((m.log_time_ns for m in messages), default=0),
+    )
 
     ts = get_typestore(Stores.ROS2_JAZZY)
     work = bag_dir.with_name(bag_dir.name + '.recovering')
@@ -203,6 +206,11 @@ def recover_episode(bag_dir: Path) -> RecoveryReport:
     os.replace(new_bag, bag_dir)
     shutil.rmtree(old)
     work.rmdir()
-    logger.info('recovered %s: %d messages from %d chunks (%d trailing bytes dropped)',
-                bag_dir, len(messages), chunks, trailing)
+    logger.info(
+        'recovered %s: %d messages from %d chunks (%d trailing bytes dropped)',
+        bag_dir,
+        len(messages),
+        chunks,
+        trailing,
+    )
     return RecoveryReport(bag_dir, True, chunks, len(messages), trailing)

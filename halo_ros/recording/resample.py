@@ -6,9 +6,9 @@ required stream has produced a sample and ends at the earliest last sample, so n
 extrapolated. Source stamps are kept beside the values so the alignment can be audited.
 """
 
-from dataclasses import dataclass
 import json
 import logging
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -58,8 +58,9 @@ def _instruction(data: EpisodeData) -> str:
     return stream.text[-1] if stream and stream.text else ''
 
 
-def align_episode(data: EpisodeData, fps: float = CONTROL_HZ,
-                  cameras: tuple[str, ...] | None = None) -> AlignedEpisode:
+def align_episode(
+    data: EpisodeData, fps: float = CONTROL_HZ, cameras: tuple[str, ...] | None = None
+) -> AlignedEpisode:
     for arm in T.FOLLOWERS:
         if arm not in data.joints:
             raise ValueError(f'{data.bag_dir}: no {arm} joint states; cannot build observations')
@@ -95,8 +96,10 @@ def align_episode(data: EpisodeData, fps: float = CONTROL_HZ,
     if action_stamps.shape[1] == 1:
         action_stamps = action_stamps[:, 0]
     if state.shape[1] != 14 or action.shape[1] != 14:
-        raise ValueError(f'{data.bag_dir}: expected 14 state and action values, got '
-                         f'{state.shape[1]} and {action.shape[1]}')
+        raise ValueError(
+            f'{data.bag_dir}: expected 14 state and action values, got '
+            f'{state.shape[1]} and {action.shape[1]}'
+        )
 
     image_index = {c: latest_at_or_before(data.image_stamps_ns[c], grid) for c in cameras}
     image_stamp = {c: data.image_stamps_ns[c][image_index[c]] for c in cameras}
@@ -114,11 +117,23 @@ def align_episode(data: EpisodeData, fps: float = CONTROL_HZ,
         intervention = np.where(idx >= 0, flags[np.maximum(idx, 0)], False)
     success, final_reward = episode_outcome(data)
     return AlignedEpisode(
-        fps=fps, grid_ns=grid, state=state, velocity=velocity, effort=effort, action=action,
-        action_source=action_source, state_stamp_ns=state_stamps, action_stamp_ns=action_stamps,
-        image_index=image_index, image_stamp_ns=image_stamp, reward=reward,
-        intervention=intervention, success=success, final_reward=final_reward,
-        instruction=_instruction(data))
+        fps=fps,
+        grid_ns=grid,
+        state=state,
+        velocity=velocity,
+        effort=effort,
+        action=action,
+        action_source=action_source,
+        state_stamp_ns=state_stamps,
+        action_stamp_ns=action_stamps,
+        image_index=image_index,
+        image_stamp_ns=image_stamp,
+        reward=reward,
+        intervention=intervention,
+        success=success,
+        final_reward=final_reward,
+        instruction=_instruction(data),
+    )
 
 
 def _json_field(text: str, key: str):

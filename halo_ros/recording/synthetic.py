@@ -6,13 +6,12 @@ jitter so nothing lands exactly on the control grid, as with real drivers. Used 
 benchmark's dry run and as a worked example of the topic contract.
 """
 
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 import numpy as np
 
 from halo_ros.recording import topics as T
-
 from halo_ros.recording.topics import COMMAND_JOINT_NAMES, arm_joint_names
 
 START_POSE_RAD = np.array([0.0, -0.96, 1.16, 0.0, -0.3, 0.0])
@@ -80,10 +79,16 @@ def frame_pixels(camera_index: int, frame_index: int, height: int, width: int) -
     return img
 
 
-def pick_place_messages(*, start_ns: int = 1_700_000_000_000_000_000, image_hw=(48, 64),
-                        camera_hz: float = 30.0, joint_hz: float = 50.0, jitter_ms: float = 2.0,
-                        seed: int = 0, tail_s: float = 0.3
-                        ) -> Iterator[tuple[str, str, int, int, bytes]]:
+def pick_place_messages(
+    *,
+    start_ns: int = 1_700_000_000_000_000_000,
+    image_hw=(48, 64),
+    camera_hz: float = 30.0,
+    joint_hz: float = 50.0,
+    jitter_ms: float = 2.0,
+    seed: int = 0,
+    tail_s: float = 0.3,
+) -> Iterator[tuple[str, str, int, int, bytes]]:
     """Yield (topic, msgtype, receive_ns, header_stamp_ns, cdr) in receive order."""
     from rosbags.typesys import Stores, get_typestore
 
@@ -110,34 +115,61 @@ def pick_place_messages(*, start_ns: int = 1_700_000_000_000_000_000, image_hw=(
     for ci, cam in enumerate(T.CAMERAS):
         for fi in range(int(total_s * camera_hz)):
             stamp = start_ns + int(fi / camera_hz * 1e9) + jitter() + ci * 1_000_000
-            msg = Image(header=header(stamp, cam), height=h, width=w, encoding='rgb8',
-                        is_bigendian=0, step=w * 3,
-                        data=frame_pixels(ci, fi, h, w).reshape(-1))
+            msg = Image(
+                header=header(stamp, cam),
+                height=h,
+                width=w,
+                encoding='rgb8',
+                is_bigendian=0,
+                step=w * 3,
+                data=frame_pixels(ci, fi, h, w).reshape(-1),
+            )
             events.append((stamp + 3_000_000, stamp, T.image_topic(cam), T.IMAGE, msg))
     zeros7 = np.zeros(7)
     for k in range(int(total_s * joint_hz)):
         nominal = start_ns + int(k / joint_hz * 1e9)
         state = pick_place_state((nominal - start_ns) / 1e9)
-        for arm, side in (('follower_left', 'left'), ('follower_right', 'right'),
-                          ('leader_left', 'left'), ('leader_right', 'right')):
+        for arm, side in (
+            ('follower_left', 'left'),
+            ('follower_right', 'right'),
+            ('leader_left', 'left'),
+            ('leader_right', 'right'),
+        ):
             stamp = nominal + jitter()
             q = state[:7] if side == 'left' else state[7:]
-            msg = JointState(header=header(stamp), name=arm_joint_names(side),
-                             position=q.astype(np.float64), velocity=zeros7.copy(),
-                             effort=np.full(7, 100.0 + k % 7))
+            msg = JointState(
+                header=header(stamp),
+                name=arm_joint_names(side),
+                position=q.astype(np.float64),
+                velocity=zeros7.copy(),
+                effort=np.full(7, 100.0 + k % 7),
+            )
             events.append((stamp + 500_000, stamp, T.joint_state_topic(arm), T.JOINT_STATE, msg))
-        cmd = JointState(header=header(nominal), name=list(COMMAND_JOINT_NAMES),
-                         position=state.astype(np.float64), velocity=np.zeros(0),
-                         effort=np.zeros(0))
+        cmd = JointState(
+            header=header(nominal),
+            name=list(COMMAND_JOINT_NAMES),
+            position=state.astype(np.float64),
+            velocity=np.zeros(0),
+            effort=np.zeros(0),
+        )
         events.append((nominal + 200_000, nominal, T.COMMAND_TOPIC, T.JOINT_STATE, cmd))
         if k % 50 == 0:
-            events.append((nominal + 100_000, nominal, T.MODE_TOPIC, T.STRING,
-                           String(data='POLICY')))
+            events.append(
+                (nominal + 100_000, nominal, T.MODE_TOPIC, T.STRING, String(data='POLICY'))
+            )
             reward = min(4.0, 4.0 * (nominal - start_ns) / 1e9 / duration_s())
-            events.append((nominal + 100_000, nominal, T.REWARD_TOPIC, T.FLOAT32,
-                           Float32(data=reward)))
-    events.append((start_ns, start_ns, T.INSTRUCTION_TOPIC, T.STRING,
-                   String(data='pick up the cube and place it on the left')))
+            events.append(
+                (nominal + 100_000, nominal, T.REWARD_TOPIC, T.FLOAT32, Float32(data=reward))
+            )
+    events.append(
+        (
+            start_ns,
+            start_ns,
+            T.INSTRUCTION_TOPIC,
+            T.STRING,
+            String(data='pick up the cube and place it on the left'),
+        )
+    )
     end = start_ns + int(total_s * 1e9)
     events.append((end, end, T.SUCCESS_TOPIC, T.BOOL, Bool(data=True)))
     events.sort(key=lambda e: e[0])
@@ -157,8 +189,11 @@ def write_pick_place_episode(bag_dir, *, success: bool | None = True, **kwargs):
     first = sent[0][2]
     clock = iter(range(first - 1000, first + 10**12, 1000))
     outcome = {True: Outcome.SUCCESS, False: Outcome.FAILURE, None: Outcome.UNKNOWN}[success]
-    writer = EpisodeWriter(Path(bag_dir), EpisodeMeta(Path(bag_dir).name, robot='aloha-sim'),
-                           clock_ns=lambda: next(clock))
+    writer = EpisodeWriter(
+        Path(bag_dir),
+        EpisodeMeta(Path(bag_dir).name, robot='aloha-sim'),
+        clock_ns=lambda: next(clock),
+    )
     writer.start()
     for topic, msgtype, recv_ns, _, data in sent:
         writer.put(topic, msgtype, recv_ns, data)
