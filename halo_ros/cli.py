@@ -18,6 +18,7 @@ COMMANDS = {
     'demo': 'halo_ros.demo',
     'expert-eval': 'halo_ros.sim.expert_eval',
     'export-dataset': 'halo_ros.recording.export_dataset',
+    'recover-episodes': 'halo_ros.recording.recover',
 }
 
 

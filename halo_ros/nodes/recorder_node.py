@@ -32,6 +32,7 @@ from halo_ros.recording import topics as T
 from halo_ros.recording.episode_meta import Outcome
 from halo_ros.recording.episode_writer import Compression, WriterConfig
 from halo_ros.recording.recorder import EpisodeRecorder, RecorderConfig
+from halo_ros.recording.topics import OfferedQos
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +51,15 @@ def _qos_for(publishers) -> QoSProfile:
         depth=100,  # absorbs executor hiccups; the writer queue absorbs disk hiccups
         reliability=ReliabilityPolicy.RELIABLE if reliable else ReliabilityPolicy.BEST_EFFORT,
         durability=DurabilityPolicy.TRANSIENT_LOCAL if latched else DurabilityPolicy.VOLATILE,
+    )
+
+
+def _offered(publisher) -> OfferedQos:
+    qos = publisher.qos_profile
+    return OfferedQos(
+        reliable=qos.reliability == ReliabilityPolicy.RELIABLE,
+        transient_local=qos.durability == DurabilityPolicy.TRANSIENT_LOCAL,
+        depth=int(qos.depth),
     )
 
 
@@ -132,6 +142,7 @@ class RecorderNode(Node):
                 if special is not None:
                     special[1](deserialize_message(data, special[0]))
 
+            self.recorder.set_offered_qos(name, tuple(_offered(pub) for pub in publishers))
             self._recorded_subs[name] = self.create_subscription(
                 cls, name, callback, _qos_for(publishers), raw=True
             )

@@ -33,7 +33,7 @@ from io import BytesIO
 from pathlib import Path
 
 from halo_ros.recording.episode_meta import EpisodeMeta, EpisodeStatus, write_sidecar
-from halo_ros.recording.topics import EPISODE_META_TOPIC, STRING
+from halo_ros.recording.topics import EPISODE_META_TOPIC, STRING, OfferedQos
 
 logger = logging.getLogger(__name__)
 
@@ -160,6 +160,32 @@ class _CheckedFile:
             self._fd = -1
 
 
+def _rosbags_qos(offered: OfferedQos):
+    from rosbags.interfaces import (
+        Qos,
+        QosDurability,
+        QosHistory,
+        QosLiveliness,
+        QosReliability,
+        QosTime,
+    )
+
+    infinite = QosTime(9223372036, 854775807)  # RMW_DURATION_INFINITE, as Jazzy writes it
+    return Qos(
+        history=QosHistory.KEEP_LAST,
+        depth=offered.depth,
+        reliability=QosReliability.RELIABLE if offered.reliable else QosReliability.BEST_EFFORT,
+        durability=QosDurability.TRANSIENT_LOCAL
+        if offered.transient_local
+        else QosDurability.VOLATILE,
+        deadline=infinite,
+        lifespan=infinite,
+        liveliness=QosLiveliness.AUTOMATIC,
+        liveliness_lease_duration=infinite,
+        avoid_ros_namespace_conventions=False,
+    )
+
+
 def _check_rosbags_internals(storage) -> None:
     for name in ('bio', 'chunk', 'chunks', 'channel_stats', 'close_chunk'):
         if not hasattr(storage, name):
@@ -242,6 +268,7 @@ class EpisodeWriter:
         self._file: _CheckedFile | None = None
         self._connections: dict[tuple[str, str], object] = {}
         self._unknown_types: set[str] = set()
+        self._offered_qos: dict[str, tuple[OfferedQos, ...]] = {}
         self._written: dict[str, int] = defaultdict(int)
         self._written_bytes = 0
         self._writer_cpu_s = 0.0
@@ -301,6 +328,11 @@ class EpisodeWriter:
             self.drops.add(topic, DropReason.QUEUE_FULL)
             return False
         return True
+
+    def set_offered_qos(self, topic: str, profiles: tuple[OfferedQos, ...]) -> None:
+        """The publishers' QoS of a topic, for metadata.yaml; takes effect if set before the
+        topic's first message."""
+        self._offered_qos[topic] = tuple(profiles)
 
     def update_meta(self, **changes) -> EpisodeMeta:
         """Change metadata fields (instruction, outcome, reward, operator_note...)."""
@@ -384,7 +416,10 @@ class EpisodeWriter:
                     'topic %s: type %s is not in the Jazzy typestore; not recorded', topic, msgtype
                 )
                 return None
-            conn = self._bag.add_connection(topic, msgtype, typestore=self._typestore)
+            qos = [_rosbags_qos(q) for q in self._offered_qos.get(topic, ())]
+            conn = self._bag.add_connection(
+                topic, msgtype, typestore=self._typestore, offered_qos_profiles=qos
+            )
             self._connections[key] = conn
         return conn
 

@@ -24,7 +24,7 @@ from halo_ros.recording.episode_writer import (
     EpisodeWriter,
     WriterConfig,
 )
-from halo_ros.recording.topics import EPISODE_META_TOPIC
+from halo_ros.recording.topics import EPISODE_META_TOPIC, OfferedQos
 
 logger = logging.getLogger(__name__)
 
@@ -72,6 +72,7 @@ class EpisodeRecorder:
         self._instruction = ''
         self._operator_note = ''
         self._reward: float | None = None
+        self._offered_qos: dict[str, tuple[OfferedQos, ...]] = {}
         self.last_summary: EpisodeSummary | None = None
 
     # ---- hot path ---------------------------------------------------------------------------
@@ -102,6 +103,12 @@ class EpisodeRecorder:
             if self._writer is not None:
                 self._writer.update_meta(reward=reward)
 
+    def set_offered_qos(self, topic: str, profiles: tuple[OfferedQos, ...]) -> None:
+        with self._lock:
+            self._offered_qos[topic] = tuple(profiles)
+            if self._writer is not None:
+                self._writer.set_offered_qos(topic, profiles)
+
     # ---- services -----------------------------------------------------------------------------
 
     def start(self) -> Path:
@@ -124,6 +131,8 @@ class EpisodeRecorder:
                 config=self.config.writer,
                 meta_topic=self.config.meta_topic,
             )
+            for topic, profiles in self._offered_qos.items():
+                writer.set_offered_qos(topic, profiles)
             writer.start()
             self._writer = writer
             self._last_bag = writer.bag_dir

@@ -1,4 +1,4 @@
-"""Salvage an episode bag whose recorder died before closing it.
+"""Salvage episode bags whose recorder died before closing them.
 
 A killed writer leaves `<bag>/<bag>.mcap` without the MCAP summary and footer, and no
 metadata.yaml. Every chunk the writer closed before it died is complete on disk (that is what
@@ -214,3 +214,21 @@ def recover_episode(bag_dir: Path) -> RecoveryReport:
         trailing,
     )
     return RecoveryReport(bag_dir, True, chunks, len(messages), trailing)
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument('episodes', nargs='+', help='episode bag folders, or folders of them')
+
+
+def run(args) -> int:
+    from halo_ros.recording.export_dataset import find_episodes
+
+    bags = find_episodes(args.episodes)
+    recovered = 0
+    for bag in bags:
+        report = recover_episode(bag)
+        if report.needed:
+            recovered += 1
+            logger.info('%s: %d messages recovered', bag, report.messages)
+    logger.info('%d of %d bags needed recovery', recovered, len(bags))
+    return 0

@@ -56,6 +56,15 @@ def joint_state_topic(arm: str) -> str:
 
 
 @dataclass(frozen=True)
+class OfferedQos:
+    """What one publisher offers, as rosbag2 stores it so `ros2 bag play` can offer the same."""
+
+    reliable: bool
+    transient_local: bool
+    depth: int
+
+
+@dataclass(frozen=True)
 class RecordedTopic:
     """A topic the recorder subscribes to."""
 
