@@ -85,6 +85,16 @@ def test_concurrent_arms_make_subtasks_of_the_pair():
     assert [r[0] for r in runs([1, 1, 2, 2, 2, 1])] == [1, 2, 1]
 
 
+def test_a_gripper_stopped_half_open_by_an_object_still_holds_it():
+    n = 150
+    t = np.arange(n) / FPS
+    q = np.tile(np.r_[synthetic.START_POSE_RAD, 1.0], (n, 1))
+    q[:, 6] = 1.0 - 0.4 * np.clip((t - 0.5) / 0.4, 0, 1)  # closes to 0.6 (the cube is wide)
+    q[:, 0] = np.clip(t - 1.5, 0, 1)  # then carries it
+    phases = [p for p, _, _ in runs(list(arm_primitives(q, FPS).phase))]
+    assert phases == [Phase.IDLE, Phase.GRASP, Phase.HOLD, Phase.TRANSFER, Phase.HOLD]
+
+
 class _Numbered(ReasoningAnnotator):
     name = 'numbered'
 

@@ -47,7 +47,7 @@ class PrimitiveThresholds:
     # Normalised gripper speed (full stroke = 1) above which it is opening or closing; a full
     # close takes 0.3-1 s on ALOHA, i.e. 1-3 /s.
     gripper_speed_per_s: float = 0.25
-    # Below this normalised opening the gripper is closed (holding or empty).
+    # Below this normalised opening a gripper that has not moved yet counts as closed.
     gripper_closed_below: float = 0.5
     # Phases shorter than this merge into the previous one.
     min_phase_s: float = 0.15
@@ -73,7 +73,7 @@ class ArmPrimitives:
     gripper_speed_per_s: np.ndarray  # (T,) signed, + = opening
     moving: np.ndarray  # (T,) bool
     gripper: tuple[Gripper, ...]  # (T,)
-    closed: np.ndarray  # (T,) bool
+    closed: np.ndarray  # (T,) bool, holding (or closed empty)
     phase: tuple[Phase, ...]  # (T,)
 
 
@@ -136,7 +136,14 @@ def arm_primitives(
         else Gripper.STILL
         for v in grip_speed
     )
-    closed = qs[:, 6] < th.gripper_closed_below
+    # Closed = holding: set by a closing motion, cleared by an opening one. The opening alone
+    # cannot tell, since a gripper closed on an object stops wherever the object is (a cube
+    # in the ALOHA sim leaves it half open); it only decides the state before the first motion.
+    closed = np.empty(len(q), bool)
+    state = bool(qs[0, 6] < th.gripper_closed_below)
+    for t, g in enumerate(gripper):
+        state = True if g is Gripper.CLOSING else False if g is Gripper.OPENING else state
+        closed[t] = state
     n = len(q)
     grasp_ahead = np.zeros(n, bool)  # a closing happens at or after t
     seen = False
