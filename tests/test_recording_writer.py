@@ -266,3 +266,13 @@ def test_full_disk_stops_the_episode_cleanly_and_keeps_what_was_written(small_tm
     info = yaml.safe_load((bag / 'metadata.yaml').read_text())['rosbag2_bagfile_information']
     assert info['message_count'] == len(got)
     assert json.loads(info['custom_data']['halo.message_counts'])['blob'] == len(blobs)
+
+
+def test_an_episode_that_cannot_start_leaves_nothing_behind(small_tmpfs):
+    with pytest.raises(OSError, match='cannot start episode ep'):
+        EpisodeWriter(
+            small_tmpfs / 'ep',
+            EpisodeMeta('ep'),
+            config=WriterConfig(disk_reserve_bytes=64 * 2**20),
+        ).start()
+    assert not (small_tmpfs / 'ep').exists()

@@ -289,20 +289,33 @@ class EpisodeWriter:
             from rosbags.rosbag2 import CompressionFormat, CompressionMode
 
             bag.set_compression(CompressionMode.STORAGE, CompressionFormat.ZSTD)  # before open()
-        bag.open()
-        storage = bag.storage
-        _check_rosbags_internals(storage)
-        offset = storage.bio.tell()
-        storage.bio.close()
-        self._file = storage.bio = _CheckedFile(storage.path, offset)
-        self._bag = bag
-        if self.config.disk_reserve_bytes:
-            reserve = self.bag_dir / _RESERVE_NAME
-            fd = os.open(reserve, os.O_WRONLY | os.O_CREAT, 0o644)
-            try:
-                os.posix_fallocate(fd, 0, self.config.disk_reserve_bytes)
-            finally:
-                os.close(fd)
+        try:
+            bag.open()
+            storage = bag.storage
+            _check_rosbags_internals(storage)
+            offset = storage.bio.tell()
+            storage.bio.close()
+            self._file = storage.bio = _CheckedFile(storage.path, offset)
+            self._bag = bag
+            if self.config.disk_reserve_bytes:
+                reserve = self.bag_dir / _RESERVE_NAME
+                fd = os.open(reserve, os.O_WRONLY | os.O_CREAT, 0o644)
+                try:
+                    os.posix_fallocate(fd, 0, self.config.disk_reserve_bytes)
+                finally:
+                    os.close(fd)
+            write_sidecar(self.bag_dir, self._meta)
+        except OSError as err:
+            # Nothing was recorded yet: leave no half-made bag behind.
+            if self._file is not None:
+                self._file.close()
+            shutil.rmtree(self.bag_dir, ignore_errors=True)
+            raise OSError(
+                err.errno,
+                f'cannot start episode {self._meta.episode_id} in {self.bag_dir}: '
+                f'{os.strerror(err.errno or errno.EIO)} (it needs '
+                f'{self.config.disk_reserve_bytes} bytes of reserve to close cleanly)',
+            ) from err
         now = self._clock_ns()
         with self._meta_lock:
             self._meta = self._meta.with_(start_time_ns=now, status=EpisodeStatus.RECORDING)
