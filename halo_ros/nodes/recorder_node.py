@@ -106,7 +106,7 @@ class RecorderNode(Node):
         self.create_service(Trigger, '~/discard', self._srv_discard)
         self.create_service(SetBool, '~/mark_success', self._srv_mark)
         self._diag_pub = self.create_publisher(DiagnosticArray, 'diagnostics', 10)
-        self.create_timer(0.5, self._discover)
+        self.create_timer(0.2, self._discover)
         self.create_timer(1.0, self._publish_diagnostics)
         self.create_timer(0.2, self._check_writer)
         self._discover()

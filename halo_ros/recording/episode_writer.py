@@ -456,10 +456,14 @@ class EpisodeWriter:
         try:
             if storage.chunk.bio.tell():
                 storage.close_chunk()
-            if fsync:
-                self._file.fsync()
         except OSError as err:
             self._on_write_error(err, safe_offset)
+            return
+        if fsync:
+            try:
+                self._file.fsync()
+            except OSError as err:  # the chunk is written and indexed: keep it
+                self._on_write_error(err, self._file.tell())
 
     def _on_write_error(self, err: OSError, safe_offset: int, current_topic: str = '') -> None:
         """Cut the failed chunk off the file and account for the messages it held."""
