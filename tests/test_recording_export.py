@@ -128,3 +128,39 @@ def test_export_round_trip_aloha_and_lerobot(recorded, tmp_path):
     want = (8 * aligned[1].image_index['cam_high']) % 256
     got = np.array([d[..., 0].mean() for d in decoded[start : start + aligned[1].length]])
     assert np.abs(got - want).max() < 3.5  # a neighbouring frame would be 8 off
+
+
+def test_export_skips_unfinished_bags_unless_recovered_and_can_keep_only_successes(
+    recorded, tmp_path
+):
+    import shutil
+
+    root, _ = recorded
+    bags = tmp_path / 'bags'
+    shutil.copytree(root, bags)
+    cut = bags / 'ep_ok' / 'ep_ok.mcap'
+    cut.write_bytes(cut.read_bytes()[: cut.stat().st_size * 6 // 10])  # a killed recorder
+    (bags / 'ep_ok' / 'metadata.yaml').unlink()
+
+    def exported(*extra):
+        out = tmp_path / f'out{len(list(tmp_path.iterdir()))}'
+        assert (
+            cli_main(
+                [
+                    'export-dataset',
+                    str(bags),
+                    '--out',
+                    str(out),
+                    '--format',
+                    'aloha',
+                    '--no-progress',
+                    *extra,
+                ]
+            )
+            == 0
+        )
+        return sorted(p.name for p in (out / 'aloha').iterdir())
+
+    assert exported() == ['episode_0.hdf5']  # only ep_failed: the cut bag is skipped
+    assert exported('--recover') == ['episode_0.hdf5', 'episode_1.hdf5']
+    assert exported('--only-success') == ['episode_0.hdf5']  # ep_ok (recovered, successful)
