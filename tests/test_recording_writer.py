@@ -110,23 +110,20 @@ def test_drops_are_counted_by_topic_and_reason(tmp_path):
     writer = EpisodeWriter(
         tmp_path / 'ep', EpisodeMeta('ep'), config=WriterConfig(queue_max_bytes=1000)
     )
-    assert not writer.put('a', T.STRING, 1, b'x')  # before start
+    assert not writer.put('a', T.STRING, 1, b'x')  # before start: not part of the episode
     writer.start()
     assert not writer.put('cam/image_raw', T.IMAGE, 2, bytes(5000))  # bigger than the queue
     assert writer.put('custom', 'my_msgs/msg/Unknown', 3, b'\0\1\0\0')
     summary = writer.stop()
-    assert not writer.put('late', T.STRING, 4, b'x')
+    assert not writer.put('late', T.STRING, 4, b'x')  # after stop: neither
     drops = writer.drops.snapshot()
     assert drops == {
-        ('a', DropReason.NOT_RECORDING): 1,
         ('cam/image_raw', DropReason.QUEUE_FULL): 1,
         ('custom', DropReason.UNKNOWN_TYPE): 1,
-        ('late', DropReason.NOT_RECORDING): 1,
     }
     assert summary.meta.drops == {
         'cam/image_raw|queue_full': 1,
         'custom|unknown_type': 1,
-        'a|not_recording': 1,
     }
 
 
@@ -251,11 +248,13 @@ def test_full_disk_stops_the_episode_cleanly_and_keeps_what_was_written(small_tm
         if k % 20 == 0:
             time.sleep(0.01)
     assert not writer.is_recording, 'the disk never filled'
+    assert not writer.put('blob', T.STRING, 0, blobs_cdr[0])  # lost to the failed episode
     summary = writer.stop()
     assert writer.error is not None and writer.error.errno == 28
     assert summary.meta.status is EpisodeStatus.DISK_FULL
     assert 'No space left on device' in summary.meta.error
     assert summary.meta.drops.get('blob|disk_full', 0) > 0
+    assert summary.meta.drops['blob|write_error'] == 1
 
     assert is_complete(mcap_file(bag))  # properly closed, no recovery needed
     got = _decoded(bag)

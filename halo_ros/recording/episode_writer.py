@@ -48,7 +48,6 @@ class Compression(enum.Enum):
 
 class DropReason(enum.Enum):
     QUEUE_FULL = 'queue_full'  # the writer thread fell behind
-    NOT_RECORDING = 'not_recording'  # arrived before start or after stop/failure
     UNKNOWN_TYPE = 'unknown_type'  # the type is not in the typestore, so no schema to write
     DISK_FULL = 'disk_full'  # was in the chunk that could not be written
     WRITE_ERROR = 'write_error'  # another I/O error, or queued when the writer failed
@@ -333,9 +332,10 @@ class EpisodeWriter:
     def put(self, topic: str, msgtype: str, stamp_ns: int, data: bytes | memoryview) -> bool:
         """Queue one serialized message; False (and a drop counted) if it cannot be taken."""
         if not self._accepting:
-            self.drops.add(
-                topic, DropReason.WRITE_ERROR if self._error else DropReason.NOT_RECORDING
-            )
+            # Before start or after stop a message is simply not part of the episode; after a
+            # write error it is one the episode lost.
+            if self._error is not None:
+                self.drops.add(topic, DropReason.WRITE_ERROR)
             return False
         if not self._queue.put((topic, msgtype, stamp_ns, data), len(data)):
             self.drops.add(topic, DropReason.QUEUE_FULL)
