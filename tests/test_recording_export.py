@@ -164,3 +164,28 @@ def test_export_skips_unfinished_bags_unless_recovered_and_can_keep_only_success
     assert exported() == ['episode_0.hdf5']  # only ep_failed: the cut bag is skipped
     assert exported('--recover') == ['episode_0.hdf5', 'episode_1.hdf5']
     assert exported('--only-success') == ['episode_0.hdf5']  # ep_ok (recovered, successful)
+
+
+def test_lerobot_files_roll_over_by_size_and_chunk(recorded, tmp_path):
+    pq = pytest.importorskip('pyarrow.parquet')
+    from halo_ros.recording.lerobot_v3 import FileLimits, write_lerobot_v3
+
+    root, _ = recorded
+    episodes = [(d, align_episode(d, FPS)) for d in map(read_episode, sorted(root.iterdir()))]
+    out = write_lerobot_v3(
+        episodes,
+        tmp_path / 'lr',
+        fps=FPS,
+        progress=False,
+        limits=FileLimits(data_bytes=1, video_bytes=1, chunks_size=1),
+    )
+    ep = pq.read_table(out / 'meta' / 'episodes' / 'chunk-000' / 'file-000.parquet').to_pylist()
+    for i, e in enumerate(ep):  # one file per episode, one file per chunk folder
+        assert (e['data/chunk_index'], e['data/file_index']) == (i, 0)
+        assert e['videos/observation.images.cam_high/chunk_index'] == i
+        assert e['videos/observation.images.cam_high/from_timestamp'] == 0.0
+        rows = pq.read_table(out / 'data' / f'chunk-{i:03d}' / 'file-000.parquet')
+        assert rows.num_rows == e['length'] and set(rows['episode_index'].to_pylist()) == {i}
+        assert (
+            out / 'videos' / 'observation.images.cam_high' / f'chunk-{i:03d}' / 'file-000.mp4'
+        ).is_file()

@@ -39,6 +39,18 @@ def add_arguments(parser) -> None:
     parser.add_argument('--vcodec', default='libx264', help='ffmpeg encoder for LeRobot videos')
     parser.add_argument('--crf', type=int, default=23, help='video quality (lower = better)')
     parser.add_argument(
+        '--data-file-mb',
+        type=float,
+        default=100,
+        help='LeRobot: start a new parquet file after this much data',
+    )
+    parser.add_argument(
+        '--video-file-mb',
+        type=float,
+        default=200,
+        help='LeRobot: start a new mp4 after this much video',
+    )
+    parser.add_argument(
         '--jpeg-quality',
         type=int,
         default=None,
@@ -91,7 +103,7 @@ def run(args) -> int:
     from tqdm import tqdm
 
     from halo_ros.recording.aloha_hdf5 import write_aloha_episode
-    from halo_ros.recording.lerobot_v3 import VideoConfig, write_lerobot_v3
+    from halo_ros.recording.lerobot_v3 import FileLimits, VideoConfig, write_lerobot_v3
 
     bags = find_episodes(args.episodes)
     if not bags:
@@ -126,6 +138,10 @@ def run(args) -> int:
             fps=args.fps,
             robot_type=args.robot_type,
             video=VideoConfig(codec=args.vcodec, crf=args.crf),
+            limits=FileLimits(
+                data_bytes=int(args.data_file_mb * 10**6),
+                video_bytes=int(args.video_file_mb * 10**6),
+            ),
             progress=progress,
         )
     logger.info('exported %d of %d episodes to %s', len(kept), len(bags), out)

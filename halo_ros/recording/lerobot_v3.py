@@ -15,8 +15,8 @@ right], `action.stamp_ns`, `observation.images.<cam>.stamp_ns`). Rewards and out
 for every episode, failed ones included (`next.reward`, `next.done`, `next.success`; episode
 `success` and `final_reward`), so the same export feeds world-model/RL training.
 
-Everything goes in chunk-000/file-000: the loader takes the file of each episode from the
-episodes table, so larger files stay valid (LeRobot itself rolls over at 100 MB / 200 MB).
+Files roll over as LeRobot's own writer does (`FileLimits`: 100 MB of data, 200 MB of video per
+file, 1000 files per chunk folder); an episode always stays within one file.
 """
 
 import json
@@ -159,6 +159,86 @@ def _tasks_table(tasks: list[str]):
     return table.replace_schema_metadata({b'pandas': json.dumps(pandas_meta).encode()})
 
 
+def _frame_columns(
+    aligned: AlignedEpisode, fps: float, ep_index: int, first_index: int, task_index: int, cameras
+) -> dict[str, np.ndarray]:
+    """The data-file columns of one episode, one row per control tick."""
+    n = aligned.length
+    done = np.zeros(n, bool)
+    done[-1] = True
+    success = np.zeros(n, bool)
+    success[-1] = bool(aligned.success)
+    cols = {
+        'observation.state': aligned.state.astype(np.float32),
+        'observation.velocity': aligned.velocity.astype(np.float32),
+        'observation.effort': aligned.effort.astype(np.float32),
+        'action': aligned.action.astype(np.float32),
+        'next.reward': aligned.reward.astype(np.float32),
+        'next.done': done,
+        'next.success': success,
+        'intervention': aligned.intervention.astype(bool),
+        'stamp_ns': aligned.grid_ns.astype(np.int64),
+        'observation.state.stamp_ns': aligned.state_stamp_ns.astype(np.int64),
+        'action.stamp_ns': np.atleast_2d(aligned.action_stamp_ns.T).T.max(1).astype(np.int64),
+        'timestamp': (np.arange(n) / fps).astype(np.float32),
+        'frame_index': np.arange(n, dtype=np.int64),
+        'episode_index': np.full(n, ep_index, np.int64),
+        'index': np.arange(first_index, first_index + n, dtype=np.int64),
+        'task_index': np.full(n, task_index, np.int64),
+    }
+    for cam in cameras:
+        cols[f'{_video_key(cam)}.stamp_ns'] = aligned.image_stamp_ns[cam].astype(np.int64)
+    return cols
+
+
+def _write_episode_video(data, aligned, cam, videos, key, path, fps, video, *, desc, progress):
+    """Append one episode's frames (one per row) to the camera's current file; returns the
+    episode's start time in that file and its image stats."""
+    from tqdm import tqdm
+
+    samples = []
+    wanted = aligned.image_index[cam]
+    it = data.frames(cam, np.unique(wanted))
+    frame_idx, frame = next(it)
+    from_ts = None
+    for k, want in enumerate(
+        tqdm(wanted, desc=desc, unit='frame', disable=not progress, leave=False)
+    ):
+        while frame_idx < want:
+            frame_idx, frame = next(it)
+        if key not in videos:
+            videos[key] = _VideoFile(path, frame.shape[0], frame.shape[1], fps, video)
+        if from_ts is None:
+            from_ts = videos[key].frames / fps
+        videos[key].write(frame)
+        if k % 10 == 0:
+            samples.append(frame)
+    return from_ts, _image_stats(samples)
+
+
+def _split(file_number: int, chunks_size: int) -> dict:
+    chunk_index, file_index = divmod(file_number, chunks_size)
+    return {'chunk_index': chunk_index, 'file_index': file_index}
+
+
+def _arrow_column(parts):
+    import pyarrow as pa
+
+    x = np.concatenate(parts)
+    if x.ndim == 1:
+        return pa.array(x)
+    return pa.array(list(x), type=pa.list_(pa.from_numpy_dtype(x.dtype)))
+
+
+@dataclass(frozen=True)
+class FileLimits:
+    """When LeRobot starts a new file (its defaults); episodes never straddle two files."""
+
+    data_bytes: int = 100 * 10**6
+    video_bytes: int = 200 * 10**6
+    chunks_size: int = 1000  # files per chunk folder
+
+
 def write_lerobot_v3(
     episodes,
     out_dir: Path,
@@ -166,21 +246,31 @@ def write_lerobot_v3(
     fps: float,
     robot_type: str = 'aloha',
     video: VideoConfig = VideoConfig(),
+    limits: FileLimits = FileLimits(),
     progress: bool = True,
 ) -> Path:
     """`episodes`: iterable of (EpisodeData, AlignedEpisode) pairs. Returns `out_dir`."""
     import pyarrow as pa
     import pyarrow.parquet as pq
-    from tqdm import tqdm
 
     out_dir = Path(out_dir)
     if (out_dir / 'meta' / 'info.json').exists():
         raise FileExistsError(f'{out_dir} already holds a dataset; choose a new folder')
     (out_dir / 'meta').mkdir(parents=True, exist_ok=True)
-    columns: dict[str, list] = {}
+    pending: dict[str, list] = {}  # columns of the data file being filled
+    pending_bytes = 0
+    data_file = 0
+
+    def flush_data():
+        path = out_dir / DATA_PATH.format(**_split(data_file, limits.chunks_size))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(pa.table({k: _arrow_column(v) for k, v in pending.items()}), path)
+        pending.clear()
+
     episode_rows: list[dict] = []
     tasks: dict[str, int] = {}
     videos: dict[str, _VideoFile] = {}
+    video_file: dict[str, int] = {}
     feature_stats: dict[str, list[dict]] = {}
     cameras: tuple[str, ...] | None = None
     index = 0
@@ -198,38 +288,17 @@ def write_lerobot_v3(
         task = aligned.instruction or 'unspecified task'
         task_index = tasks.setdefault(task, len(tasks))
         n = aligned.length
-        done = np.zeros(n, bool)
-        done[-1] = True
-        success = np.zeros(n, bool)
-        success[-1] = bool(aligned.success)
-        cols = {
-            'observation.state': aligned.state.astype(np.float32),
-            'observation.velocity': aligned.velocity.astype(np.float32),
-            'observation.effort': aligned.effort.astype(np.float32),
-            'action': aligned.action.astype(np.float32),
-            'next.reward': aligned.reward.astype(np.float32),
-            'next.done': done,
-            'next.success': success,
-            'intervention': aligned.intervention.astype(bool),
-            'stamp_ns': aligned.grid_ns.astype(np.int64),
-            'observation.state.stamp_ns': aligned.state_stamp_ns.astype(np.int64),
-            'action.stamp_ns': np.atleast_2d(aligned.action_stamp_ns.T).T.max(1).astype(np.int64),
-            'timestamp': (np.arange(n) / fps).astype(np.float32),
-            'frame_index': np.arange(n, dtype=np.int64),
-            'episode_index': np.full(n, ep_index, np.int64),
-            'index': np.arange(index, index + n, dtype=np.int64),
-            'task_index': np.full(n, task_index, np.int64),
-        }
-        for cam in cameras:
-            cols[f'{_video_key(cam)}.stamp_ns'] = aligned.image_stamp_ns[cam].astype(np.int64)
+        cols = _frame_columns(aligned, fps, ep_index, index, task_index, cameras)
         for key, value in cols.items():
-            columns.setdefault(key, []).append(value)
+            pending.setdefault(key, []).append(value)
+        pending_bytes += sum(v.nbytes for v in cols.values())
+        where = _split(data_file, limits.chunks_size)
         row = {
             'episode_index': ep_index,
             'tasks': [task],
             'length': n,
-            'data/chunk_index': 0,
-            'data/file_index': 0,
+            'data/chunk_index': where['chunk_index'],
+            'data/file_index': where['file_index'],
             'dataset_from_index': index,
             'dataset_to_index': index + n,
             'meta/episodes/chunk_index': 0,
@@ -239,6 +308,10 @@ def write_lerobot_v3(
             'source_bag': str(data.bag_dir),
             'episode_id': data.meta.episode_id,
         }
+        if pending_bytes >= limits.data_bytes:
+            flush_data()
+            data_file += 1
+            pending_bytes = 0
         for key in (*VECTOR_FEATURES, 'next.reward'):
             s = _stats(cols[key])
             feature_stats.setdefault(key, []).append(s)
@@ -246,40 +319,31 @@ def write_lerobot_v3(
                 row[f'stats/{key}/{stat}'] = v
         for cam in cameras:
             key = _video_key(cam)
-            samples = []
-            wanted = aligned.image_index[cam]
-            it = data.frames(cam, np.unique(wanted))
-            frame_idx, frame = next(it)
-            from_ts = None
-            bar = tqdm(
-                wanted,
+            current = videos.get(key)
+            if current is not None and current.path.stat().st_size >= limits.video_bytes:
+                current.close()
+                del videos[key]
+                video_file[key] += 1
+            video_file.setdefault(key, 0)
+            where = _split(video_file[key], limits.chunks_size)
+            path = out_dir / VIDEO_PATH.format(video_key=key, **where)
+            from_ts, s = _write_episode_video(
+                data,
+                aligned,
+                cam,
+                videos,
+                key,
+                path,
+                fps,
+                video,
                 desc=f'episode {ep_index} {cam}',
-                unit='frame',
-                disable=not progress,
-                leave=False,
+                progress=progress,
             )
-            for k, want in enumerate(bar):
-                while frame_idx < want:
-                    frame_idx, frame = next(it)
-                if key not in videos:
-                    videos[key] = _VideoFile(
-                        out_dir / VIDEO_PATH.format(video_key=key, chunk_index=0, file_index=0),
-                        frame.shape[0],
-                        frame.shape[1],
-                        fps,
-                        video,
-                    )
-                if from_ts is None:
-                    from_ts = videos[key].frames / fps
-                videos[key].write(frame)
-                if k % 10 == 0:
-                    samples.append(frame)
-            s = _image_stats(samples)
             feature_stats.setdefault(key, []).append(s)
             row.update(
                 {
-                    f'videos/{key}/chunk_index': 0,
-                    f'videos/{key}/file_index': 0,
+                    f'videos/{key}/chunk_index': where['chunk_index'],
+                    f'videos/{key}/file_index': where['file_index'],
                     f'videos/{key}/from_timestamp': from_ts,
                     f'videos/{key}/to_timestamp': from_ts + n / fps,
                 }
@@ -297,19 +361,10 @@ def write_lerobot_v3(
         )
     if not episode_rows:
         raise ValueError('no episodes to export')
+    if pending:
+        flush_data()
     for v in videos.values():
         v.close()
-
-    def arrow_column(parts):
-        x = np.concatenate(parts)
-        if x.ndim == 1:
-            return pa.array(x)
-        return pa.array(list(x), type=pa.list_(pa.from_numpy_dtype(x.dtype)))
-
-    table = pa.table({k: arrow_column(v) for k, v in columns.items()})
-    data_path = out_dir / DATA_PATH.format(chunk_index=0, file_index=0)
-    data_path.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(table, data_path)
     episodes_path = out_dir / EPISODES_PATH
     episodes_path.parent.mkdir(parents=True, exist_ok=True)
     pq.write_table(pa.Table.from_pylist(episode_rows), episodes_path)
@@ -362,9 +417,9 @@ def write_lerobot_v3(
         'total_episodes': len(episode_rows),
         'total_frames': index,
         'total_tasks': len(tasks),
-        'chunks_size': 1000,
-        'data_files_size_in_mb': 100,
-        'video_files_size_in_mb': 200,
+        'chunks_size': limits.chunks_size,
+        'data_files_size_in_mb': limits.data_bytes // 10**6,
+        'video_files_size_in_mb': limits.video_bytes // 10**6,
         'fps': fps,
         'splits': {'train': f'0:{len(episode_rows)}'},
         'data_path': DATA_PATH,
