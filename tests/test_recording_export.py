@@ -60,11 +60,12 @@ def test_alignment_takes_the_latest_sample_at_or_before_each_tick(recorded):
 
 
 def test_export_round_trip_aloha_and_lerobot(recorded, tmp_path):
+    h5py = pytest.importorskip('h5py')
+    pq = pytest.importorskip('pyarrow.parquet', reason='pyarrow: the recording extra')
+    pytest.importorskip('imageio_ffmpeg')
     root, _ = recorded
     out = tmp_path / 'out'
     assert cli_main(['export-dataset', str(root), '--out', str(out), '--no-progress']) == 0
-    h5py = pytest.importorskip('h5py')
-    pq = pytest.importorskip('pyarrow.parquet')
 
     episodes = sorted(root.iterdir())  # ep_failed, ep_ok: exported in this order
     aligned = [align_episode(read_episode(e), FPS) for e in episodes]
@@ -167,7 +168,7 @@ def test_export_skips_unfinished_bags_unless_recovered_and_can_keep_only_success
 
 
 def test_lerobot_files_roll_over_by_size_and_chunk(recorded, tmp_path):
-    pq = pytest.importorskip('pyarrow.parquet')
+    pq = pytest.importorskip('pyarrow.parquet', reason='pyarrow: the recording extra')
     from halo_ros.recording.lerobot_v3 import FileLimits, write_lerobot_v3
 
     root, _ = recorded
