@@ -20,6 +20,7 @@ def tree(folder):
 # Nodes are `ros2 run halo_ros <name>` executables; `halo-ros` is the user-facing command.
 NODES = {
     'sim_node': 'halo_ros.nodes.sim_node:main',
+    'recorder_node': 'halo_ros.nodes.recorder_node:main',
 }
 
 # rclpy and the message packages come from ROS itself on a colcon machine; in a plain venv they
@@ -60,7 +61,8 @@ setup(
         'engine': ['onnx>=1.16', 'onnxruntime>=1.18', 'onnxscript>=0.1'],
         'robot': ['dynamixel-sdk>=3.7', 'pyrealsense2>=2.55', 'opencv-python-headless>=4.8,<5'],
         'transport': ['pyzmq>=25', 'msgpack>=1.0'],
-        'recording': ['rosbags>=0.10', 'h5py>=3.9'],
+        'recording': ['rosbags>=0.10', 'h5py>=3.9', 'pyarrow>=14', 'imageio-ffmpeg>=0.4', 'tqdm>=4',
+                      'opencv-python-headless>=4.8,<5'],
         'dev': ['pytest>=8', 'mcap>=1.1', 'mcap-ros2-support>=0.5', 'ruff'],
     },
     entry_points={

@@ -13,11 +13,15 @@ import sys
 
 # subcommand -> module. Keep alphabetical.
 COMMANDS = {
+    'annotate': 'halo_ros.recording.annotate',
     'bench-dynamixel': 'halo_ros.drivers.dynamixel.bench',
+    'bench-recording': 'halo_ros.recording.bench',
     'bench-sim': 'halo_ros.sim.bench',
     'demo': 'halo_ros.demo',
     'expert-eval': 'halo_ros.sim.expert_eval',
+    'export-dataset': 'halo_ros.recording.export_dataset',
     'model': 'halo_ros.model.info',
+    'recover-episodes': 'halo_ros.recording.recover',
     'virtual-bus': 'halo_ros.sim.virtual_bus.serve',
 }
 

@@ -1,0 +1,588 @@
+"""One rosbag2 (MCAP) bag per episode, written by a thread behind a bounded queue.
+
+The hot path (`put`) only appends raw CDR bytes to a queue: no deserialisation, no disk I/O, no
+blocking. A full queue drops the message and counts it by topic and reason, so a slow disk shows
+up in diagnostics instead of stalling the executor.
+
+Data safety:
+- *Killed recorder.* MCAP chunks are closed at least every `flush_period_s` (and at 1 MiB, by
+  rosbags) and handed to the kernel, so a SIGKILL loses at most the last period. The file then
+  lacks its summary and footer; `recover.recover_episode` rewrites it into a complete bag.
+- *Full disk.* A small reserve file is allocated at start. On ENOSPC/EDQUOT the writer truncates
+  the half-written chunk away, frees the reserve and closes the bag properly (summary, footer,
+  metadata.yaml, sidecar with status `disk_full` and the error), so everything written before
+  the error stays readable. The messages of the lost chunk are counted as dropped (`disk_full`).
+
+The bag is written with rosbags' MCAP writer. Two of its internals are used on purpose, both
+guarded by `_check_rosbags_internals`: its output file object is swapped for one that checks
+every write (the default buffered file can report a short write on a full disk as success),
+and its pending chunk is closed on the flush timer (rosbags only closes chunks by size).
+"""
+
+import enum
+import errno
+import logging
+import os
+import shutil
+import struct
+import threading
+import time
+from collections import defaultdict, deque
+from dataclasses import dataclass
+from io import BytesIO
+from pathlib import Path
+
+from halo_ros.recording.episode_meta import EpisodeMeta, EpisodeStatus, write_sidecar
+from halo_ros.recording.topics import EPISODE_META_TOPIC, STRING, OfferedQos
+
+logger = logging.getLogger(__name__)
+
+_DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+_RESERVE_NAME = '.disk_reserve'
+
+
+class Compression(enum.Enum):
+    NONE = 'none'
+    ZSTD = 'zstd'  # MCAP chunk compression: every MCAP reader handles it, nothing to configure
+
+
+class DropReason(enum.Enum):
+    QUEUE_FULL = 'queue_full'  # the writer thread fell behind
+    UNKNOWN_TYPE = 'unknown_type'  # the type is not in the typestore, so no schema to write
+    DISK_FULL = 'disk_full'  # was in the chunk that could not be written
+    WRITE_ERROR = 'write_error'  # another I/O error, or queued when the writer failed
+
+
+@dataclass(frozen=True)
+class WriterConfig:
+    # 4 s of 3 x VGA rgb8 at 30 Hz (83 MB/s): rides out a slow fsync without unbounded memory.
+    queue_max_bytes: int = 384 * 2**20
+    # Joint states and strings are small; this bounds the count when the bytes bound cannot.
+    queue_max_messages: int = 20_000
+    # A killed recorder loses at most this much (plus what the kernel had not written).
+    flush_period_s: float = 0.5
+    # fsync protects against power loss, not SIGKILL; it costs I/O, so it is rarer than flush.
+    fsync_period_s: float = 5.0
+    compression: Compression = Compression.NONE
+    # Room for the summary, metadata.yaml and sidecar after ENOSPC (~100 B per MiB chunk).
+    disk_reserve_bytes: int = 4 * 2**20
+
+    def __post_init__(self):
+        for name in ('queue_max_bytes', 'queue_max_messages'):
+            if getattr(self, name) < 1:
+                raise ValueError(f'WriterConfig.{name} must be >= 1, got {getattr(self, name)}')
+        if not self.flush_period_s > 0:
+            raise ValueError(f'WriterConfig.flush_period_s must be > 0, got {self.flush_period_s}')
+        if self.fsync_period_s < 0 or self.disk_reserve_bytes < 0:
+            raise ValueError('WriterConfig.fsync_period_s and disk_reserve_bytes must be >= 0')
+
+
+class DropCounter:
+    """Thread-safe counts of dropped messages by (topic, reason)."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._counts: dict[tuple[str, DropReason], int] = defaultdict(int)
+
+    def add(self, topic: str, reason: DropReason, n: int = 1) -> None:
+        if n:
+            with self._lock:
+                self._counts[(topic, reason)] += n
+
+    def snapshot(self) -> dict[tuple[str, DropReason], int]:
+        with self._lock:
+            return dict(self._counts)
+
+    def total(self) -> int:
+        with self._lock:
+            return sum(self._counts.values())
+
+    def as_strings(self) -> dict[str, int]:
+        return {
+            f'{t}|{r.value}': n
+            for (t, r), n in sorted(
+                self.snapshot().items(), key=lambda kv: (kv[0][0], kv[0][1].value)
+            )
+        }
+
+
+@dataclass(frozen=True)
+class EpisodeSummary:
+    bag_dir: Path
+    meta: EpisodeMeta
+    written_messages: int
+    written_bytes: int  # payload bytes handed to the bag
+    dropped_messages: int
+    writer_cpu_s: float  # CPU time of the writer thread
+    duration_s: float  # wall time from start to stop
+
+
+class _CheckedFile:
+    """An unbuffered file for rosbags' MCAP writer: writes all bytes or raises, can roll back."""
+
+    def __init__(self, path: Path, offset: int):
+        self._fd = os.open(path, os.O_WRONLY)
+        os.lseek(self._fd, offset, os.SEEK_SET)
+        self._pos = offset
+
+    def write(self, data) -> int:
+        view = memoryview(data).cast('B')
+        done = 0
+        while done < len(view):
+            n = os.write(self._fd, view[done:])
+            if n == 0:
+                raise OSError(errno.ENOSPC, 'write returned 0 bytes')
+            done += n
+        self._pos += done
+        return done
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        self._pos = os.lseek(self._fd, offset, whence)
+        return self._pos
+
+    def flush(self) -> None:
+        pass  # nothing buffered here
+
+    def fsync(self) -> None:
+        os.fdatasync(self._fd)
+
+    def truncate(self, offset: int) -> None:
+        os.ftruncate(self._fd, offset)
+        self.seek(offset)
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+
+def _rosbags_qos(offered: OfferedQos):
+    from rosbags.interfaces import (
+        Qos,
+        QosDurability,
+        QosHistory,
+        QosLiveliness,
+        QosReliability,
+        QosTime,
+    )
+
+    infinite = QosTime(9223372036, 854775807)  # RMW_DURATION_INFINITE, as Jazzy writes it
+    return Qos(
+        history=QosHistory.KEEP_LAST,
+        depth=offered.depth,
+        reliability=QosReliability.RELIABLE if offered.reliable else QosReliability.BEST_EFFORT,
+        durability=QosDurability.TRANSIENT_LOCAL
+        if offered.transient_local
+        else QosDurability.VOLATILE,
+        deadline=infinite,
+        lifespan=infinite,
+        liveliness=QosLiveliness.AUTOMATIC,
+        liveliness_lease_duration=infinite,
+        avoid_ros_namespace_conventions=False,
+    )
+
+
+def _check_rosbags_internals(storage) -> None:
+    for name in ('bio', 'chunk', 'chunks', 'channel_stats', 'close_chunk'):
+        if not hasattr(storage, name):
+            raise RuntimeError(
+                f'rosbags MCAP writer has no {name!r}: this rosbags version is not supported by '
+                'halo_ros.recording (tested with 0.10-0.11)'
+            )
+
+
+class _BoundedQueue:
+    """FIFO bounded by message count and total bytes; `put` never blocks."""
+
+    def __init__(self, max_messages: int, max_bytes: int):
+        self._items: deque = deque()
+        self._bytes = 0
+        self._max_messages = max_messages
+        self._max_bytes = max_bytes
+        self._cond = threading.Condition()
+
+    def put(self, item, nbytes: int, *, force: bool = False) -> bool:
+        with self._cond:
+            if not force and (
+                len(self._items) >= self._max_messages or self._bytes + nbytes > self._max_bytes
+            ):
+                return False
+            self._items.append((item, nbytes))
+            self._bytes += nbytes
+            self._cond.notify()
+            return True
+
+    def get(self, timeout_s: float):
+        """The next item, or None after `timeout_s`."""
+        with self._cond:
+            if not self._items and not self._cond.wait_for(lambda: self._items, timeout_s):
+                return None
+            item, nbytes = self._items.popleft()
+            self._bytes -= nbytes
+            return item
+
+    def drain(self) -> list:
+        with self._cond:
+            items = [item for item, _ in self._items]
+            self._items.clear()
+            self._bytes = 0
+            return items
+
+
+_STOP = object()
+
+
+class EpisodeWriter:
+    """Writes one episode into `bag_dir` (created; must not exist).
+
+    `put` is thread-safe and non-blocking. `stop` finishes the bag; `discard` deletes it.
+    """
+
+    def __init__(
+        self,
+        bag_dir: Path,
+        meta: EpisodeMeta,
+        *,
+        config: WriterConfig = WriterConfig(),
+        clock_ns=time.time_ns,
+        meta_topic: str = EPISODE_META_TOPIC,
+    ):
+        from rosbags.typesys import Stores, get_typestore
+
+        self.bag_dir = Path(bag_dir)
+        self.config = config
+        self.drops = DropCounter()
+        self.meta_topic = meta_topic  # the node passes the resolved (namespaced) name
+        self._clock_ns = clock_ns
+        self._typestore = get_typestore(Stores.ROS2_JAZZY)
+        self._meta = meta
+        self._meta_lock = threading.Lock()
+        self._queue = _BoundedQueue(config.queue_max_messages, config.queue_max_bytes)
+        self._accepting = False
+        self._error: OSError | None = None
+        self._bag = None
+        self._file: _CheckedFile | None = None
+        self._connections: dict[tuple[str, str], object] = {}
+        self._unknown_types: set[str] = set()
+        self._offered_qos: dict[str, tuple[OfferedQos, ...]] = {}
+        self._written: dict[str, int] = defaultdict(int)
+        self._written_bytes = 0
+        self._writer_cpu_s = 0.0
+        self._cpu0 = 0.0
+        self._started_monotonic = 0.0
+        self._thread: threading.Thread | None = None
+
+    # ---- lifecycle -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        from rosbags.rosbag2 import StoragePlugin, Writer
+
+        if self.bag_dir.exists():
+            raise FileExistsError(f'episode bag {self.bag_dir} exists already; not overwriting')
+        self.bag_dir.parent.mkdir(parents=True, exist_ok=True)
+        bag = Writer(self.bag_dir, version=9, storage_plugin=StoragePlugin.MCAP)
+        if self.config.compression is Compression.ZSTD:
+            from rosbags.rosbag2 import CompressionFormat, CompressionMode
+
+            bag.set_compression(CompressionMode.STORAGE, CompressionFormat.ZSTD)  # before open()
+        try:
+            bag.open()
+            storage = bag.storage
+            _check_rosbags_internals(storage)
+            offset = storage.bio.tell()
+            storage.bio.close()
+            self._file = storage.bio = _CheckedFile(storage.path, offset)
+            self._bag = bag
+            if self.config.disk_reserve_bytes:
+                reserve = self.bag_dir / _RESERVE_NAME
+                fd = os.open(reserve, os.O_WRONLY | os.O_CREAT, 0o644)
+                try:
+                    os.posix_fallocate(fd, 0, self.config.disk_reserve_bytes)
+                finally:
+                    os.close(fd)
+            write_sidecar(self.bag_dir, self._meta)
+        except OSError as err:
+            # Nothing was recorded yet: leave no half-made bag behind.
+            if self._file is not None:
+                self._file.close()
+            shutil.rmtree(self.bag_dir, ignore_errors=True)
+            raise OSError(
+                err.errno,
+                f'cannot start episode {self._meta.episode_id} in {self.bag_dir}: '
+                f'{os.strerror(err.errno or errno.EIO)} (it needs '
+                f'{self.config.disk_reserve_bytes} bytes of reserve to close cleanly)',
+            ) from err
+        now = self._clock_ns()
+        with self._meta_lock:
+            self._meta = self._meta.with_(start_time_ns=now, status=EpisodeStatus.RECORDING)
+            meta = self._meta
+        write_sidecar(self.bag_dir, meta)
+        self._started_monotonic = time.monotonic()
+        self._accepting = True
+        self._queue.put((self.meta_topic, STRING, now, self._meta_cdr(meta)), 0, force=True)
+        self._thread = threading.Thread(
+            target=self._run, name=f'episode-writer-{meta.episode_id}', daemon=True
+        )
+        self._thread.start()
+        logger.info('recording episode %s into %s', meta.episode_id, self.bag_dir)
+
+    def put(self, topic: str, msgtype: str, stamp_ns: int, data: bytes | memoryview) -> bool:
+        """Queue one serialized message; False (and a drop counted) if it cannot be taken."""
+        if not self._accepting:
+            # Before start or after stop a message is simply not part of the episode; after a
+            # write error it is one the episode lost.
+            if self._error is not None:
+                self.drops.add(topic, DropReason.WRITE_ERROR)
+            return False
+        if not self._queue.put((topic, msgtype, stamp_ns, data), len(data)):
+            self.drops.add(topic, DropReason.QUEUE_FULL)
+            return False
+        return True
+
+    def set_offered_qos(self, topic: str, profiles: tuple[OfferedQos, ...]) -> None:
+        """The publishers' QoS of a topic, for metadata.yaml; takes effect if set before the
+        topic's first message."""
+        self._offered_qos[topic] = tuple(profiles)
+
+    def update_meta(self, **changes) -> EpisodeMeta:
+        """Change metadata fields (instruction, outcome, reward, operator_note...)."""
+        with self._meta_lock:
+            self._meta = self._meta.with_(**changes)
+            return self._meta
+
+    @property
+    def meta(self) -> EpisodeMeta:
+        with self._meta_lock:
+            return self._meta
+
+    @property
+    def error(self) -> OSError | None:
+        """The write error that stopped the episode, if any."""
+        return self._error
+
+    @property
+    def is_recording(self) -> bool:
+        return self._accepting
+
+    def written_counts(self) -> dict[str, int]:
+        return dict(self._written)
+
+    def stop(self, *, timeout_s: float = 60.0) -> EpisodeSummary:
+        """Write what is queued, the final metadata, and close the bag."""
+        if self._thread is None:
+            raise RuntimeError(f'episode {self._meta.episode_id} was never started')
+        self._accepting = False
+        self._queue.put(_STOP, 0, force=True)
+        self._thread.join(timeout_s)
+        if self._thread.is_alive():
+            raise TimeoutError(
+                f'episode writer {self._meta.episode_id} did not finish within {timeout_s} s'
+            )
+        return self._summary()
+
+    def discard(self, *, timeout_s: float = 60.0) -> None:
+        """Stop and delete the bag."""
+        self._accepting = False
+        if self._thread is not None:
+            self._queue.drain()
+            self._queue.put(_STOP, 0, force=True)
+            self._thread.join(timeout_s)
+        shutil.rmtree(self.bag_dir, ignore_errors=True)
+        logger.info('discarded episode %s', self._meta.episode_id)
+
+    # ---- writer thread -----------------------------------------------------------------------
+
+    def _run(self) -> None:
+        cpu0 = self._cpu0 = time.thread_time()
+        next_flush = time.monotonic() + self.config.flush_period_s
+        next_fsync = time.monotonic() + self.config.fsync_period_s
+        try:
+            while True:
+                item = self._queue.get(max(0.0, next_flush - time.monotonic()))
+                if item is _STOP:
+                    break
+                if item is not None and self._error is None:
+                    self._write(*item)
+                now = time.monotonic()
+                if now >= next_flush and self._error is None:
+                    next_flush = now + self.config.flush_period_s
+                    self._flush(fsync=self.config.fsync_period_s > 0 and now >= next_fsync)
+                    if now >= next_fsync:
+                        next_fsync = now + self.config.fsync_period_s
+            self._finish()
+        except Exception as err:  # never die silently: the episode must end in a known state
+            logger.exception('episode writer %s crashed', self._meta.episode_id)
+            self._fail(err if isinstance(err, OSError) else OSError(errno.EIO, repr(err)))
+        finally:
+            self._writer_cpu_s = time.thread_time() - cpu0
+
+    def _connection(self, topic: str, msgtype: str):
+        key = (topic, msgtype)
+        conn = self._connections.get(key)
+        if conn is None and msgtype not in self._unknown_types:
+            if msgtype not in self._typestore.fielddefs:
+                self._unknown_types.add(msgtype)
+                logger.error(
+                    'topic %s: type %s is not in the Jazzy typestore; not recorded', topic, msgtype
+                )
+                return None
+            qos = [_rosbags_qos(q) for q in self._offered_qos.get(topic, ())]
+            conn = self._bag.add_connection(
+                topic, msgtype, typestore=self._typestore, offered_qos_profiles=qos
+            )
+            self._connections[key] = conn
+        return conn
+
+    def _write(self, topic: str, msgtype: str, stamp_ns: int, data) -> None:
+        conn = self._connection(topic, msgtype)
+        if conn is None:
+            self.drops.add(topic, DropReason.UNKNOWN_TYPE)
+            return
+        safe_offset = self._file.tell()
+        try:
+            self._bag.write(conn, stamp_ns, data)
+        except OSError as err:
+            self._on_write_error(err, safe_offset, topic)
+            return
+        self._written[topic] += 1
+        self._written_bytes += len(data)
+
+    def _flush(self, *, fsync: bool) -> None:
+        storage = self._bag.storage
+        safe_offset = self._file.tell()
+        try:
+            if storage.chunk.bio.tell():
+                storage.close_chunk()
+        except OSError as err:
+            self._on_write_error(err, safe_offset)
+            return
+        if fsync:
+            try:
+                self._file.fsync()
+            except OSError as err:  # the chunk is written and indexed: keep it
+                self._on_write_error(err, self._file.tell())
+
+    def _on_write_error(self, err: OSError, safe_offset: int, current_topic: str = '') -> None:
+        """Cut the failed chunk off the file and account for the messages it held."""
+        self._accepting = False
+        self._error = err
+        storage = self._bag.storage
+        reason = DropReason.DISK_FULL if err.errno in _DISK_FULL_ERRNOS else DropReason.WRITE_ERROR
+        topic_by_id = {c.id: c.topic for c in self._bag.connections}
+        for cid, msgs in storage.chunk.msgs.items():
+            topic = topic_by_id[cid]
+            lost = len(msgs)
+            storage.channel_stats[cid] -= lost
+            self._bag.counts[cid] = storage.channel_stats[cid]
+            # The message being written when the error hit was never counted as written.
+            self._written[topic] -= lost - (topic == current_topic)
+            self.drops.add(topic, reason, lost)
+        from rosbags.rosbag2.storage_mcap import PendingChunk
+
+        storage.chunk = PendingChunk(2**63 - 1, 0, BytesIO(), defaultdict(list))
+        ends = [struct.unpack_from('<QQ', c.getbuffer())[1] for c in storage.chunks]
+        storage.message_end_time = self._bag.max_timestamp = max(ends, default=0)
+        self._release_reserve()
+        self._file.truncate(safe_offset)
+        logger.error(
+            'episode %s: %s writing %s; stopping the episode and keeping what was written',
+            self._meta.episode_id,
+            os.strerror(err.errno or errno.EIO),
+            self.bag_dir,
+        )
+
+    def _release_reserve(self) -> None:
+        try:
+            (self.bag_dir / _RESERVE_NAME).unlink()
+        except FileNotFoundError:
+            pass
+
+    def _final_meta(self, end_time_ns: int | None = None) -> EpisodeMeta:
+        status = EpisodeStatus.COMPLETE
+        error = ''
+        if self._error is not None:
+            status = (
+                EpisodeStatus.DISK_FULL
+                if self._error.errno in _DISK_FULL_ERRNOS
+                else EpisodeStatus.FAILED
+            )
+            error = f'{os.strerror(self._error.errno or errno.EIO)}: {self._error}'
+        for item in self._queue.drain():
+            if item is not _STOP:
+                self.drops.add(item[0], DropReason.WRITE_ERROR)
+        with self._meta_lock:
+            self._meta = self._meta.with_(
+                status=status,
+                error=error,
+                end_time_ns=self._clock_ns() if end_time_ns is None else end_time_ns,
+                # Data topics only, so the copy inside the bag can carry its own final counts.
+                message_counts={t: n for t, n in self._written.items() if t != self.meta_topic},
+                drops=self.drops.as_strings(),
+                writer_stats={
+                    'written_bytes': self._written_bytes,
+                    'writer_cpu_s': round(time.thread_time() - self._cpu0, 4),
+                    'duration_s': round(time.monotonic() - self._started_monotonic, 4),
+                },
+            )
+            return self._meta
+
+    def _finish(self) -> None:
+        meta = self._final_meta()
+        if self._error is None:
+            self._write(self.meta_topic, STRING, meta.end_time_ns, self._meta_cdr(meta))
+            meta = self._final_meta(meta.end_time_ns)  # the write may have failed too
+        self._close_bag(meta)
+
+    def _fail(self, err: OSError) -> None:
+        self._accepting = False
+        if self._error is None:
+            self._error = err
+        self._release_reserve()
+        self._close_bag(self._final_meta())
+
+    def _close_bag(self, meta: EpisodeMeta) -> None:
+        for key, value in meta.custom_data().items():
+            self._bag.set_custom_data(key, value)
+        try:
+            self._bag.close()
+        except OSError as err:
+            # Even the summary did not fit: the file stays as it is; `recover` can salvage it.
+            logger.error(
+                'episode %s: could not finalise %s (%s); run recovery on it',
+                meta.episode_id,
+                self.bag_dir,
+                err,
+            )
+            self._file.close()
+            meta = meta.with_(error=f'{meta.error}; finalising failed: {err}'.lstrip('; '))
+        self._release_reserve()
+        try:
+            write_sidecar(self.bag_dir, meta)
+        except OSError as err:
+            logger.error('episode %s: could not write the sidecar: %s', meta.episode_id, err)
+        if meta.status is EpisodeStatus.COMPLETE:
+            logger.info(
+                'episode %s closed: %d messages, %d dropped',
+                meta.episode_id,
+                sum(meta.message_counts.values()),
+                sum(meta.drops.values()),
+            )
+
+    def _meta_cdr(self, meta: EpisodeMeta) -> bytes:
+        msg = self._typestore.types[STRING](data=meta.to_json())
+        return bytes(self._typestore.serialize_cdr(msg, STRING))
+
+    def _summary(self) -> EpisodeSummary:
+        meta = self.meta
+        return EpisodeSummary(
+            bag_dir=self.bag_dir,
+            meta=meta,
+            written_messages=sum(self._written.values()),
+            written_bytes=self._written_bytes,
+            dropped_messages=self.drops.total(),
+            writer_cpu_s=self._writer_cpu_s,
+            duration_s=time.monotonic() - self._started_monotonic,
+        )
