@@ -1,1 +1,12 @@
+"""The policy runtime, ROS-free: a slow reasoner and a fast actor sharing one engine.
 
+- `observation`: assembles three cameras + follower joints into one `Observation` (skew, age,
+  shape, finiteness checked; drops counted by reason).
+- `context`: the versioned reasoning context and the instruction epoch.
+- `reasoner` / `actor`: the slow and the fast loop (threads); `policy` composes them.
+- `chunk`, `feedback`, `delay`, `seam`, `guidance`: stamped chunks, what the controller executed,
+  delay estimation, and the seam modes (real-time chunking, hard inpainting, none).
+- `seam_eval`: the delay x seam-mode harness (`halo-ros seam-eval`).
+
+Only `guidance` and the harness import torch (lazily, where a seam mode needs it).
+"""
