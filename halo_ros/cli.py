@@ -16,6 +16,7 @@ COMMANDS = {
     'demo': 'halo_ros.demo',
     'expert-eval': 'halo_ros.sim.expert_eval',
     'model': 'halo_ros.model.info',
+    'seam-eval': 'halo_ros.runtime.seam_eval',
 }
 
 

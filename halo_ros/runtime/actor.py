@@ -161,9 +161,10 @@ class Actor:
         timings = dict(result.timings_ms)
         timings['observation_age'] = (now_ns - observation.stamp_ns) / 1e6
         timings['seam_plan'] = planned_ms
-        timings['latency'] = latency_ms
-        chunk = Chunk(actions.astype(np.float32, copy=False), observation.stamp_ns, self.dt_ns, tag,
-                      timings)
+        timings['stamp_to_publish'] = latency_ms
+        chunk = Chunk(
+            actions.astype(np.float32, copy=False), observation.stamp_ns, self.dt_ns, tag, timings
+        )
         for stage, ms in timings.items():
             self.stats.stage(stage, ms)
         self.stats.chunk_published(time.monotonic())

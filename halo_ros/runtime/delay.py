@@ -15,9 +15,7 @@ import numpy as np
 
 
 class DelayEstimator:
-    def __init__(
-        self, dt_s: float, *, window: int = 50, percentile: float = 95.0, warmup: int = 3
-    ):
+    def __init__(self, dt_s: float, *, window: int = 50, percentile: float = 95.0, warmup: int = 3):
         if dt_s <= 0:
             raise ValueError(f'dt_s must be positive, got {dt_s}')
         if not 0 < percentile <= 100:

@@ -30,7 +30,9 @@ def guidance_weight(t: float, max_weight: float) -> float:
 class RtcGuidance:
     """Guided inpainting toward `target` with per-index soft `weights` (real-time chunking)."""
 
-    def __init__(self, target: Tensor, weights: Tensor, *, max_weight: float = DEFAULT_MAX_GUIDANCE):
+    def __init__(
+        self, target: Tensor, weights: Tensor, *, max_weight: float = DEFAULT_MAX_GUIDANCE
+    ):
         if target.ndim != 2 or weights.shape != target.shape[:1]:
             raise ValueError(
                 f'RTC target (H, A) and weights (H,) disagree: {tuple(target.shape)}, '

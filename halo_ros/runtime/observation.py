@@ -159,4 +159,3 @@ class ObservationAssembler:
                 return None
             state.append(arm)
         return Observation(stamp_ns=stamp, images=images, state=np.concatenate(state))
-

@@ -76,7 +76,10 @@ class Reasoner:
         self.busy.set()
         try:
             reasoning = self._engine.reason(
-                observation, instruction, version, subgoal=self._subgoal,
+                observation,
+                instruction,
+                version,
+                subgoal=self._subgoal,
                 max_tokens=self._max_tokens,
             )
         finally:

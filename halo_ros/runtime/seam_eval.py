@@ -64,7 +64,7 @@ class _SimClock:
         return self.ns
 
 
-def _simulate(config: HarnessConfig, mode: SeamMode, delay: int, on_tick) -> list[tuple[Chunk, int]]:
+def _simulate(config: HarnessConfig, mode: SeamMode, delay: int, on_tick) -> list:
     """Run the actor on the simulated clock; `on_tick(tick, schedule, arrived)` after each tick's
     inference (if any). Returns every chunk with its arrival time (ns)."""
     from halo_ros.runtime.smooth_flow import SmoothFlowEngine
@@ -98,7 +98,9 @@ def _simulate(config: HarnessConfig, mode: SeamMode, delay: int, on_tick) -> lis
         observe,
         schedule,
         config=ActorConfig(
-            control_dt_s=config.dt_s, seam=mode, max_guidance=config.max_guidance,
+            control_dt_s=config.dt_s,
+            seam=mode,
+            max_guidance=config.max_guidance,
             seed=config.seed + 1,
         ),
         clock_ns=clock.now,
@@ -131,7 +133,9 @@ def _commands_switched(config: HarnessConfig, mode: SeamMode, delay: int):
     arrived = _simulate(config, mode, delay, on_tick)
     first_scored = _scored_from(arrived, config)
     seams = [
-        i for i in range(1, len(seqs)) if seqs[i][1] != seqs[i - 1][1] and seqs[i][0] >= first_scored
+        i
+        for i in range(1, len(seqs))
+        if seqs[i][1] != seqs[i - 1][1] and seqs[i][0] >= first_scored
     ]
     return np.array(commands), seams
 
@@ -157,7 +161,8 @@ def _commands_ensembled(config: HarnessConfig, delay: int):
     arrived = _simulate(config, SeamMode.NONE, delay, on_tick)
     first_scored = _scored_from(arrived, config)
     seams = [
-        i for i in range(1, len(gained))
+        i
+        for i in range(1, len(gained))
         if gained[i][1] > gained[i - 1][1] and gained[i][0] >= first_scored
     ]
     return np.array(commands), seams
@@ -197,8 +202,9 @@ def evaluate(config: HarnessConfig = HarnessConfig(), delays=DELAYS, modes=MODES
                 commands, seams = _commands_ensembled(config, delay)
             else:
                 commands, seams = _commands_switched(config, SeamMode(mode), delay)
-            rows.append({'mode': mode, 'delay_steps': delay, **seam_metrics(commands, seams,
-                                                                            config.dt_s)})
+            rows.append(
+                {'mode': mode, 'delay_steps': delay, **seam_metrics(commands, seams, config.dt_s)}
+            )
     by_key = {(r['delay_steps'], r['mode']): r for r in rows}
     for row in rows:
         none = by_key.get((row['delay_steps'], 'none'))
@@ -211,7 +217,7 @@ def evaluate(config: HarnessConfig = HarnessConfig(), delays=DELAYS, modes=MODES
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument('--ticks', type=int, default=HarnessConfig.ticks, help='50 Hz ticks per run')
+    parser.add_argument('--ticks', type=int, default=HarnessConfig.ticks, help='ticks per run')
     parser.add_argument('--execution-steps', type=int, default=HarnessConfig.execution_steps)
     parser.add_argument('--max-guidance', type=float, default=HarnessConfig.max_guidance)
     parser.add_argument('--seed', type=int, default=0)
@@ -231,13 +237,25 @@ def run(args) -> int:
         seed=args.seed,
     )
     rows = evaluate(config)
-    columns = ['mode', 'delay_steps', 'seams', 'arm_jump_p95', 'arm_jump_max', 'grip_jump_p95',
-               'grip_jump_max', 'arm_jerk_p95', 'arm_jerk_max', 'grip_jerk_p95', 'grip_jerk_max',
-               'arm_jump_p95_vs_none']
+    columns = [
+        'mode',
+        'delay_steps',
+        'seams',
+        'arm_jump_p95',
+        'arm_jump_max',
+        'grip_jump_p95',
+        'grip_jump_max',
+        'arm_jerk_p95',
+        'arm_jerk_max',
+        'grip_jerk_p95',
+        'grip_jerk_max',
+        'arm_jump_p95_vs_none',
+    ]
     rows = [{c: row.get(c, '') for c in columns} for row in rows]
-    print('model: smooth deterministic Gaussian flow (halo_ros.runtime.smooth_flow), not HALO '
-          'weights; H=%d, %d flow steps, s=%d, dt=%g s, %d ticks per run'
-          % (config.chunk_length, config.flow_steps, config.execution_steps, config.dt_s,
-             config.ticks))
+    print(
+        'model: smooth deterministic Gaussian flow (halo_ros.runtime.smooth_flow), not HALO '
+        f'weights; H={config.chunk_length}, {config.flow_steps} flow steps, '
+        f's={config.execution_steps}, dt={config.dt_s:g} s, {config.ticks} ticks per run'
+    )
     report('seam-eval', rows, args.json, config=config.__dict__)
     return 0

@@ -52,7 +52,7 @@ class GaussianChunkFlow:
 
 
 def reference_motion(times_s: np.ndarray, seed: int = 0) -> np.ndarray:
-    """(n,) seconds -> (n, 14): slow sinusoids per joint (arms +-0.3..0.6 rad, grippers 0.1..0.9)."""
+    """(n,) s -> (n, 14): slow sinusoids per joint (arms +-0.3..0.6 rad, grippers 0.1..0.9)."""
     rng = np.random.default_rng(seed)
     amplitude = rng.uniform(0.3, 0.6, DOF)
     frequency = rng.uniform(0.15, 0.4, DOF)
