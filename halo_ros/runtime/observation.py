@@ -135,15 +135,22 @@ class ObservationAssembler:
                 return None
             stamps = [self._frames[c][0] for c in cfg.cameras]
             stamp = min(stamps)  # the oldest frame: the latency estimate stays conservative
-            if stamp <= after_ns or stamp <= self._judged_stamp:
+            newest = max(stamps)  # any new frame makes a new frame set (a frozen camera counts)
+            if newest <= self._judged_stamp:
                 return None
-            self._judged_stamp = stamp
+            # Cameras publish one after another: a set that is skewed only because the others'
+            # frames are still on their way is not judged until they had max_skew to arrive.
+            max_skew_ns = cfg.max_skew_ms * 1e6
+            if newest - stamp > max_skew_ns and now_ns - newest <= max_skew_ns:
+                return None
+            self._judged_stamp = newest
             images = {c: self._frames[c][1] for c in cfg.cameras}
             samples = {side: list(self._joints[side]) for side in SIDES}
-        max_skew_ns = cfg.max_skew_ms * 1e6
-        if max(stamps) - stamp > max_skew_ns:
+        if newest - stamp > max_skew_ns:
             self.drops.add(DropReason.SKEW, f'camera stamps {stamps} ns')
             return None
+        if stamp <= after_ns:
+            return None  # the caller already used these frames
         if now_ns - stamp > cfg.max_age_ms * 1e6:
             self.drops.add(DropReason.STALE, f'frames {(now_ns - stamp) / 1e6:.0f} ms old')
             return None
