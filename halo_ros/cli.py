@@ -12,6 +12,7 @@ import sys
 
 # subcommand -> module. Keep alphabetical.
 COMMANDS = {
+    'bench-policy': 'halo_ros.runtime.async_bench',
     'bench-sim': 'halo_ros.sim.bench',
     'demo': 'halo_ros.demo',
     'expert-eval': 'halo_ros.sim.expert_eval',
