@@ -144,7 +144,7 @@ def test_rtc_through_the_torch_engine_moves_the_chunk_toward_the_prefix():
 def test_harness_rtc_cuts_the_seam_jump():
     from halo_ros.runtime.seam_eval import HarnessConfig, evaluate
 
-    rows = evaluate(HarnessConfig(ticks=300), delays=(4,), modes=('none', 'rtc'))
+    rows = evaluate(HarnessConfig(ticks=300), delays=(4,), modes=('none', 'rtc_linear'))
     none, rtc = rows
     assert none['seams'] >= 20 and rtc['seams'] == none['seams']
     assert rtc['arm_jump_p95'] < 0.35 * none['arm_jump_p95']

@@ -26,7 +26,7 @@ from halo_ros.nodes.spin import run_node
 from halo_ros.runtime.actor import ActorConfig
 from halo_ros.runtime.observation import AssemblyConfig, DropReason
 from halo_ros.runtime.policy import PolicyConfig, PolicyRuntime
-from halo_ros.runtime.seam import SeamMode
+from halo_ros.runtime.seam import SeamMode, WeightSchedule
 
 FOLLOWER_STATE_TOPICS = ('follower_left/joint_states', 'follower_right/joint_states')
 
@@ -86,6 +86,7 @@ class PolicyNode(Node):
                 ('chunk_rate_hz', 10.0),  # at most this many chunks per second
                 ('seam_mode', 'rtc'),  # rtc | hard | none
                 ('max_guidance', 10.0),
+                ('rtc_schedule', 'linear'),  # linear | exp: RTC's soft weights after the delay
                 ('reasoning', True),
                 ('reasoning_period_s', 1.0),
                 ('subgoal', True),
@@ -128,6 +129,7 @@ class PolicyNode(Node):
                 control_dt_s=1.0 / v['control_rate_hz'],
                 seam=SeamMode(v['seam_mode']),
                 max_guidance=v['max_guidance'],
+                weight_schedule=WeightSchedule(v['rtc_schedule']),
                 seed=v['seed'],
             ),
             reasoning=v['reasoning'],

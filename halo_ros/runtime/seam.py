@@ -26,7 +26,7 @@ class SeamMode(enum.Enum):
 
 class WeightSchedule(enum.Enum):
     EXP = 'exp'  # the paper's default
-    LINEAR = 'linear'
+    LINEAR = 'linear'  # LeRobot's default; lower seam jumps in our harness (`seam_eval`)
 
 
 @dataclass(frozen=True)

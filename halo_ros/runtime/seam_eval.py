@@ -25,12 +25,19 @@ from halo_ros.runtime.actor import Actor, ActorConfig
 from halo_ros.runtime.chunk import Chunk
 from halo_ros.runtime.context import ContextStore
 from halo_ros.runtime.feedback import ChunkSchedule
-from halo_ros.runtime.seam import SeamMode
+from halo_ros.runtime.seam import SeamMode, WeightSchedule
 
 log = logging.getLogger(__name__)
 
 DELAYS = (0, 2, 4, 8)
-MODES = ('none', 'hard', 'rtc', 'act_te')
+# seam mode (+ RTC weight schedule) -> how the actor runs; 'act_te' ensembles unguided chunks
+VARIANTS = {
+    'none': (SeamMode.NONE, WeightSchedule.EXP),
+    'hard': (SeamMode.HARD, WeightSchedule.EXP),
+    'rtc_linear': (SeamMode.RTC, WeightSchedule.LINEAR),
+    'rtc_exp': (SeamMode.RTC, WeightSchedule.EXP),
+}
+MODES = (*VARIANTS, 'act_te')
 ARM_INDICES = tuple(i for i in range(DOF) if i not in GRIPPER_INDICES)
 ACT_TE_K = 0.01  # ACT's exp(-k i) weights, i = 0 the oldest prediction
 
@@ -64,7 +71,7 @@ class _SimClock:
         return self.ns
 
 
-def _simulate(config: HarnessConfig, mode: SeamMode, delay: int, on_tick) -> list:
+def _simulate(config: HarnessConfig, variant: str, delay: int, on_tick) -> list:
     """Run the actor on the simulated clock; `on_tick(tick, schedule, arrived)` after each tick's
     inference (if any). Returns every chunk with its arrival time (ns)."""
     from halo_ros.runtime.smooth_flow import SmoothFlowEngine
@@ -99,7 +106,8 @@ def _simulate(config: HarnessConfig, mode: SeamMode, delay: int, on_tick) -> lis
         schedule,
         config=ActorConfig(
             control_dt_s=config.dt_s,
-            seam=mode,
+            seam=VARIANTS[variant][0],
+            weight_schedule=VARIANTS[variant][1],
             max_guidance=config.max_guidance,
             seed=config.seed + 1,
         ),
@@ -119,7 +127,7 @@ def _scored_from(arrived, config: HarnessConfig) -> int:
     return arrived[config.warmup_chunks][1] if len(arrived) > config.warmup_chunks else 1 << 62
 
 
-def _commands_switched(config: HarnessConfig, mode: SeamMode, delay: int):
+def _commands_switched(config: HarnessConfig, variant: str, delay: int):
     """The controller switches to each chunk on arrival (the `ChunkSchedule` rule)."""
     dt_ns = round(config.dt_s * 1e9)
     commands, seqs = [], []
@@ -130,7 +138,7 @@ def _commands_switched(config: HarnessConfig, mode: SeamMode, delay: int):
             commands.append(command[1])
             seqs.append((tick * dt_ns, command[0].seq))
 
-    arrived = _simulate(config, mode, delay, on_tick)
+    arrived = _simulate(config, variant, delay, on_tick)
     first_scored = _scored_from(arrived, config)
     seams = [
         i
@@ -158,7 +166,7 @@ def _commands_ensembled(config: HarnessConfig, delay: int):
             commands.append((weights[:, None] * np.array(covering)).sum(0) / weights.sum())
             gained.append((t_ns, len(received)))
 
-    arrived = _simulate(config, SeamMode.NONE, delay, on_tick)
+    arrived = _simulate(config, 'none', delay, on_tick)
     first_scored = _scored_from(arrived, config)
     seams = [
         i
@@ -201,7 +209,7 @@ def evaluate(config: HarnessConfig = HarnessConfig(), delays=DELAYS, modes=MODES
             if mode == 'act_te':
                 commands, seams = _commands_ensembled(config, delay)
             else:
-                commands, seams = _commands_switched(config, SeamMode(mode), delay)
+                commands, seams = _commands_switched(config, mode, delay)
             rows.append(
                 {'mode': mode, 'delay_steps': delay, **seam_metrics(commands, seams, config.dt_s)}
             )
@@ -210,6 +218,7 @@ def evaluate(config: HarnessConfig = HarnessConfig(), delays=DELAYS, modes=MODES
         none = by_key.get((row['delay_steps'], 'none'))
         if none is not None:
             row['arm_jump_p95_vs_none'] = row['arm_jump_p95'] / none['arm_jump_p95']
+            row['arm_jump_max_vs_none'] = row['arm_jump_max'] / none['arm_jump_max']
     return rows
 
 
@@ -250,6 +259,7 @@ def run(args) -> int:
         'grip_jerk_p95',
         'grip_jerk_max',
         'arm_jump_p95_vs_none',
+        'arm_jump_max_vs_none',
     ]
     rows = [{c: row.get(c, '') for c in columns} for row in rows]
     print(
