@@ -15,6 +15,7 @@ from halo_ros.runtime.feedback import ChunkSchedule
 from halo_ros.runtime.observation import AssemblyConfig, DropCounter, DropReason
 from halo_ros.runtime.policy import PolicyConfig, PolicyRuntime
 from halo_ros.runtime.reasoner import Reasoner
+from halo_ros.runtime.seam import SeamMode
 
 H = 8
 CAMERAS = ('cam_high',)
@@ -69,7 +70,7 @@ def test_instruction_change_bumps_the_epoch_and_the_next_chunk_follows_it():
         context,
         _observations(),
         ChunkSchedule(20_000_000),
-        config=ActorConfig(),
+        config=ActorConfig(seam=SeamMode.NONE),
         drops=drops,
         on_chunk=lambda c, ns: chunks.append(c),
     )
@@ -93,6 +94,17 @@ def test_instruction_change_bumps_the_epoch_and_the_next_chunk_follows_it():
     schedule = ChunkSchedule(20_000_000)
     assert schedule.record(second, received_ns=10)
     assert not schedule.record(first, received_ns=20)
+
+
+def test_rtc_needs_an_engine_with_guidance_gradients():
+    with pytest.raises(ValueError, match='scripted backend'):
+        Actor(
+            ScriptedEngine(),
+            ContextStore(),
+            _observations(),
+            ChunkSchedule(1),
+            config=ActorConfig(seam=SeamMode.RTC),
+        )
 
 
 def test_reasoning_for_a_superseded_instruction_is_discarded():
@@ -123,7 +135,7 @@ def test_a_reasoning_cycle_that_never_ends_does_not_stop_the_chunks():
     arrivals = []
     config = PolicyConfig(
         assembly=AssemblyConfig(cameras=CAMERAS, image_hw=(4, 4), max_age_ms=5000),
-        actor=ActorConfig(chunk_period_s=0.02),
+        actor=ActorConfig(chunk_period_s=0.02, seam=SeamMode.NONE),
         reasoning_period_s=0.01,
         instruction='fold the towel',
     )

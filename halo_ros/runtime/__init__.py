@@ -6,7 +6,10 @@
 - `reasoner` / `actor`: the slow and the fast loop (threads); `policy` composes them.
 - `chunk`, `feedback`, `delay`, `seam`, `guidance`: stamped chunks, what the controller executed,
   delay estimation, and the seam modes (real-time chunking, hard inpainting, none).
-- `seam_eval`: the delay x seam-mode harness (`halo-ros seam-eval`).
+- `seam_eval` + `smooth_flow`: the delay x seam-mode harness on a smooth analytic flow model
+  (`halo-ros seam-eval`); `async_bench`: chunk cadence with and without reasoning
+  (`halo-ros bench-policy`).
 
-Only `guidance` and the harness import torch (lazily, where a seam mode needs it).
+Only `guidance`, `smooth_flow` and the benchmarks import torch; the actor imports `guidance`
+lazily, when a seam mode needs it.
 """

@@ -71,6 +71,12 @@ class Actor:
         stats: RuntimeStats | None = None,
         drops: DropCounter | None = None,
     ):
+        info = engine.info
+        if config.seam is SeamMode.RTC and not info.supports_guidance_gradients:
+            raise ValueError(
+                f'seam mode rtc needs guidance gradients, which the {info.backend} backend '
+                'does not provide: use seam mode hard or none'
+            )
         self.config = config
         self._engine = engine
         self._context = context

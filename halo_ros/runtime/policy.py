@@ -65,7 +65,7 @@ class PolicyRuntime:
             self.reasoner = Reasoner(
                 engine,
                 self.context,
-                lambda: self.actor.latest_observation,
+                self._fresh_observation,
                 period_s=config.reasoning_period_s,
                 subgoal=config.subgoal,
                 max_tokens=config.max_tokens,
@@ -73,6 +73,15 @@ class PolicyRuntime:
                 stats=self.stats,
                 drops=self.drops,
             )
+
+    def _fresh_observation(self):
+        """The actor's newest observation, unless it went stale (cameras stopped): the reasoner
+        must not keep describing a scene that is no longer there."""
+        observation = self.actor.latest_observation
+        max_age_ns = self.config.assembly.max_age_ms * 1e6
+        if observation is None or self._clock_ns() - observation.stamp_ns > max_age_ns:
+            return None
+        return observation
 
     def _chunk_out(self, chunk: Chunk, publish_ns: int) -> None:
         self.schedule.record(chunk, publish_ns)  # as the controller will execute it
