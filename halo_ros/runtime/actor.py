@@ -145,7 +145,8 @@ class Actor:
             result = self._engine.act(observation, snapshot.reasoning, noise, guidance)
         except Exception:  # noqa: BLE001 (one bad chunk must not end the fast loop)
             self.drops.add(DropReason.ENGINE_ERROR, f'act on observation {observation.stamp_ns}')
-            log.exception('engine.act failed')
+            first = self.drops[DropReason.ENGINE_ERROR] == 1  # the rest are counted, not logged
+            (log.error if first else log.debug)('engine.act failed', exc_info=True)
             return None
         actions = result.actions
         if actions.shape != (info.chunk_length, info.action_dim) or not np.isfinite(actions).all():
