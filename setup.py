@@ -19,6 +19,7 @@ def tree(folder):
 
 # Nodes are `ros2 run halo_ros <name>` executables; `halo-ros` is the user-facing command.
 NODES = {
+    'policy_node': 'halo_ros.nodes.policy_node:main',
     'sim_node': 'halo_ros.nodes.sim_node:main',
     'recorder_node': 'halo_ros.nodes.recorder_node:main',
 }

@@ -15,14 +15,19 @@ import sys
 COMMANDS = {
     'annotate': 'halo_ros.recording.annotate',
     'bench-dynamixel': 'halo_ros.drivers.dynamixel.bench',
+    'bench-policy': 'halo_ros.runtime.async_bench',
     'bench-recording': 'halo_ros.recording.bench',
     'bench-sim': 'halo_ros.sim.bench',
     'demo': 'halo_ros.demo',
     'expert-eval': 'halo_ros.sim.expert_eval',
     'export-dataset': 'halo_ros.recording.export_dataset',
     'model': 'halo_ros.model.info',
+<<<<<<< HEAD
     'recover-episodes': 'halo_ros.recording.recover',
     'virtual-bus': 'halo_ros.sim.virtual_bus.serve',
+=======
+    'seam-eval': 'halo_ros.runtime.seam_eval',
+>>>>>>> pol
 }
 
 

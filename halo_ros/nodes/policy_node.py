@@ -1,0 +1,235 @@
+"""policy_node: HALO on the ROS graph. Slow reasoning and fast action chunks from one engine.
+
+Subscribes: `cam_high|cam_left_wrist|cam_right_wrist/image_raw` (rgb8, sensor-data QoS),
+`follower_left/joint_states` + `follower_right/joint_states` (or one 14-joint topic named by the
+`state_topic` parameter, e.g. `sim/joint_states` before a controller exists), `halo/instruction`.
+Publishes: `halo/action_chunk` (JointTrajectory, the 14 joint names, header.stamp = observation
+stamp, points at k * dt; epoch/seq/context version in header.frame_id, see
+`halo_ros.runtime.chunk`), `halo/reasoning` (String JSON), `halo/subgoal/image_raw` (rgb8) and
+`diagnostics` (1 Hz). All the logic is in `halo_ros.runtime`; this file only translates.
+"""
+
+import json
+
+from builtin_interfaces.msg import Duration
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rclpy.node import Node
+from rclpy.qos import QoSProfile, qos_profile_sensor_data
+from sensor_msgs.msg import Image, JointState
+from std_msgs.msg import String
+from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
+
+from halo_ros.engine.loading import DEFAULT_CAMERAS, EngineConfig, load_engine
+from halo_ros.joints import BIMANUAL_JOINTS
+from halo_ros.nodes.conversions import image_array, image_msg, ns_from_stamp, stamp_from_ns
+from halo_ros.nodes.spin import run_node
+from halo_ros.runtime.actor import ActorConfig
+from halo_ros.runtime.observation import AssemblyConfig, DropReason
+from halo_ros.runtime.policy import PolicyConfig, PolicyRuntime
+from halo_ros.runtime.seam import SeamMode, WeightSchedule
+
+FOLLOWER_STATE_TOPICS = ('follower_left/joint_states', 'follower_right/joint_states')
+
+
+def chunk_msg(chunk) -> JointTrajectory:
+    msg = JointTrajectory(joint_names=list(BIMANUAL_JOINTS))
+    msg.header.stamp = stamp_from_ns(chunk.stamp_ns)
+    msg.header.frame_id = chunk.tag.format()
+    for k, action in enumerate(chunk.actions.tolist()):
+        offset = k * chunk.dt_ns
+        msg.points.append(
+            JointTrajectoryPoint(
+                positions=action,
+                time_from_start=Duration(
+                    sec=offset // 1_000_000_000, nanosec=offset % 1_000_000_000
+                ),
+            )
+        )
+    return msg
+
+
+def reasoning_json(reasoning, accepted: bool, epoch: int) -> str:
+    return json.dumps(
+        {
+            'plan': reasoning.plan,
+            'subtask': reasoning.subtask,
+            'movement': reasoning.movement,
+            'text': reasoning.text,
+            'instruction': reasoning.instruction,
+            'context_version': reasoning.version,
+            'epoch': epoch,
+            'accepted': accepted,  # False: the instruction changed while it ran (not used)
+            'observation_stamp_ns': reasoning.observation_stamp_ns,
+            'latency_ms': round(reasoning.timings_ms.get('total', 0.0), 1),
+            'timings_ms': {k: round(v, 1) for k, v in reasoning.timings_ms.items()},
+        }
+    )
+
+
+class PolicyNode(Node):
+    def __init__(self):
+        super().__init__('policy')
+        p = self.declare_parameters(
+            '',
+            [
+                ('model', 'halo-tiny'),  # preset under models/ or a YAML path
+                ('checkpoint', ''),  # folder with ema.safetensors; '' = random weights
+                ('backend', 'torch'),
+                ('device', 'cpu'),
+                ('seed', 0),
+                ('torch_threads', 0),  # 0: torch's default
+                ('image_width', 320),  # what the cameras deliver
+                ('image_height', 240),
+                ('chunk_length', 50),
+                ('flow_steps', 9),
+                ('control_rate_hz', 50.0),  # the controller's rate: chunk points are 1/rate apart
+                ('chunk_rate_hz', 10.0),  # at most this many chunks per second
+                ('seam_mode', 'rtc'),  # rtc | hard | none
+                ('max_guidance', 10.0),
+                ('rtc_schedule', 'linear'),  # linear | exp: RTC's soft weights after the delay
+                ('reasoning', True),
+                ('reasoning_period_s', 1.0),
+                ('subgoal', True),
+                ('max_tokens', 64),
+                ('instruction', ''),
+                ('max_skew_ms', 50.0),
+                ('max_age_ms', 250.0),
+                ('state_topic', ''),  # '' = the two follower topics; else one 14-joint topic
+                ('diagnostics_rate_hz', 1.0),
+            ],
+        )
+        v = {param.name: param.value for param in p}
+        if v['torch_threads'] > 0:
+            import torch
+
+            torch.set_num_threads(v['torch_threads'])
+        image_hw = (v['image_height'], v['image_width'])
+        engine = load_engine(
+            EngineConfig(
+                model=v['model'],
+                checkpoint=v['checkpoint'] or None,
+                backend=v['backend'],
+                device=v['device'],
+                cameras=DEFAULT_CAMERAS,
+                image_hw=image_hw,
+                chunk_length=v['chunk_length'],
+                flow_steps=v['flow_steps'],
+                seed=v['seed'],
+            )
+        )
+        config = PolicyConfig(
+            assembly=AssemblyConfig(
+                cameras=DEFAULT_CAMERAS,
+                image_hw=image_hw,
+                max_skew_ms=v['max_skew_ms'],
+                max_age_ms=v['max_age_ms'],
+            ),
+            actor=ActorConfig(
+                chunk_period_s=1.0 / v['chunk_rate_hz'],
+                control_dt_s=1.0 / v['control_rate_hz'],
+                seam=SeamMode(v['seam_mode']),
+                max_guidance=v['max_guidance'],
+                weight_schedule=WeightSchedule(v['rtc_schedule']),
+                seed=v['seed'],
+            ),
+            reasoning=v['reasoning'],
+            reasoning_period_s=v['reasoning_period_s'],
+            subgoal=v['subgoal'],
+            max_tokens=v['max_tokens'],
+            instruction=v['instruction'],
+        )
+        self._chunks = self.create_publisher(JointTrajectory, 'halo/action_chunk', 10)
+        self._reasoning = self.create_publisher(String, 'halo/reasoning', QoSProfile(depth=10))
+        self._subgoal = self.create_publisher(Image, 'halo/subgoal/image_raw', 2)
+        self._diagnostics = self.create_publisher(DiagnosticArray, 'diagnostics', 10)
+        self.runtime = PolicyRuntime(
+            engine,
+            config,
+            clock_ns=lambda: self.get_clock().now().nanoseconds,
+            on_chunk=lambda chunk: self._chunks.publish(chunk_msg(chunk)),
+            on_reasoning=self._publish_reasoning,
+        )
+        for camera in DEFAULT_CAMERAS:
+            self.create_subscription(
+                Image, f'{camera}/image_raw', self._on_image(camera), qos_profile_sensor_data
+            )
+        state_topics = (v['state_topic'],) if v['state_topic'] else FOLLOWER_STATE_TOPICS
+        for topic in state_topics:
+            self.create_subscription(JointState, topic, self._on_joints, 10)
+        self.create_subscription(String, 'halo/instruction', self._on_instruction, 10)
+        self.create_timer(1.0 / v['diagnostics_rate_hz'], self._publish_diagnostics)
+        self.runtime.start()
+        info = engine.info
+        weights = v['checkpoint'] or 'RANDOM weights (actions are meaningless)'
+        reasoning = f'every {v["reasoning_period_s"]:g} s' if v['reasoning'] else 'off'
+        self.get_logger().info(
+            f'{info.model_name} on {info.backend}/{v["device"]}, {weights}: chunks of '
+            f'{info.chunk_length} at {v["control_rate_hz"]:g} Hz, up to {v["chunk_rate_hz"]:g} '
+            f'chunks/s, seam {v["seam_mode"]}, reasoning {reasoning}, state from '
+            f'{list(state_topics)}'
+        )
+
+    def _on_image(self, camera: str):
+        def on_image(msg: Image) -> None:
+            try:
+                frame = image_array(msg)
+            except ValueError as error:
+                self.runtime.drops.add(DropReason.SHAPE, f'{camera}: {error}')
+                return
+            self.runtime.assembler.add_image(camera, frame, ns_from_stamp(msg.header.stamp))
+
+        return on_image
+
+    def _on_joints(self, msg: JointState) -> None:
+        self.runtime.assembler.add_joints(msg.name, msg.position, ns_from_stamp(msg.header.stamp))
+
+    def _on_instruction(self, msg: String) -> None:
+        self.runtime.set_instruction(msg.data)
+
+    def _publish_reasoning(self, reasoning, accepted: bool) -> None:
+        epoch = self.runtime.context.snapshot().epoch
+        self._reasoning.publish(String(data=reasoning_json(reasoning, accepted, epoch)))
+        if accepted and reasoning.subgoal_image is not None:
+            frame = reasoning.subgoal_image
+            self._subgoal.publish(image_msg(frame, reasoning.observation_stamp_ns, 'subgoal'))
+
+    def _publish_diagnostics(self) -> None:
+        d = self.runtime.diagnostics()
+        values = {
+            'chunk_rate_hz': d['chunk_rate_hz'],
+            'chunks': d['chunks'],
+            'reasoning_cycles': d['reasoning_cycles'],
+            'reasoning_age_s': d['reasoning_age_s'],
+            'epoch': d['epoch'],
+            'context_version': d['context_version'],
+            'delay_steps': d['delay_steps'],
+        }
+        for stage, percentiles in d['latency_ms'].items():
+            for name, ms in percentiles.items():
+                values[f'latency_{stage}_{name}_ms'] = ms
+        for reason, count in d['drops'].items():
+            values[f'drops_{reason}'] = count
+        ok = d['chunk_rate_hz'] > 0
+        status = DiagnosticStatus(
+            level=DiagnosticStatus.OK if ok else DiagnosticStatus.WARN,
+            name='halo_ros: policy',
+            message='producing chunks' if ok else 'no chunks (waiting for cameras and joints?)',
+            hardware_id=self.get_fully_qualified_name(),
+            values=[KeyValue(key=k, value=json.dumps(v)) for k, v in values.items()],
+        )
+        msg = DiagnosticArray(status=[status])
+        msg.header.stamp = self.get_clock().now().to_msg()
+        self._diagnostics.publish(msg)
+
+    def destroy_node(self):
+        self.runtime.stop()
+        self.runtime.engine.close()
+        super().destroy_node()
+
+
+def main(args=None):
+    run_node(PolicyNode, args)
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,214 @@
+"""The fast loop: newest observation + newest reasoning context -> one stamped chunk, repeatedly.
+
+It never waits for reasoning: it reads whatever context is newest when it starts a chunk. Before
+sampling it plans the seam against what the robot will execute (`ExecutionFeedback.planned`)
+with the current delay estimate; afterwards it feeds the measured latency (observation stamp to
+publication) back into the estimate.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from halo_ros.engine.interface import Engine, Observation
+from halo_ros.runtime.chunk import Chunk, ChunkTag
+from halo_ros.runtime.context import ContextStore
+from halo_ros.runtime.delay import DelayEstimator
+from halo_ros.runtime.feedback import ExecutionFeedback
+from halo_ros.runtime.observation import DropCounter, DropReason
+from halo_ros.runtime.seam import SeamMode, WeightSchedule, plan_seam
+from halo_ros.runtime.stats import RuntimeStats
+
+log = logging.getLogger(__name__)
+
+# observe(now_ns, after_ns) -> the newest observation stamped after after_ns, or None
+ObservationSource = Callable[[int, int], Observation | None]
+ChunkSink = Callable[[Chunk, int], None]  # (chunk, publish time ns)
+
+
+@dataclass(frozen=True)
+class ActorConfig:
+    chunk_period_s: float = 0.1  # minimum time between chunk starts; back to back when slower
+    control_dt_s: float = 0.02  # the controller's period: chunk points are this far apart
+    seam: SeamMode = SeamMode.RTC
+    max_guidance: float = 10.0  # RTC beta (guidance clip), ~ the number of flow steps
+    # LINEAR (LeRobot's default) joined chunks better than the paper's EXP in `seam_eval`.
+    weight_schedule: WeightSchedule = WeightSchedule.LINEAR
+    delay_percentile: float = 95.0  # a high percentile: a late chunk costs a seam, not a stall
+    delay_window: int = 50  # latency samples in the sliding window
+    delay_warmup: int = 3  # first chunks (cold caches) never enter the window
+    poll_s: float = 0.005  # how often to look for a new observation when none is there
+    seed: int = 0  # the noise generator (the caller owns the randomness, see Engine.act)
+
+    def __post_init__(self):
+        if self.chunk_period_s <= 0 or self.control_dt_s <= 0 or self.poll_s <= 0:
+            raise ValueError(
+                f'chunk_period_s, control_dt_s and poll_s must be positive, got '
+                f'{self.chunk_period_s}, {self.control_dt_s}, {self.poll_s}'
+            )
+        if self.max_guidance <= 0:
+            raise ValueError(f'max_guidance must be positive, got {self.max_guidance}')
+
+
+class Actor:
+    def __init__(
+        self,
+        engine: Engine,
+        context: ContextStore,
+        observe: ObservationSource,
+        feedback: ExecutionFeedback,
+        *,
+        config: ActorConfig = ActorConfig(),
+        clock_ns: Callable[[], int] = time.time_ns,
+        on_chunk: ChunkSink | None = None,
+        stats: RuntimeStats | None = None,
+        drops: DropCounter | None = None,
+    ):
+        info = engine.info
+        if config.seam is SeamMode.RTC and not info.supports_guidance_gradients:
+            raise ValueError(
+                f'seam mode rtc needs guidance gradients, which the {info.backend} backend '
+                'does not provide: use seam mode hard or none'
+            )
+        self.config = config
+        self._engine = engine
+        self._context = context
+        self._observe = observe
+        self._feedback = feedback
+        self._clock_ns = clock_ns
+        self._on_chunk = on_chunk
+        self.stats = stats or RuntimeStats()
+        self.drops = drops or DropCounter()
+        self.delay = DelayEstimator(
+            config.control_dt_s,
+            window=config.delay_window,
+            percentile=config.delay_percentile,
+            warmup=config.delay_warmup,
+        )
+        self.dt_ns = round(config.control_dt_s * 1e9)
+        self._rng = np.random.default_rng(config.seed)
+        self._seq = 0
+        self._last_stamp_ns = -1
+        self._starts_s: deque[float] = deque(maxlen=20)
+        self.latest_observation: Observation | None = None
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # -- one chunk -------------------------------------------------------------------------------
+
+    def execution_steps(self, delay_steps: int) -> int:
+        """s: control steps one inference cycle lasts (median start-to-start), at least d."""
+        if len(self._starts_s) < 2:
+            return max(delay_steps, 1)
+        interval = float(np.median(np.diff(np.fromiter(self._starts_s, float))))
+        return max(delay_steps, 1, round(interval / self.config.control_dt_s))
+
+    def step(self) -> Chunk | None:
+        """Try to produce one chunk now; None if no new observation or the chunk was dropped."""
+        info = self._engine.info
+        start = time.perf_counter()
+        now_ns = self._clock_ns()
+        observation = self._observe(now_ns, self._last_stamp_ns)
+        if observation is None:
+            return None
+        self._last_stamp_ns = observation.stamp_ns
+        self.latest_observation = observation
+        self._starts_s.append(now_ns / 1e9)  # the injected clock: the harness simulates time
+        snapshot = self._context.snapshot()
+
+        delay_steps = self.delay.steps()
+        tail = self._feedback.planned(observation.stamp_ns, info.chunk_length)
+        plan = plan_seam(
+            self.config.seam,
+            tail,
+            info.chunk_length,
+            delay_steps,
+            self.execution_steps(delay_steps),
+            self.config.weight_schedule,
+        )
+        guidance = None
+        if plan is not None:
+            from halo_ros.runtime.guidance import make_guidance  # torch only when a seam needs it
+
+            guidance = make_guidance(plan, max_weight=self.config.max_guidance)
+        noise = self._rng.standard_normal((info.chunk_length, info.action_dim), dtype=np.float32)
+        planned_ms = (time.perf_counter() - start) * 1e3
+        try:
+            result = self._engine.act(observation, snapshot.reasoning, noise, guidance)
+        except Exception:  # noqa: BLE001 (one bad chunk must not end the fast loop)
+            self.drops.add(DropReason.ENGINE_ERROR, f'act on observation {observation.stamp_ns}')
+            first = self.drops[DropReason.ENGINE_ERROR] == 1  # the rest are counted, not logged
+            (log.error if first else log.debug)('engine.act failed', exc_info=True)
+            return None
+        actions = result.actions
+        if actions.shape != (info.chunk_length, info.action_dim) or not np.isfinite(actions).all():
+            self.drops.add(DropReason.BAD_ACTIONS, f'actions {actions.shape}')
+            return None
+        if self._context.snapshot().epoch != snapshot.epoch:
+            self.drops.add(DropReason.EPOCH, f'chunk for epoch {snapshot.epoch}')
+            return None
+
+        publish_ns = self._clock_ns()
+        latency_ms = (publish_ns - observation.stamp_ns) / 1e6
+        self.delay.add(max(latency_ms, 0.0) / 1e3)
+        tag = ChunkTag(
+            epoch=snapshot.epoch,
+            seq=self._seq,
+            context_version=snapshot.version,
+            delay_steps=plan.delay_steps if plan is not None else delay_steps,
+        )
+        self._seq += 1
+        timings = dict(result.timings_ms)
+        timings['observation_age'] = (now_ns - observation.stamp_ns) / 1e6
+        timings['seam_plan'] = planned_ms
+        timings['stamp_to_publish'] = latency_ms
+        chunk = Chunk(
+            actions.astype(np.float32, copy=False), observation.stamp_ns, self.dt_ns, tag, timings
+        )
+        for stage, ms in timings.items():
+            self.stats.stage(stage, ms)
+        self.stats.chunk_published(time.monotonic())
+        if self._on_chunk is not None:
+            self._on_chunk(chunk, publish_ns)
+        return chunk
+
+    # -- the loop --------------------------------------------------------------------------------
+
+    def start(self) -> Actor:
+        self._thread = threading.Thread(target=self._loop, name='halo-actor', daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+
+    def wake(self) -> None:
+        """Start the next chunk now (an instruction changed): skip the rest of the pacing wait."""
+        self._wake.set()
+
+    def _loop(self) -> None:
+        next_start = time.monotonic()
+        while not self._stop.is_set():
+            self._wake.wait(max(0.0, next_start - time.monotonic()))
+            if self._stop.is_set():
+                break
+            self._wake.clear()
+            started = time.monotonic()
+            try:
+                chunk = self.step()
+            except Exception:  # noqa: BLE001
+                log.exception('actor step failed')
+                chunk = None
+            wait = self.config.chunk_period_s if chunk is not None else self.config.poll_s
+            next_start = started + wait

@@ -1,0 +1,93 @@
+"""Seam modes as `halo_ros.model.guidance.Guidance` implementations (torch; HALO's convention).
+
+HALO integrates t: 1 (noise) -> 0 (data) with x <- x - v dt and x0_hat = x_t - t v. The RTC paper
+uses tau = 1 - t; its update x <- x + dtau (v_tau + lambda g) becomes v' = v - lambda g here, with
+g = (d x0_hat / d x_t)^T [W * (Y - x0_hat)] from one vector-Jacobian product through the action
+expert, and lambda = min(beta, (tau^2 + (1 - tau)^2) / (tau (1 - tau))) (the guidance clip).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+from halo_ros.model.guidance import x0_estimate
+from halo_ros.runtime.seam import SeamMode, SeamPlan
+
+DEFAULT_MAX_GUIDANCE = 10.0  # beta: the paper used 5 with 5 steps; LeRobot 10 with 10 (~flow steps)
+
+
+def guidance_weight(t: float, max_weight: float) -> float:
+    """lambda(tau), tau = 1 - t, clipped to `max_weight` (it diverges at both ends)."""
+    tau = 1.0 - t
+    if tau <= 0.0 or tau >= 1.0:
+        return max_weight
+    return min(max_weight, (tau**2 + (1 - tau) ** 2) / (tau * (1 - tau)))
+
+
+class RtcGuidance:
+    """Guided inpainting toward `target` with per-index soft `weights` (real-time chunking)."""
+
+    def __init__(
+        self, target: Tensor, weights: Tensor, *, max_weight: float = DEFAULT_MAX_GUIDANCE
+    ):
+        if target.ndim != 2 or weights.shape != target.shape[:1]:
+            raise ValueError(
+                f'RTC target (H, A) and weights (H,) disagree: {tuple(target.shape)}, '
+                f'{tuple(weights.shape)}'
+            )
+        if max_weight <= 0:
+            raise ValueError(f'max_weight must be positive, got {max_weight}')
+        self.target = target.float()
+        self.weights = weights.float()[:, None]
+        self.max_weight = max_weight
+
+    def velocity(
+        self, x_t: Tensor, t: float, step: int, velocity_fn: Callable[[Tensor], Tensor]
+    ) -> Tensor:
+        with torch.enable_grad():
+            x = x_t.detach().float().requires_grad_(True)
+            v = velocity_fn(x).float()
+            x0_hat = x0_estimate(x, t, v)
+            error = self.weights.to(x.device) * (self.target.to(x.device) - x0_hat)
+            (correction,) = torch.autograd.grad(x0_hat, x, grad_outputs=error.detach())
+        return (v - guidance_weight(t, self.max_weight) * correction).detach()
+
+
+class HardInpaintGuidance:
+    """Rows with weight 1 follow the straight path to `target` (x0_hat = target exactly at every
+    step, so the sample ends on it); other rows take the model velocity. Gradient-free."""
+
+    def __init__(self, target: Tensor, weights: Tensor):
+        if target.ndim != 2 or weights.shape != target.shape[:1]:
+            raise ValueError(
+                f'hard inpainting target (H, A) and weights (H,) disagree: '
+                f'{tuple(target.shape)}, {tuple(weights.shape)}'
+            )
+        self.target = target.float()
+        self.mask = (weights >= 0.5)[:, None]
+
+    def velocity(
+        self, x_t: Tensor, t: float, step: int, velocity_fn: Callable[[Tensor], Tensor]
+    ) -> Tensor:
+        with torch.no_grad():
+            v = velocity_fn(x_t).float()
+            if t <= 0.0:
+                return v
+            forced = (x_t.float() - self.target.to(x_t.device)) / t
+            return torch.where(self.mask.to(x_t.device), forced, v)
+
+
+def make_guidance(plan: SeamPlan | None, *, max_weight: float = DEFAULT_MAX_GUIDANCE):
+    """The Guidance for a seam plan (None: sample freely)."""
+    if plan is None:
+        return None
+    target = torch.from_numpy(plan.target)
+    weights = torch.from_numpy(plan.weights)
+    if plan.mode is SeamMode.RTC:
+        return RtcGuidance(target, weights, max_weight=max_weight)
+    if plan.mode is SeamMode.HARD:
+        return HardInpaintGuidance(target, weights)
+    raise ValueError(f'no guidance for seam mode {plan.mode}')

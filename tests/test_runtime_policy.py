@@ -1,0 +1,184 @@
+"""The two loops together: reasoning never holds up chunks, instruction changes bump the epoch
+(older chunks and reasoning discarded, the next chunk follows the new instruction at once)."""
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from halo_ros.engine.interface import ActionResult, Engine, EngineInfo, Observation, Reasoning
+from halo_ros.joints import BIMANUAL_JOINTS
+from halo_ros.runtime.actor import Actor, ActorConfig
+from halo_ros.runtime.context import ContextStore
+from halo_ros.runtime.feedback import ChunkSchedule
+from halo_ros.runtime.observation import AssemblyConfig, DropCounter, DropReason
+from halo_ros.runtime.policy import PolicyConfig, PolicyRuntime
+from halo_ros.runtime.reasoner import Reasoner
+from halo_ros.runtime.seam import SeamMode
+
+H = 8
+CAMERAS = ('cam_high',)
+
+
+class ScriptedEngine(Engine):
+    """Instant actions; reasoning can be held open; hooks run inside act/reason."""
+
+    def __init__(self):
+        self.acted_with: list[Reasoning | None] = []
+        self.during_act = None
+        self.during_reason = None
+        self.release_reasoning = threading.Event()
+        self.release_reasoning.set()
+        self.reasoning_started = threading.Event()
+
+    @property
+    def info(self):
+        return EngineInfo('scripted', 'scripted', '0', 14, H, 1, CAMERAS, (4, 4), False)
+
+    def act(self, observation, reasoning, noise, guidance=None):
+        self.acted_with.append(reasoning)
+        if self.during_act is not None:
+            self.during_act()
+        return ActionResult(np.zeros((H, 14), np.float32), {'total': 0.1})
+
+    def reason(self, observation, instruction, version, *, subgoal=True, max_tokens=64):
+        self.reasoning_started.set()
+        assert self.release_reasoning.wait(30), 'the test never released the reasoning cycle'
+        if self.during_reason is not None:
+            self.during_reason()
+        return Reasoning(version, instruction, f'<|plan|>plan {version}', plan=f'plan {version}')
+
+
+def _observations():
+    stamp = [0]
+
+    def observe(now_ns, after_ns):
+        stamp[0] += 1
+        return Observation(stamp[0], {}, np.zeros(14, np.float32))
+
+    return observe
+
+
+def test_instruction_change_bumps_the_epoch_and_the_next_chunk_follows_it():
+    engine = ScriptedEngine()
+    context = ContextStore('pick up the cube')
+    drops = DropCounter()
+    chunks = []
+    actor = Actor(
+        engine,
+        context,
+        _observations(),
+        ChunkSchedule(20_000_000),
+        config=ActorConfig(seam=SeamMode.NONE),
+        drops=drops,
+        on_chunk=lambda c, ns: chunks.append(c),
+    )
+    first = actor.step()
+    assert first.tag.epoch == 1 and engine.acted_with[-1].instruction == 'pick up the cube'
+
+    # The instruction changes while a chunk is being computed: that chunk is discarded.
+    engine.during_act = lambda: context.set_instruction('put it down')
+    assert actor.step() is None
+    assert drops[DropReason.EPOCH] == 1
+    engine.during_act = None
+
+    second = actor.step()  # no waiting for reasoning: the new instruction, no old plan
+    assert second.tag.epoch == 2 and second.tag.seq == first.tag.seq + 1
+    assert second.tag.context_version > first.tag.context_version
+    used = engine.acted_with[-1]
+    assert used.instruction == 'put it down' and used.text == ''
+    assert [c.tag.epoch for c in chunks] == [1, 2]
+
+    # Downstream, a late chunk of the old epoch is discarded once the new one was seen.
+    schedule = ChunkSchedule(20_000_000)
+    assert schedule.record(second, received_ns=10)
+    assert not schedule.record(first, received_ns=20)
+
+
+def test_rtc_needs_an_engine_with_guidance_gradients():
+    with pytest.raises(ValueError, match='scripted backend'):
+        Actor(
+            ScriptedEngine(),
+            ContextStore(),
+            _observations(),
+            ChunkSchedule(1),
+            config=ActorConfig(seam=SeamMode.RTC),
+        )
+
+
+def test_reasoning_for_a_superseded_instruction_is_discarded():
+    engine = ScriptedEngine()
+    context = ContextStore('stack the cups')
+    results = []
+    observation = Observation(5, {}, np.zeros(14, np.float32))
+    reasoner = Reasoner(
+        engine,
+        context,
+        lambda: observation,
+        on_reasoning=lambda r, accepted: results.append((r, accepted)),
+    )
+    accepted = reasoner.cycle()
+    assert results[-1][1] and context.snapshot().reasoning is accepted
+    engine.during_reason = lambda: context.set_instruction('wipe the table')
+    stale = reasoner.cycle()
+    assert results[-1] == (stale, False)
+    snapshot = context.snapshot()
+    assert snapshot.instruction == 'wipe the table' and snapshot.reasoning.text == ''
+    assert snapshot.version > stale.version  # versions only grow
+    assert reasoner.drops[DropReason.EPOCH] == 1
+
+
+def test_a_reasoning_cycle_that_never_ends_does_not_stop_the_chunks():
+    engine = ScriptedEngine()
+    engine.release_reasoning.clear()  # every reasoning cycle hangs until released
+    arrivals = []
+    config = PolicyConfig(
+        assembly=AssemblyConfig(cameras=CAMERAS, image_hw=(4, 4), max_age_ms=5000),
+        actor=ActorConfig(chunk_period_s=0.02, seam=SeamMode.NONE),
+        reasoning_period_s=0.01,
+        instruction='fold the towel',
+    )
+    runtime = PolicyRuntime(engine, config, on_chunk=lambda c: arrivals.append(c))
+    frame = np.zeros((4, 4, 3), np.uint8)
+    runtime.start()
+    try:
+        deadline = time.monotonic() + 20
+        while len(arrivals) < 15 and time.monotonic() < deadline:
+            now = time.time_ns()
+            runtime.assembler.add_image('cam_high', frame, now)
+            runtime.assembler.add_joints(BIMANUAL_JOINTS, np.zeros(14), now)
+            time.sleep(0.01)
+        assert engine.reasoning_started.is_set()
+        assert len(arrivals) >= 15, f'only {len(arrivals)} chunks while reasoning hung'
+        assert runtime.reasoner.busy.is_set()
+    finally:
+        engine.release_reasoning.set()
+        runtime.stop()
+
+
+@pytest.fixture(scope='module')
+def tiny_engine():
+    import torch
+
+    from halo_ros.engine.loading import EngineConfig, load_engine
+
+    torch.set_num_threads(1)
+    return load_engine(EngineConfig(image_hw=(240, 320)))
+
+
+def test_halo_tiny_chunks_keep_their_period_while_reasoning_runs(tiny_engine):
+    """halo-tiny on the CPU: reasoning cycles (~0.7 s here, text + subgoal) overlap the chunk
+    stream, whose cadence stays at the configured period instead of waiting for them."""
+    from halo_ros.runtime.async_bench import run_policy
+
+    period = 0.4
+    run = run_policy(tiny_engine, seconds=5.0, chunk_period_s=period, reasoning=True)
+    spans = np.array([e - s for s, e in run.reason_spans])
+    during = run.intervals(during_reasoning=True)
+    assert len(spans) >= 2 and len(during) >= 4, (spans, during)
+    print(
+        f'\nreasoning cycles {np.round(spans, 2)} s; chunk gaps during them {np.round(during, 3)}'
+    )
+    assert np.median(during) <= 1.25 * period
+    assert during.max() <= 2.0 * period  # a blocked actor would wait out a whole cycle
