@@ -22,12 +22,9 @@ COMMANDS = {
     'expert-eval': 'halo_ros.sim.expert_eval',
     'export-dataset': 'halo_ros.recording.export_dataset',
     'model': 'halo_ros.model.info',
-<<<<<<< HEAD
     'recover-episodes': 'halo_ros.recording.recover',
-    'virtual-bus': 'halo_ros.sim.virtual_bus.serve',
-=======
     'seam-eval': 'halo_ros.runtime.seam_eval',
->>>>>>> pol
+    'virtual-bus': 'halo_ros.sim.virtual_bus.serve',
 }
 
 
