@@ -46,8 +46,9 @@ class NodeProcess:
         env.setdefault('PYTHONUNBUFFERED', '1')
         out = open(self.log_path, 'ab') if self.log_path else None  # noqa: SIM115 (owned by Popen)
         log.debug('starting %s', ' '.join(self.command()))
-        self.process = subprocess.Popen(self.command(), env=env, stdout=out, stderr=out,
-                                        start_new_session=True)
+        self.process = subprocess.Popen(
+            self.command(), env=env, stdout=out, stderr=out, start_new_session=True
+        )
         return self
 
     @property

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from model_support import random_tiny
 from safetensors.torch import load_file, save_file
 
 from halo_ros import cli
@@ -16,7 +17,6 @@ from halo_ros.model.config import config_from_dict, config_to_dict, load_config
 from halo_ros.model.halo import HaloModel
 from halo_ros.model.info import summarize
 from halo_ros.model.tokenizer import HaloTokenizer, build_tiny_tokenizer, tokenizer_for
-from model_support import random_tiny
 
 PARITY = Path('/work/shared/reference/halo-parity/halo_tiny_reference.safetensors')
 

@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from model_support import image, random_tiny, rel_err
 
 from halo_ros.model import inference
 from halo_ros.model.embed import grid_position_ids
@@ -16,7 +17,6 @@ from halo_ros.model.training import (
     forward_train,
     training_mask,
 )
-from model_support import image, random_tiny, rel_err
 
 PROMPT = (5, 17, 42, 99, 7)
 GRID = (2, 3)  # latent tokens of a 32 x 48 px image

@@ -4,13 +4,13 @@ import json
 
 import pytest
 import rclpy
+from ros_helpers import spin_until, wait_for_publishers
 from sensor_msgs.msg import CameraInfo, Image, JointState
 from std_msgs.msg import String
 from std_srvs.srv import Trigger
 
 from halo_ros.nodes.topic_monitor import TopicMonitor
 from halo_ros.supervisor import NodeProcess
-from ros_helpers import spin_until, wait_for_publishers
 
 pytestmark = pytest.mark.ros
 

@@ -62,6 +62,11 @@ class SimConfig:
             raise ValueError(f'camera size {self.width}x{self.height} is too small (min 16x16)')
         if not 0 < self.camera_rate_hz <= 120:
             raise ValueError(f'camera_rate_hz {self.camera_rate_hz} must be in (0, 120]')
+        if self.operator is Operator.FOLLOWERS and self.virtual_buses:
+            raise ValueError(
+                'operator=followers drives the followers directly and virtual_buses serves them to '
+                'a controller: two masters for one arm; disable one of them'
+            )
         unknown = set(self.cameras) - set(CAMERAS)
         if unknown:
             raise ValueError(f'unknown cameras {sorted(unknown)}; available: {sorted(CAMERAS)}')

@@ -44,9 +44,23 @@ SOCKET_RANGE = np.array([[-0.2, -0.1], [0.4, 0.6], [0.05, 0.05]])
 
 SETTLE_S = 0.3  # physics time for dropped objects to come to rest at reset
 
-# Approximate Dynamixel torque constant to express actuator torque as Present Current (XM540-W270
-# stall: 10.6 N m at 4.4 A).
-_NM_PER_AMP = 2.4
+# Approximate Dynamixel torque constants to express actuator torque as Present Current: XM540-W270
+# (arm joints; stall 10.6 N m at 4.4 A) and XM430-W350 (gripper; stall 4.1 N m at 2.3 A).
+_JOINT_NM_PER_AMP = 2.4
+_GRIPPER_NM_PER_AMP = 1.78
+# Motors per joint shaft: the ViperX 300 S drives shoulder and elbow with two servos each.
+_MOTORS_PER_SHAFT = np.array([1, 2, 2, 1, 1, 1])
+# MuJoCo's stiff position actuators and the asset's large joint friction (frictionloss 60 N m on
+# the shoulder) are not a motor model: their forces, read as current, exceed what a servo can
+# draw. Present Current is saturated below the XM540's default Current Limit (1193 x 2.69 mA) as
+# the real servo saturates, so overload protection trips only where a servo could really stall
+# (the gripper on an object) or through explicit fault injection in tests.
+_JOINT_CURRENT_MAX_MA = 0.9 * 1193 * 2.69
+
+# Finger travel per radian of the gripper motor: the linkage turns finger force into motor torque.
+_FINGER_M_PER_RAD = (FINGER_OPEN_M - FINGER_CLOSED_M) / (
+    GRIPPER_SHAFT_OPEN_RAD - GRIPPER_SHAFT_CLOSED_RAD
+)
 
 
 def finger_to_shaft(finger_m: float) -> float:
@@ -180,8 +194,14 @@ class MujocoArm(SimulatedArm):
                 / (FINGER_OPEN_M - FINGER_CLOSED_M)
             )
             velocity = np.append(data.qvel[idx.dof], finger_speed)
-            force = data.actuator_force[idx.actuators[:7]]
-        return ShaftState(position, velocity, force / _NM_PER_AMP * 1000.0)
+            force = data.actuator_force[idx.actuators]
+        joint_ma = force[:6] / (_JOINT_NM_PER_AMP * _MOTORS_PER_SHAFT) * 1000.0
+        joint_ma = np.clip(joint_ma, -_JOINT_CURRENT_MAX_MA, _JOINT_CURRENT_MAX_MA)
+        # Both finger slides hang on the one gripper motor (the right one mirrored).
+        gripper_nm = (force[6] - force[7]) * _FINGER_M_PER_RAD
+        return ShaftState(
+            position, velocity, np.append(joint_ma, gripper_nm / _GRIPPER_NM_PER_AMP * 1e3)
+        )
 
     def set_goal(self, position_rad: np.ndarray) -> None:
         position_rad = np.asarray(position_rad, dtype=np.float64)
