@@ -64,7 +64,7 @@ def test_concurrent_arms_make_subtasks_of_the_pair():
     n = 175
     t = np.arange(n) / FPS
     left = np.tile(np.r_[synthetic.START_POSE_RAD, 1.0], (n, 1))
-    right = np.tile(np.r_[synthetic.START_POSE_RAD, 0.1], (n, 1))  # holding all along
+    right = np.tile(np.r_[synthetic.START_POSE_RAD, 0.4], (n, 1))  # stopped on an object
     left[:, 0] = np.clip(t - 1.0, 0, 1)  # left reaches during 1..2 s
     left[:, 6] = 1.0 - 0.9 * np.clip((t - 2.0) / 0.5, 0, 1)  # and grasps during 2..2.5 s
     subs = segment_subtasks(arm_primitives(left, FPS), arm_primitives(right, FPS), FPS)

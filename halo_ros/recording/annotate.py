@@ -42,12 +42,6 @@ def add_arguments(parser) -> None:
         help='normalised gripper speed above which it is opening/closing',
     )
     parser.add_argument(
-        '--gripper-closed-below',
-        type=float,
-        default=d.gripper_closed_below,
-        help='normalised opening below which the gripper is closed',
-    )
-    parser.add_argument(
         '--min-phase-s',
         type=float,
         default=d.min_phase_s,
@@ -72,7 +66,6 @@ def run(args) -> int:
     thresholds = PrimitiveThresholds(
         arm_speed_rad_s=args.arm_speed_rad_s,
         gripper_speed_per_s=args.gripper_speed_per_s,
-        gripper_closed_below=args.gripper_closed_below,
         min_phase_s=args.min_phase_s,
     )
     annotator = load_annotator(args.annotator)

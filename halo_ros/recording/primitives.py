@@ -47,8 +47,10 @@ class PrimitiveThresholds:
     # Normalised gripper speed (full stroke = 1) above which it is opening or closing; a full
     # close takes 0.3-1 s on ALOHA, i.e. 1-3 /s.
     gripper_speed_per_s: float = 0.25
-    # Below this normalised opening a gripper that has not moved yet counts as closed.
-    gripper_closed_below: float = 0.5
+    # A gripper that starts the recording stopped between these openings is taken to hold
+    # something (only an object stops it partway); nearly shut (the ALOHA rest pose, 0.1) or open
+    # means empty-handed.
+    holding_between: tuple[float, float] = (0.15, 0.85)
     # Phases shorter than this merge into the previous one.
     min_phase_s: float = 0.15
     # Moving-average window before differentiating.
@@ -60,11 +62,6 @@ class PrimitiveThresholds:
                 raise ValueError(
                     f'PrimitiveThresholds.{name} must be > 0, got {getattr(self, name)}'
                 )
-        if not 0 < self.gripper_closed_below < 1:
-            raise ValueError(
-                'PrimitiveThresholds.gripper_closed_below must be in (0, 1), got '
-                f'{self.gripper_closed_below}'
-            )
 
 
 @dataclass(frozen=True)
@@ -137,13 +134,19 @@ def arm_primitives(
         for v in grip_speed
     )
     # Closed = holding: set by a closing motion, cleared by an opening one. The opening alone
-    # cannot tell, since a gripper closed on an object stops wherever the object is (a cube
-    # in the ALOHA sim leaves it half open); it only decides the state before the first motion.
+    # cannot tell, since a gripper closed on an object stops wherever the object is (a cube in
+    # the ALOHA sim leaves it half open). Before the first motion, `holding_between` decides;
+    # an opening that starts empty-handed is part of reaching, not a release.
     closed = np.empty(len(q), bool)
-    state = bool(qs[0, 6] < th.gripper_closed_below)
+    low, high = th.holding_between
+    state = bool(low < qs[0, 6] < high)
     for t, g in enumerate(gripper):
         state = True if g is Gripper.CLOSING else False if g is Gripper.OPENING else state
         closed[t] = state
+    # A release is an opening that starts while holding, and lasts as long as the opening does.
+    releasing = np.zeros(len(q), bool)
+    for t in range(1, len(q)):
+        releasing[t] = gripper[t] is Gripper.OPENING and (closed[t - 1] or releasing[t - 1])
     n = len(q)
     grasp_ahead = np.zeros(n, bool)  # a closing happens at or after t
     seen = False
@@ -154,7 +157,7 @@ def arm_primitives(
     for t in range(n):
         if gripper[t] is Gripper.CLOSING:
             raw.append(Phase.GRASP)
-        elif gripper[t] is Gripper.OPENING:
+        elif releasing[t]:
             raw.append(Phase.RELEASE)
         elif moving[t]:
             raw.append(
