@@ -66,6 +66,17 @@ def run(args) -> int:
     sim = NodeProcess(
         'halo_ros.nodes.sim_node', sim_params, log_path=os.path.join(run_dir, 'sim_node.log')
     ).start()
+    episodes_dir = os.path.join(run_dir, 'episodes')
+    recorder = NodeProcess(
+        'halo_ros.nodes.recorder_node',
+        {
+            'output_dir': episodes_dir,
+            'auto_start': True,
+            'robot': 'sim_aloha',
+            'instruction': args.instruction,
+        },
+        log_path=os.path.join(run_dir, 'recorder_node.log'),
+    ).start()
     policy = None
     if not args.no_policy:
         # The follower joint_states come from the controller (not built yet): read the simulator's.
@@ -121,6 +132,7 @@ def run(args) -> int:
             if status and status['operator_done'] and policy_shown():
                 break
     finally:
+        recorder.stop()  # first: it closes the episode's bag while the others still publish
         if policy is not None:
             policy.stop()
         sim.stop()
@@ -148,6 +160,8 @@ def run(args) -> int:
     )
     if policy is not None:
         _print_policy(monitor.stats, reasonings, args)
+    bags = sorted(p for p in os.listdir(episodes_dir)) if os.path.isdir(episodes_dir) else []
+    print(f'\nrecorded: {", ".join(os.path.join(episodes_dir, b) for b in bags) or "nothing"}')
     return 0
 
 
