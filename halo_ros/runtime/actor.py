@@ -9,7 +9,6 @@ publication) back into the estimate.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -25,6 +24,7 @@ from halo_ros.runtime.feedback import ExecutionFeedback
 from halo_ros.runtime.observation import DropCounter, DropReason
 from halo_ros.runtime.seam import SeamMode, WeightSchedule, plan_seam
 from halo_ros.runtime.stats import RuntimeStats
+from halo_ros.runtime.worker import Worker
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +57,9 @@ class ActorConfig:
             raise ValueError(f'max_guidance must be positive, got {self.max_guidance}')
 
 
-class Actor:
+class Actor(Worker):
+    thread_name = 'halo-actor'
+
     def __init__(
         self,
         engine: Engine,
@@ -71,6 +73,7 @@ class Actor:
         stats: RuntimeStats | None = None,
         drops: DropCounter | None = None,
     ):
+        super().__init__()
         info = engine.info
         if config.seam is SeamMode.RTC and not info.supports_guidance_gradients:
             raise ValueError(
@@ -98,9 +101,6 @@ class Actor:
         self._last_stamp_ns = -1
         self._starts_s: deque[float] = deque(maxlen=20)
         self.latest_observation: Observation | None = None
-        self._stop = threading.Event()
-        self._wake = threading.Event()
-        self._thread: threading.Thread | None = None
 
     # -- one chunk -------------------------------------------------------------------------------
 
@@ -181,21 +181,6 @@ class Actor:
         return chunk
 
     # -- the loop --------------------------------------------------------------------------------
-
-    def start(self) -> Actor:
-        self._thread = threading.Thread(target=self._loop, name='halo-actor', daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self, timeout_s: float = 10.0) -> None:
-        self._stop.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout_s)
-
-    def wake(self) -> None:
-        """Start the next chunk now (an instruction changed): skip the rest of the pacing wait."""
-        self._wake.set()
 
     def _loop(self) -> None:
         next_start = time.monotonic()

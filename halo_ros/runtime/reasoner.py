@@ -11,6 +11,7 @@ from halo_ros.engine.interface import Engine, Observation, Reasoning
 from halo_ros.runtime.context import ContextStore
 from halo_ros.runtime.observation import DropCounter, DropReason
 from halo_ros.runtime.stats import RuntimeStats
+from halo_ros.runtime.worker import Worker
 
 log = logging.getLogger(__name__)
 
@@ -18,9 +19,12 @@ log = logging.getLogger(__name__)
 ReasoningSink = Callable[[Reasoning, bool], None]
 
 
-class Reasoner:
+class Reasoner(Worker):
     """Runs `engine.reason` at most every `period_s` (at once after an instruction change) on
     the newest observation the actor assembled. Never holds anything the actor waits on."""
+
+    thread_name = 'halo-reasoner'
+    stop_timeout_s = 30.0  # a reasoning cycle can take seconds on a CPU
 
     def __init__(
         self,
@@ -35,6 +39,7 @@ class Reasoner:
         stats: RuntimeStats | None = None,
         drops: DropCounter | None = None,
     ):
+        super().__init__()
         if period_s <= 0:
             raise ValueError(f'reasoning period_s must be positive, got {period_s}')
         self._engine = engine
@@ -46,26 +51,7 @@ class Reasoner:
         self._on_reasoning = on_reasoning
         self.stats = stats or RuntimeStats()
         self.drops = drops or DropCounter()
-        self._stop = threading.Event()
-        self._wake = threading.Event()
-        self._thread: threading.Thread | None = None
         self.busy = threading.Event()  # set while a cycle runs (tests, diagnostics)
-
-    def start(self) -> Reasoner:
-        self._thread = threading.Thread(target=self._loop, name='halo-reasoner', daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self, timeout_s: float = 30.0) -> None:
-        self._stop.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout_s)
-            if self._thread.is_alive():
-                log.warning('reasoner still inside a cycle after %.0f s', timeout_s)
-
-    def wake(self) -> None:
-        self._wake.set()
 
     def cycle(self) -> Reasoning | None:
         """One cycle now (None when there is no instruction or observation yet)."""

@@ -16,16 +16,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-SHAFTS = 7  # waist, shoulder, elbow, forearm_roll, wrist_angle, wrist_rotate, gripper motor
-SHAFT_NAMES = (
-    'waist',
-    'shoulder',
-    'elbow',
-    'forearm_roll',
-    'wrist_angle',
-    'wrist_rotate',
-    'gripper',
-)
+from halo_ros.joints import ARM_JOINTS
+
+SHAFT_NAMES = ARM_JOINTS  # the gripper shaft is the gripper motor
+SHAFTS = len(SHAFT_NAMES)
 
 
 @dataclass(frozen=True)
