@@ -56,23 +56,35 @@ def phase_at(tick: int) -> str:
     return [text for start, text in PHASES if tick >= start][-1]
 
 
+# How fast the operator's idea of where the cube is follows the cube while watching it (per tick):
+# an estimate that jumps makes the arm jump.
+_WATCH_GAIN = 0.2
+
+
 class _ArmScript:
     """One arm's waypoints, followed tick by tick with warm-started IK."""
 
-    def __init__(self, ik: ArmIK, waypoints: list[Waypoint], watch: tuple[int, int]):
+    def __init__(
+        self,
+        ik: ArmIK,
+        waypoints: list[Waypoint],
+        watch: tuple[int, int],
+        expect: np.ndarray | None = None,
+    ):
         self._ik = ik
         self._waypoints = waypoints
         self._watch = watch  # ticks [start, end) during which the arm follows the cube
+        self._expect = expect  # where the cube is expected before watching (None: where it is)
         self._q = START_JOINTS.copy()
         self._cube = np.zeros(3)
 
     def reset(self, cube: np.ndarray) -> None:
         self._q = START_JOINTS.copy()
-        self._cube = cube.copy()
+        self._cube = (cube if self._expect is None else self._expect).copy()
 
     def command(self, tick: int, cube: np.ndarray) -> np.ndarray:
         if self._watch[0] <= tick < self._watch[1]:
-            self._cube = cube.copy()
+            self._cube = self._cube + _WATCH_GAIN * (cube - self._cube)
         tick = min(tick, self._waypoints[-1].tick)
         segments = zip(self._waypoints[:-1], self._waypoints[1:], strict=True)
         a, b = next((a, b) for a, b in segments if a.tick <= tick <= b.tick)
@@ -94,7 +106,9 @@ class TransferCubeExpert:
     def __init__(self, sim: AlohaSim):
         left_ik = ArmIK(sim.model, sim.arms['left'])
         right_ik = ArmIK(sim.model, sim.arms['right'])
-        self._left = _ArmScript(left_ik, _left_waypoints(_home(left_ik)), watch=(200, 285))
+        self._left = _ArmScript(
+            left_ik, _left_waypoints(_home(left_ik)), watch=(200, 285), expect=MEET_POINT
+        )
         self._right = _ArmScript(right_ik, _right_waypoints(_home(right_ik)), watch=(0, 140))
 
     def reset(self, cube_position: np.ndarray) -> None:

@@ -13,7 +13,7 @@ from halo_ros.sim.scene import TCP_IN_GRIPPER, ArmIndex
 # sum is constrained and plain DLS lets them drift apart; a weak pull towards zero in the null
 # space of the task keeps them no further apart than the pose needs.
 REST = np.zeros(6)
-REST_GAIN = np.array([0.0, 0.0, 0.0, 0.2, 0.0, 0.2])
+REST_GAIN = np.array([0.0, 0.0, 0.0, 0.02, 0.0, 0.02])  # per solve: at most ~3 rad/s of drift
 # The continuous joints' MJCF range is +-3.14158 rad; the calibrated range of the arms is
 # +-3.14 (calibration/*.yaml), and the expert's joint targets must be commands a robot accepts.
 CALIBRATED_ROLL_RAD = 3.14
@@ -25,7 +25,7 @@ class ArmIK:
         model: mujoco.MjModel,
         arm: ArmIndex,
         *,
-        damping: float = 1e-2,
+        damping: float = 5e-2,
         orientation_weight: float = 0.3,
     ):
         self._model = model
@@ -61,7 +61,7 @@ class ArmIK:
         q = q_init.astype(np.float64).copy()
         low, high = self._limits
         rot_err = np.zeros(3)
-        for _ in range(iterations):
+        for iteration in range(iterations):
             pos, quat = self.tcp_pose(q)
             mujoco.mju_subQuat(rot_err, target_quat, quat)  # body-frame rotation error
             rot_err_world = self._data.body(self._arm.gripper_body).xmat.reshape(3, 3) @ rot_err
@@ -78,6 +78,7 @@ class ArmIK:
             )
             inverse = jac.T @ np.linalg.inv(jac @ jac.T + self._damping**2 * np.eye(6))
             dq = inverse @ err
-            dq += (np.eye(6) - inverse @ jac) @ (REST_GAIN * (REST - q))
+            if iteration == 0:  # once per call, so the pull is a rate, not a jump
+                dq += (np.eye(6) - inverse @ jac) @ (REST_GAIN * (REST - q))
             q = np.clip(q + dq, low, high)
         return q
