@@ -29,7 +29,7 @@ from halo_ros.engine.interface import (
     check_array,
 )
 from halo_ros.engine.layout import PrefixFeed, PrefixTooLongError, assemble
-from halo_ros.engine.runner import GraphRunner
+from halo_ros.engine.runner import GraphRunner, GuidanceUnsupportedError
 from halo_ros.model.config import HaloConfig
 from halo_ros.model.guidance import Guidance
 from halo_ros.model.inference import flow_schedule
@@ -106,7 +106,9 @@ class GraphEngine(Engine):
         vit = self._cfg.vit
         frames = [
             patchify(
-                vit_image(observation.images[c], vit.image_max_px, vit.image_min_px, vit.patch_size),
+                vit_image(
+                    observation.images[c], vit.image_max_px, vit.image_min_px, vit.patch_size
+                ),
                 vit.patch_size,
             )
             for c in self._info.cameras
@@ -197,6 +199,11 @@ class GraphEngine(Engine):
     def _flow(self, noise, k, v, key_valid, rope, guidance: Guidance | None) -> Tensor:
         """fp32 Euler integration from t = 1 to 0 (as `inference.sample_actions`)."""
         device = self._runner.device
+        if guidance is not None and not self._runner.supports_gradients:
+            raise GuidanceUnsupportedError(
+                f'guidance: the {self._runner.backend} backend cannot differentiate the action '
+                'velocity (export the action_step_vjp graph); call act without guidance'
+            )
         ts = flow_schedule(self._info.flow_steps).to(device)
         x = noise.float().to(device)
         velocity_fn = self._runner.action_velocity_fn(k, v, key_valid, rope) if guidance else None
@@ -291,7 +298,11 @@ class GraphEngine(Engine):
                 'rope': torch.tensor(rope, device=device),
             }
             step = self._runner.run('decode_step', feeds)
-            k_buf[:, row], v_buf[:, row], valid[row] = step['k_new'][:, 0], step['v_new'][:, 0], True
+            k_buf[:, row], v_buf[:, row], valid[row] = (
+                step['k_new'][:, 0],
+                step['v_new'][:, 0],
+                True,
+            )
             rope += 1
             token = int(step['logits'][0].argmax())
             if token == st.im_end:

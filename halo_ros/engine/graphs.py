@@ -4,7 +4,7 @@
 |---|---|
 | `vit` | patches [F, T, p*p*3] fp32 -> vit_embeds [F, T, d] |
 | `prefill` | vit_embeds, text_ids [N], latents [Tl, 64], segment/causal/positions [P] -> k, v |
-| `decode_step` | token [1], k_cache/v_cache [L, C, KV, D], key_valid [C], rope [] -> logits, k_new, v_new |
+| `decode_step` | token [1], k/v_cache [L, C, KV, D], key_valid [C], rope -> logits, k/v_new |
 | `subgoal_step` | x_t [Tl, 64], t [], k, v [L, P, KV, D], key_valid [P], rope [] -> velocity |
 | `action_step` | x_t [K, 14], t [], k, v, key_valid, rope -> velocity [K, 14] |
 | `vae_decode` | latents [Tl, 64] -> image [3, H, W] in [-1, 1] |

@@ -101,7 +101,9 @@ def export_all(
         prec = precision.get(name.removesuffix('_vjp'), Precision.FP32)
         if prec not in copies:
             copies[prec] = model if prec.dtype == model.dtype else _cast(model, prec)
-        entries[name] = export_graph(name, copies[prec], shapes, folder / f'{name}.onnx', opset=opset)
+        entries[name] = export_graph(
+            name, copies[prec], shapes, folder / f'{name}.onnx', opset=opset
+        )
         log.info('exported %s (%s)', name, prec.value)
     manifest = {
         'model_name': model_name,

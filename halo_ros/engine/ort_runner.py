@@ -1,8 +1,7 @@
 """ONNX Runtime backend: one session per exported graph (CPU, CUDA or TensorRT provider).
 
-Guided sampling works through the exported `action_step_vjp` graph: `OrtActionVelocity` is a
-`torch.autograd.Function` whose forward runs `action_step` and whose backward runs the VJP, so
-the same `Guidance` code runs here as on the torch backend.
+Guided sampling works through the exported `action_step_vjp` graph (`runner.VjpActionVelocity`),
+so the same `Guidance` code runs here as on the torch backend.
 """
 
 from __future__ import annotations
@@ -10,13 +9,11 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import Tensor
 
-from halo_ros.engine.interface import EngineInputError
 from halo_ros.engine.onnx_export import VJP_GRAPH, read_manifest
-from halo_ros.engine.runner import GraphRunner, VelocityFn
+from halo_ros.engine.runner import GraphRunner, check_feeds
 
 log = logging.getLogger(__name__)
 
@@ -85,8 +82,7 @@ class OrtRunner(GraphRunner):
 
     def run(self, graph: str, feeds: dict[str, Tensor]) -> dict[str, Tensor]:
         spec = self._specs[graph]
-        for expected in spec['inputs']:
-            _check_feed(graph, expected, feeds.get(expected['name']))
+        check_feeds(graph, spec, feeds)
         session = self._sessions[graph]
         if self.device.type == 'cpu':
             arrays = {n: t.detach().numpy() for n, t in feeds.items()}
@@ -117,57 +113,8 @@ class OrtRunner(GraphRunner):
         session.run_with_iobinding(binding)
         return outputs
 
-    def action_velocity_fn(self, k, v, key_valid, rope) -> VelocityFn:
-        if not self.supports_gradients:
-            return super().action_velocity_fn(k, v, key_valid, rope)
-
-        def velocity(x_t: Tensor, t: Tensor) -> Tensor:
-            return OrtActionVelocity.apply(x_t, self, t, k, v, key_valid, rope)
-
-        return velocity
-
     def close(self) -> None:
         self._sessions.clear()
-
-
-class OrtActionVelocity(torch.autograd.Function):
-    """velocity(x_t) by `action_step`, its vector-Jacobian product by `action_step_vjp`."""
-
-    @staticmethod
-    def forward(ctx, x_t, runner, t, k, v, key_valid, rope):
-        ctx.runner, ctx.prefix = runner, (t, k, v, key_valid, rope)
-        ctx.save_for_backward(x_t)
-        feeds = {'x_t': x_t.detach(), 't': t, 'k': k, 'v': v, 'key_valid': key_valid, 'rope': rope}
-        return runner.run('action_step', feeds)['velocity']
-
-    @staticmethod
-    def backward(ctx, grad_velocity):
-        (x_t,) = ctx.saved_tensors
-        t, k, v, key_valid, rope = ctx.prefix
-        feeds = {
-            'x_t': x_t.detach(),
-            't': t,
-            'k': k,
-            'v': v,
-            'key_valid': key_valid,
-            'rope': rope,
-            'cotangent': grad_velocity.contiguous().float(),
-        }
-        grad = ctx.runner.run(VJP_GRAPH, feeds)['grad_x_t']
-        return grad, None, None, None, None, None, None
-
-
-def _check_feed(graph: str, expected: dict, tensor: Tensor | None) -> None:
-    name = expected['name']
-    if tensor is None:
-        raise EngineInputError(f'{graph}.{name}: missing input')
-    if list(tensor.shape) != expected['shape']:
-        raise EngineInputError(
-            f'{graph}.{name}: expected shape {tuple(expected["shape"])}, got {tuple(tensor.shape)}'
-        )
-    dtype = str(tensor.dtype).removeprefix('torch.')
-    if dtype != expected['dtype']:
-        raise EngineInputError(f'{graph}.{name}: expected dtype {expected["dtype"]}, got {dtype}')
 
 
 def _np_type(dtype: torch.dtype):

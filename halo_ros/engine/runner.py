@@ -24,6 +24,7 @@ from halo_ros.engine.graphs import (
     Precision,
     build_graph,
 )
+from halo_ros.engine.interface import EngineInputError
 from halo_ros.model.halo import HaloModel
 
 log = logging.getLogger(__name__)
@@ -50,9 +51,17 @@ class GraphRunner(ABC):
     def supports_gradients(self) -> bool:
         return False
 
-    def action_velocity_fn(self, k: Tensor, v: Tensor, key_valid: Tensor, rope: Tensor) -> VelocityFn:
+    def action_velocity_fn(
+        self, k: Tensor, v: Tensor, key_valid: Tensor, rope: Tensor
+    ) -> VelocityFn:
         """The action velocity against this prefix; differentiable w.r.t. x_t where
-        `supports_gradients`."""
+        `supports_gradients` (by default through the `action_step_vjp` graph)."""
+        if self.supports_gradients:
+
+            def differentiable(x_t: Tensor, t: Tensor) -> Tensor:
+                return VjpActionVelocity.apply(x_t, self, t, k, v, key_valid, rope)
+
+            return differentiable
 
         def velocity(x_t: Tensor, t: Tensor) -> Tensor:
             if torch.is_grad_enabled() and x_t.requires_grad:
@@ -67,6 +76,52 @@ class GraphRunner(ABC):
 
     def close(self) -> None:  # noqa: B027 (optional hook)
         """Free sessions and device buffers."""
+
+
+class VjpActionVelocity(torch.autograd.Function):
+    """velocity(x_t) by `action_step`, its vector-Jacobian product by `action_step_vjp`."""
+
+    @staticmethod
+    def forward(ctx, x_t, runner, t, k, v, key_valid, rope):
+        ctx.runner, ctx.prefix = runner, (t, k, v, key_valid, rope)
+        ctx.save_for_backward(x_t)
+        feeds = {'x_t': x_t.detach(), 't': t, 'k': k, 'v': v, 'key_valid': key_valid, 'rope': rope}
+        return runner.run('action_step', feeds)['velocity']
+
+    @staticmethod
+    def backward(ctx, grad_velocity):
+        (x_t,) = ctx.saved_tensors
+        t, k, v, key_valid, rope = ctx.prefix
+        feeds = {
+            'x_t': x_t.detach(),
+            't': t,
+            'k': k,
+            'v': v,
+            'key_valid': key_valid,
+            'rope': rope,
+            'cotangent': grad_velocity.contiguous().float(),
+        }
+        grad = ctx.runner.run('action_step_vjp', feeds)['grad_x_t']
+        return grad, None, None, None, None, None, None
+
+
+def check_feeds(graph: str, spec: dict, feeds: dict[str, Tensor]) -> None:
+    """Raise EngineInputError naming `graph.input` unless feeds match the manifest entry."""
+    for expected in spec['inputs']:
+        _check_feed(graph, expected, feeds.get(expected['name']))
+
+
+def _check_feed(graph: str, expected: dict, tensor: Tensor | None) -> None:
+    name = expected['name']
+    if tensor is None:
+        raise EngineInputError(f'{graph}.{name}: missing input')
+    if list(tensor.shape) != expected['shape']:
+        raise EngineInputError(
+            f'{graph}.{name}: expected shape {tuple(expected["shape"])}, got {tuple(tensor.shape)}'
+        )
+    dtype = str(tensor.dtype).removeprefix('torch.')
+    if dtype != expected['dtype']:
+        raise EngineInputError(f'{graph}.{name}: expected dtype {expected["dtype"]}, got {dtype}')
 
 
 def default_precision(device: torch.device) -> dict[str, Precision]:
