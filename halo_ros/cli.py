@@ -12,9 +12,12 @@ import sys
 
 # subcommand -> module. Keep alphabetical.
 COMMANDS = {
+    'bench': 'halo_ros.engine.bench',
     'bench-sim': 'halo_ros.sim.bench',
+    'build-engine': 'halo_ros.engine.build_engine_cmd',
     'demo': 'halo_ros.demo',
     'expert-eval': 'halo_ros.sim.expert_eval',
+    'export': 'halo_ros.engine.export_cmd',
     'model': 'halo_ros.model.info',
 }
 

@@ -40,11 +40,12 @@ class Precision(enum.Enum):
         return {'fp32': torch.float32, 'bf16': torch.bfloat16, 'fp16': torch.float16}[self.value]
 
 
-# Per-graph precision on a GPU: reduced-precision weights everywhere except the ViT, which the
-# GR00T deployments keep in fp32 for accuracy (anchors-model-trt.md §4.1); the VAE decoder only
-# draws the subgoal for display. On a CPU everything is fp32 (no fast bf16 kernels).
+# Per-graph precision on a GPU: bf16 weights and K/V everywhere. GR00T keeps its ViT in fp32
+# because fp16 overflowed (anchors-model-trt.md §4.1); bf16 has fp32's range, and an fp32 ViT
+# alone would cost ~5 ms of the 25 ms chunk budget on an H100 (floor.py). fp32 stays for flow
+# states, times, velocities, logits and images. On a CPU everything is fp32 (no fast bf16).
 GPU_PRECISION = {
-    'vit': Precision.FP32,
+    'vit': Precision.BF16,
     'prefill': Precision.BF16,
     'decode_step': Precision.BF16,
     'subgoal_step': Precision.BF16,
@@ -72,11 +73,14 @@ class VitGraph(nn.Module):
 
     def forward(self, patches: Tensor) -> Tensor:
         """patches [F, T, p*p*3] fp32 -> [F, T, d] (one attention per frame)."""
+        model, pos = self.model, self.position_ids
         t = self.layout.vit_tokens
-        frames = [
-            self.model.vit_embeds(patches[f], self.position_ids, [t])
-            for f in range(self.layout.cameras)
-        ]
+        # One frame per attention: its block-diagonal mask is all True (static, no repeat).
+        mask = torch.ones(t, t, dtype=torch.bool, device=patches.device)
+        frames = []
+        for f in range(self.layout.cameras):
+            x = model.vit_model.vision_model(patches[f].to(model.dtype), pos, mask)  # [T, vit_d]
+            frames.append(model.connector(x) + model.vit_pos_embed(pos))  # = vit_embeds
         return torch.stack(frames)
 
 
@@ -221,7 +225,13 @@ def build_graph(name: str, model: HaloModel, shapes: GraphShapes) -> nn.Module:
 
 
 def example_inputs(
-    name: str, model: HaloModel, shapes: GraphShapes, *, seed: int = 0
+    name: str,
+    model: HaloModel,
+    shapes: GraphShapes,
+    *,
+    seed: int = 0,
+    dtype: torch.dtype | None = None,
+    device: torch.device | None = None,
 ) -> dict[str, Tensor]:
     """Fresh random inputs of the right shapes and dtypes (export, parity tests, benchmarks).
 
@@ -230,8 +240,8 @@ def example_inputs(
     """
     cfg, layout = model.cfg, shapes.layout
     gen = torch.Generator().manual_seed(seed)
-    device = next(model.parameters()).device
-    dtype = model.dtype
+    device = device or next(model.parameters()).device
+    dtype = dtype or model.dtype  # of K/V and ViT embeddings
     llm = cfg.llm
 
     def randn(*shape, dt=torch.float32):

@@ -41,7 +41,7 @@ class EngineConfig:
     # Static graph shapes: rows for the framed prompt + reasoning text, and decoded tokens.
     text_capacity: int = 160
     decode_capacity: int = 64
-    # 'auto': fp32 on the CPU; on a GPU bf16 weights and K/V (ViT fp32), fp32 flow and outputs.
+    # 'auto': fp32 on the CPU; on a GPU bf16 weights and K/V, fp32 flow states and outputs.
     precision: str = 'auto'
     eager: bool = False  # torch only: the segment-by-segment reference engine
     cuda_graphs: bool = True  # torch on CUDA: replay the per-step graphs as CUDA graphs
@@ -132,8 +132,7 @@ def graph_precision(config: EngineConfig):
 
     if config.precision == 'auto':
         return dict(GPU_PRECISION if config.device.startswith('cuda') else CPU_PRECISION)
-    chosen = Precision(config.precision)
-    return {name: Precision.FP32 if name == 'vit' else chosen for name in GRAPH_NAMES}
+    return dict.fromkeys(GRAPH_NAMES, Precision(config.precision))
 
 
 def onnx_folder(config: EngineConfig) -> Path:

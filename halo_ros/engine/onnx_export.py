@@ -143,9 +143,22 @@ def _export_vjp(module, feeds: dict, output_names, path: Path, opset: int) -> No
         node.name = node.target = name
     gm.graph.lint()
     gm.recompile()
-    program = torch.onnx.export(
-        gm, args, output_names=list(output_names), opset_version=opset, dynamo=True, verbose=False
-    )
+    chatty = [logging.getLogger(n) for n in ('onnx_ir', 'onnxscript', 'torch.onnx')]
+    levels = [lg.level for lg in chatty]
+    for lg in chatty:
+        lg.setLevel(max(lg.level, logging.WARNING))  # one INFO line per folded constant
+    try:
+        program = torch.onnx.export(
+            gm,
+            args,
+            output_names=list(output_names),
+            opset_version=opset,
+            dynamo=True,
+            verbose=False,
+        )
+    finally:
+        for lg, level in zip(chatty, levels, strict=True):
+            lg.setLevel(level)
     program.save(str(path))
 
 
