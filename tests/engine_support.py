@@ -41,22 +41,41 @@ def exported() -> Path:
     atexit.register(shutil.rmtree, folder, ignore_errors=True)
     from halo_ros.engine.graphs import CPU_PRECISION
 
-    export_all(tiny(), shapes(), folder, model_name='halo-tiny', model_hash='tiny-test',
-               precision=CPU_PRECISION)
+    export_all(
+        tiny(),
+        shapes(),
+        folder,
+        model_name='halo-tiny',
+        model_hash='tiny-test',
+        precision=CPU_PRECISION,
+    )
     return folder
 
 
 def graph_engine(runner) -> GraphEngine:
     model = tiny()
-    return GraphEngine(runner, tokenizer_for(model.cfg), model.cfg, shapes(),
-                       model_hash='tiny-test', cameras=CAMERAS, image_hw=IMAGE_HW)
+    return GraphEngine(
+        runner,
+        tokenizer_for(model.cfg),
+        model.cfg,
+        shapes(),
+        model_hash='tiny-test',
+        cameras=CAMERAS,
+        image_hw=IMAGE_HW,
+    )
 
 
 def eager_engine() -> TorchEngine:
     model = tiny()
-    return TorchEngine(model, tokenizer_for(model.cfg), model_name='halo-tiny',
-                       model_hash='tiny-test', cameras=CAMERAS, chunk_length=CHUNK,
-                       image_hw=IMAGE_HW)
+    return TorchEngine(
+        model,
+        tokenizer_for(model.cfg),
+        model_name='halo-tiny',
+        model_hash='tiny-test',
+        cameras=CAMERAS,
+        chunk_length=CHUNK,
+        image_hw=IMAGE_HW,
+    )
 
 
 def observation(seed: int = 0) -> Observation:

@@ -56,7 +56,9 @@ def test_static_prefill_equals_segment_by_segment_prefill(with_latents):
 
 def test_layout_rejects_text_longer_than_its_region():
     layout = PrefixLayout.for_model(tiny().cfg, cameras=1, image_hw=(240, 320), text_capacity=8)
-    with pytest.raises(PrefixTooLongError, match='12 framed tokens exceed the layout text_capacity 8'):
+    with pytest.raises(
+        PrefixTooLongError, match='12 framed tokens exceed the layout text_capacity 8'
+    ):
         _prefix_feed(tiny(), layout, [[1] * 5, [2] * 3], False)
 
 
@@ -72,7 +74,9 @@ def test_manifest_records_shapes_dtypes_opset_and_hash():
     assert action['inputs'][2] == {'name': 'k', 'shape': [2, p, 2, 32], 'dtype': 'float32'}
     assert action['outputs'] == [{'name': 'velocity', 'shape': [16, 14], 'dtype': 'float32'}]
     for name, entry in manifest['graphs'].items():
-        session = ort.InferenceSession(str(folder / entry['file']), providers=['CPUExecutionProvider'])
+        session = ort.InferenceSession(
+            str(folder / entry['file']), providers=['CPUExecutionProvider']
+        )
         assert [i.name for i in session.get_inputs()] == [i['name'] for i in entry['inputs']], name
         assert [list(i.shape) for i in session.get_inputs()] == [
             i['shape'] for i in entry['inputs']
@@ -103,8 +107,9 @@ def test_vjp_graph_is_the_gradient_of_the_action_step():
     )
     _, grad = session.run(None, {n: t.numpy() for n, t in feeds.items()})
     x = feeds['x_t'].clone().requires_grad_(True)
-    v = model.action_velocity(x, feeds['t'], feeds['k'], feeds['v'], feeds['key_valid'],
-                              feeds['rope'])
+    v = model.action_velocity(
+        x, feeds['t'], feeds['k'], feeds['v'], feeds['key_valid'], feeds['rope']
+    )
     (want,) = torch.autograd.grad(v, x, feeds['cotangent'])
     assert np.abs(want.numpy()).max() > 1e-3  # a real gradient, not zeros
     np.testing.assert_allclose(grad, want.numpy(), rtol=0, atol=1e-4 * np.abs(want.numpy()).max())
