@@ -5,6 +5,9 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
+
+from halo_ros.engine.interface import EngineInputError, Observation
+from halo_ros.engine.runner import GuidanceUnsupportedError, TorchRunner
 from tests.engine_support import (
     eager_engine,
     exported,
@@ -13,9 +16,6 @@ from tests.engine_support import (
     observation,
     tiny,
 )
-
-from halo_ros.engine.interface import EngineInputError, Observation
-from halo_ros.engine.runner import GuidanceUnsupportedError, TorchRunner
 
 pytest.importorskip('onnxruntime', reason='onnxruntime not installed')
 
@@ -164,9 +164,8 @@ def test_engine_rejects_bad_reasoning_inputs(engines, reasoning, backend):
 
 def test_ort_runner_checks_graph_inputs_by_name(engines):
     runner = engines[2].runner
-    from tests.engine_support import shapes
-
     from halo_ros.engine.graphs import example_inputs
+    from tests.engine_support import shapes
 
     feeds = example_inputs('action_step', tiny(), shapes())
     with pytest.raises(EngineInputError, match='action_step.x_t: expected dtype float32'):
@@ -178,9 +177,8 @@ def test_ort_runner_checks_graph_inputs_by_name(engines):
 
 
 def _config(**kw):
-    from tests.engine_support import CAMERAS, CHUNK, IMAGE_HW
-
     from halo_ros.engine.loading import EngineConfig
+    from tests.engine_support import CAMERAS, CHUNK, IMAGE_HW
 
     return EngineConfig(
         cameras=CAMERAS,

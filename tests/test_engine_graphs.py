@@ -5,13 +5,13 @@ import json
 import numpy as np
 import pytest
 import torch
-from tests.engine_support import exported, shapes, tiny
 
 from halo_ros.engine.graphs import GRAPH_NAMES, GRAPHS, build_graph, example_inputs
 from halo_ros.engine.layout import PrefixLayout, PrefixTooLongError, assemble
 from halo_ros.engine.onnx_export import MANIFEST, OPSET, VJP_GRAPH, manifest_shapes
 from halo_ros.model.preprocess import vit_image
 from halo_ros.model.segments import LatentSegment, TextSegment, ViTImageSegment
+from tests.engine_support import exported, shapes, tiny
 
 ort = pytest.importorskip('onnxruntime', reason='onnxruntime not installed')
 

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from tests.model_support import random_tiny
 from safetensors.torch import load_file, save_file
 
 from halo_ros import cli
@@ -17,6 +16,7 @@ from halo_ros.model.config import config_from_dict, config_to_dict, load_config
 from halo_ros.model.halo import HaloModel
 from halo_ros.model.info import summarize
 from halo_ros.model.tokenizer import HaloTokenizer, build_tiny_tokenizer, tokenizer_for
+from tests.model_support import random_tiny
 
 PARITY = Path('/work/shared/reference/halo-parity/halo_tiny_reference.safetensors')
 

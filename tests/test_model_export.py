@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 import torch
-from tests.model_support import image, random_tiny
 
 from halo_ros.model.segments import TextSegment, ViTImageSegment
+from tests.model_support import image, random_tiny
 
 ort = pytest.importorskip('onnxruntime', reason='onnxruntime not installed')
 

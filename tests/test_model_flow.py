@@ -2,7 +2,6 @@
 
 import pytest
 import torch
-from tests.model_support import image, random_tiny, rel_err
 
 from halo_ros.model import inference
 from halo_ros.model.embed import grid_position_ids
@@ -17,6 +16,7 @@ from halo_ros.model.training import (
     forward_train,
     training_mask,
 )
+from tests.model_support import image, random_tiny, rel_err
 
 PROMPT = (5, 17, 42, 99, 7)
 GRID = (2, 3)  # latent tokens of a 32 x 48 px image
