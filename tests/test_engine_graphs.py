@@ -135,3 +135,48 @@ def _cast(model, dtype):
     import copy
 
     return copy.deepcopy(model).to(dtype)
+
+
+@pytest.fixture(scope='module')
+def fp16_export(tmp_path_factory):
+    """The act path (vit, prefill, action_step) exported with fp16 weights and K/V."""
+    from halo_ros.engine.graphs import Precision
+    from halo_ros.engine.onnx_export import export_all
+
+    folder = tmp_path_factory.mktemp('fp16')
+    precision = dict.fromkeys(GRAPH_NAMES, Precision.FP16)
+    export_all(
+        tiny(),
+        shapes(),
+        folder,
+        model_name='halo-tiny',
+        model_hash='tiny-test',
+        precision=precision,
+        graphs=('vit', 'prefill', 'action_step'),
+    )
+    return folder
+
+
+def test_reduced_precision_export_keeps_fp32_flow_io(fp16_export):
+    from halo_ros.engine.onnx_export import read_manifest
+
+    entry = read_manifest(fp16_export)['graphs']['action_step']
+    dtypes = {i['name']: i['dtype'] for i in entry['inputs'] + entry['outputs']}
+    assert entry['precision'] == 'fp16'
+    assert dtypes['k'] == dtypes['v'] == 'float16'  # K/V in the graph's precision
+    assert dtypes['x_t'] == dtypes['t'] == dtypes['velocity'] == 'float32'  # flow stays fp32
+
+
+def test_reduced_precision_ort_act_error(fp16_export, record_property):
+    """fp16 graphs on ONNX Runtime CPU against the fp32 eager reference: reported, loosely
+    bounded. (bf16 graphs export too, but ORT has no bf16 CPU kernels: GPU / TensorRT only.)"""
+    from halo_ros.engine.ort_runner import OrtRunner
+    from tests.engine_support import eager_engine, graph_engine, noise, observation
+
+    engine = graph_engine(OrtRunner(fp16_export, threads=1))
+    got = engine.act(observation(), None, noise()).actions
+    want = eager_engine().act(observation(), None, noise()).actions
+    rel = float(np.abs(got - want).max() / np.abs(want).max())
+    record_property('ort_fp16_act_rel_err', rel)
+    print(f'onnxruntime fp16 act: relative error {rel:.2e} vs fp32 eager')
+    assert rel < 2e-2

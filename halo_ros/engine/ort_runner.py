@@ -31,7 +31,9 @@ def providers_for(device: str, *, tensorrt: bool, cache_dir: Path | None) -> lis
     index = int(device.split(':')[1]) if ':' in device else 0
     chain: list = []
     if tensorrt:
-        options = {'device_id': index, 'trt_bf16_enable': True, 'trt_fp16_enable': True}
+        # No fp16/bf16 enable flags: precision is in the exported graph's types (strong typing;
+        # TensorRT 11 removed those builder flags).
+        options = {'device_id': index}
         if cache_dir is not None:
             options |= {'trt_engine_cache_enable': True, 'trt_engine_cache_path': str(cache_dir)}
         chain.append((TENSORRT, options))
