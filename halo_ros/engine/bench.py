@@ -45,6 +45,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--threads', type=int, default=0, help='torch / ORT threads (0: default)')
     parser.add_argument('--no-eager', action='store_true', help='skip the eager torch reference')
     parser.add_argument('--json', help='write the results here')
+    parser.add_argument(
+        '--floor-only',
+        action='store_true',
+        help='print the computed floor of each graph and stage; run nothing, allocate no weights',
+    )
 
 
 def percentiles(fn, iters: int, warmup: int = 2) -> tuple[float, float]:
@@ -78,6 +83,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.floor_only:
+        return floor_only(args)
     config = engine_config(args)
     model, tokenizer, digest = build_model(config)
     cfg, shapes, precision = model.cfg, graph_shapes(config), graph_precision(config)
@@ -235,6 +242,63 @@ def run(args: argparse.Namespace) -> int:
         },
         chunk_speedup_vs_eager=speedups,
         threads=torch.get_num_threads(),
+    )
+    return 0
+
+
+def floor_only(args: argparse.Namespace) -> int:
+    """The floor table of a config on a device (computed from datasheets or the CPU probe)."""
+    import dataclasses
+
+    from halo_ros.benchmarks import report
+    from halo_ros.engine.floor import DATASHEETS, graph_costs, probe_cpu
+    from halo_ros.engine.loading import graph_precision, graph_shapes
+    from halo_ros.model.config import load_config
+
+    config = engine_config(args)
+    floor_name = args.floor_device or ('cpu' if config.device == 'cpu' else 'h100-sxm')
+    device_spec = probe_cpu() if floor_name == 'cpu' else DATASHEETS[floor_name]
+    if floor_name != 'cpu':  # the precision the graphs would run in on that GPU
+        config = dataclasses.replace(config, device='cuda')
+    costs = graph_costs(load_config(config.model), graph_shapes(config), graph_precision(config))
+    floor = {n: c.floor_ms(device_spec) for n, c in costs.items()}
+    rows = [
+        {
+            'what': n,
+            'precision': c.precision.value,
+            'GFLOP': c.flops / 1e9,
+            'GB moved': c.bytes / 1e9,
+            'floor_ms': floor[n],
+            'bound': c.bound(device_spec),
+        }
+        for n, c in costs.items()
+    ]
+    steps, tokens, sub = config.flow_steps, config.decode_capacity, config.subgoal_steps
+    chunk = floor['vit'] + floor['prefill'] + steps * floor['action_step']
+    cycle = (
+        floor['vit']
+        + 2 * floor['prefill']
+        + tokens * floor['decode_step']
+        + sub * floor['subgoal_step']
+        + floor['vae_decode']
+    )
+    blank = {'precision': '', 'GFLOP': '', 'GB moved': '', 'bound': ''}
+    rows.append(
+        blank | {'what': f'action chunk (vit + prefill + {steps} steps)', 'floor_ms': chunk}
+    )
+    rows.append(
+        blank
+        | {
+            'what': f'reasoning cycle ({tokens} tokens + {sub} subgoal steps + vae)',
+            'floor_ms': cycle,
+        }
+    )
+    report(
+        f'computed floor: {config.model} on {device_spec.name} (nothing measured)',
+        rows,
+        args.json,
+        device_spec={'name': device_spec.name, 'source': device_spec.source},
+        prefix_rows=graph_shapes(config).layout.prefix_rows,
     )
     return 0
 
