@@ -246,3 +246,19 @@ def test_export_command_writes_graphs_and_manifest(tmp_path):
     assert set(manifest['graphs']) == {'action_step', 'vae_decode'}
     assert (out / 'action_step.onnx').is_file()
     assert manifest['graphs']['action_step']['inputs'][0]['shape'] == [8, 14]
+
+
+@pytest.mark.parametrize('backend', [1, 2], ids=['torch', 'onnxruntime'])
+def test_act_and_reason_run_concurrently(engines, reasoning, backend):
+    """The runtime calls act (fast loop) and reason (slow loop) from two threads."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    engine = engines[backend]
+    want_actions = engine.act(observation(), reasoning, noise()).actions
+    want_text = engine.reason(observation(), 'hand over the cube', 3, max_tokens=6).text
+    with ThreadPoolExecutor(2) as pool:
+        reason = pool.submit(engine.reason, observation(), 'hand over the cube', 3, max_tokens=6)
+        acts = [pool.submit(engine.act, observation(), reasoning, noise()) for _ in range(3)]
+        assert reason.result(timeout=120).text == want_text
+        for act in acts:
+            np.testing.assert_array_equal(act.result(timeout=120).actions, want_actions)

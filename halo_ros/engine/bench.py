@@ -219,7 +219,13 @@ def run(args: argparse.Namespace) -> int:
     speedups = {b: reference / p for b, p in chunk_p50.items() if reference}
     for b, x in speedups.items():
         if b != 'torch-eager':
-            row(b, 'action chunk vs torch eager', chunk_p50[b], '', note=f'{x:.2f}x faster')
+            row(
+                b,
+                'action chunk vs torch eager',
+                chunk_p50[b],
+                '',
+                note=f'speed {x:.2f}x of torch eager',
+            )
     report(
         f'engine {cfg.name} on {config.device} (floor: {device_spec.name})',
         rows,

@@ -23,6 +23,7 @@ from halo_ros.engine.graphs import (
     GraphShapes,
     Precision,
     build_graph,
+    example_inputs,
 )
 from halo_ros.engine.interface import EngineInputError
 from halo_ros.model.halo import HaloModel
@@ -144,7 +145,8 @@ class CudaGraphStep:
                 module(**self._inputs)
         torch.cuda.current_stream().wait_stream(stream)
         self._graph = torch.cuda.CUDAGraph()
-        with torch.no_grad(), torch.cuda.graph(self._graph):
+        # thread_local: the other loop's kernels on other streams do not invalidate the capture
+        with torch.no_grad(), torch.cuda.graph(self._graph, capture_error_mode='thread_local'):
             out = module(**self._inputs)
         self._outputs = out if isinstance(out, tuple) else (out,)
 
@@ -184,6 +186,12 @@ class TorchRunner(GraphRunner):
         self._capture = cuda_graphs and self.device.type == 'cuda'
         self._captured: dict[str, CudaGraphStep] = {}
         self._locks = {name: threading.Lock() for name in CAPTURED}
+        if self._capture:  # at startup, before two loops share the GPU
+            for name in CAPTURED:
+                graph_model = copies[precision[name].dtype]
+                example = example_inputs(name, graph_model, shapes, device=self.device)
+                log.info('capturing %s as a CUDA graph', name)
+                self._captured[name] = CudaGraphStep(self._graphs[name], example)
 
     @property
     def supports_gradients(self) -> bool:
@@ -194,9 +202,6 @@ class TorchRunner(GraphRunner):
         with torch.no_grad():
             if self._capture and graph in CAPTURED:
                 with self._locks[graph]:  # one replay at a time through the static buffers
-                    if graph not in self._captured:
-                        log.info('capturing %s as a CUDA graph', graph)
-                        self._captured[graph] = CudaGraphStep(self._graphs[graph], feeds)
                     out = self._captured[graph](feeds)
             else:
                 out = self._graphs[graph](**feeds)
