@@ -92,3 +92,33 @@ def test_cuda_graph_replay_matches_eager_torch():
         with torch.no_grad():
             want = build_graph('action_step', model, shapes())(**feeds)
         np.testing.assert_allclose(got.cpu().numpy(), want.cpu().numpy(), atol=1e-4)
+
+
+@pytest.mark.skipif(HAS_TRT and HAS_CUDA, reason='tensorrt and CUDA are available here')
+def test_bench_refuses_tensorrt_before_measuring(caplog):
+    from halo_ros.cli import main
+
+    assert main(['bench', '--backend', 'tensorrt', '--device', 'cuda']) == 2
+    assert 'tensorrt' in caplog.text.lower()
+
+
+def _has_ort_cuda() -> bool:
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return False
+    return 'CUDAExecutionProvider' in ort.get_available_providers() and HAS_CUDA
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not _has_ort_cuda(), reason='needs onnxruntime-gpu and a CUDA GPU (not here)')
+def test_ort_cuda_iobinding_matches_cpu():
+    from halo_ros.engine.graphs import example_inputs
+    from halo_ros.engine.ort_runner import OrtRunner
+    from tests.engine_support import exported, shapes, tiny
+
+    feeds = example_inputs('action_step', tiny(), shapes(), seed=4)
+    want = OrtRunner(exported()).run('action_step', feeds)['velocity']
+    cuda = OrtRunner(exported(), device='cuda')
+    got = cuda.run('action_step', {n: t.cuda() for n, t in feeds.items()})['velocity']
+    np.testing.assert_allclose(got.cpu().numpy(), want.numpy(), atol=1e-3)

@@ -86,6 +86,19 @@ def run(args: argparse.Namespace) -> int:
     if args.floor_only:
         return floor_only(args)
     config = engine_config(args)
+    if 'tensorrt' in args.backends:  # fail before any measurement, not after minutes of it
+        from halo_ros.engine.trt_runner import (
+            TensorRTUnavailableError,
+            import_tensorrt,
+            require_cuda,
+        )
+
+        try:
+            import_tensorrt()
+            require_cuda(config.device)
+        except TensorRTUnavailableError as e:
+            log.error('%s', e)
+            return 2
     model, tokenizer, digest = build_model(config)
     cfg, shapes, precision = model.cfg, graph_shapes(config), graph_precision(config)
     layout = shapes.layout
