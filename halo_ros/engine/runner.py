@@ -120,9 +120,13 @@ def _check_feed(graph: str, expected: dict, tensor: Tensor | None) -> None:
         raise EngineInputError(
             f'{graph}.{name}: expected shape {tuple(expected["shape"])}, got {tuple(tensor.shape)}'
         )
-    dtype = str(tensor.dtype).removeprefix('torch.')
+    dtype = _dtype_name(tensor.dtype)
     if dtype != expected['dtype']:
         raise EngineInputError(f'{graph}.{name}: expected dtype {expected["dtype"]}, got {dtype}')
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix('torch.')
 
 
 def default_precision(device: torch.device) -> dict[str, Precision]:
@@ -185,6 +189,7 @@ class TorchRunner(GraphRunner):
             self._graphs[name] = build_graph(name, copies[dtype], shapes)
         self._capture = cuda_graphs and self.device.type == 'cuda'
         self._captured: dict[str, CudaGraphStep] = {}
+        self._specs: dict[str, dict] = {}
         self._locks = {name: threading.Lock() for name in CAPTURED}
         if self._capture:  # at startup, before two loops share the GPU
             for name in CAPTURED:
@@ -192,6 +197,13 @@ class TorchRunner(GraphRunner):
                 example = example_inputs(name, graph_model, shapes, device=self.device)
                 log.info('capturing %s as a CUDA graph', name)
                 self._captured[name] = CudaGraphStep(self._graphs[name], example)
+                # copy_ into the static buffers would broadcast a wrong shape silently
+                self._specs[name] = {
+                    'inputs': [
+                        {'name': n, 'shape': list(t.shape), 'dtype': _dtype_name(t.dtype)}
+                        for n, t in example.items()
+                    ]
+                }
 
     @property
     def supports_gradients(self) -> bool:
@@ -201,6 +213,7 @@ class TorchRunner(GraphRunner):
         names = GRAPHS[graph][2]
         with torch.no_grad():
             if self._capture and graph in CAPTURED:
+                check_feeds(graph, self._specs[graph], feeds)
                 with self._locks[graph]:  # one replay at a time through the static buffers
                     out = self._captured[graph](feeds)
             else:
