@@ -171,6 +171,11 @@ class GraphEngine(Engine):
         start = time.perf_counter()
         self._check(observation)
         check_array('noise', noise, (self._info.chunk_length, self._info.action_dim), np.float32)
+        if guidance is not None and not self._runner.supports_gradients:
+            raise GuidanceUnsupportedError(
+                f'guidance: the {self._runner.backend} backend cannot differentiate the action '
+                'velocity (export the action_step_vjp graph); call act without guidance'
+            )
         texts = [self._tok.encode(prompt(reasoning.instruction if reasoning else ''))]
         latents = None
         if reasoning is not None:
@@ -199,11 +204,6 @@ class GraphEngine(Engine):
     def _flow(self, noise, k, v, key_valid, rope, guidance: Guidance | None) -> Tensor:
         """fp32 Euler integration from t = 1 to 0 (as `inference.sample_actions`)."""
         device = self._runner.device
-        if guidance is not None and not self._runner.supports_gradients:
-            raise GuidanceUnsupportedError(
-                f'guidance: the {self._runner.backend} backend cannot differentiate the action '
-                'velocity (export the action_step_vjp graph); call act without guidance'
-            )
         ts = flow_schedule(self._info.flow_steps).to(device)
         x = noise.float().to(device)
         velocity_fn = self._runner.action_velocity_fn(k, v, key_valid, rope) if guidance else None
