@@ -240,12 +240,15 @@ def test_export_command_writes_graphs_and_manifest(tmp_path):
         '--graphs',
         'action_step',
         'vae_decode',
+        '--exporter',
+        'torchscript',
     ]
     assert main(argv) == 0
     manifest = read_manifest(out)
     assert set(manifest['graphs']) == {'action_step', 'vae_decode'}
     assert (out / 'action_step.onnx').is_file()
     assert manifest['graphs']['action_step']['inputs'][0]['shape'] == [8, 14]
+    assert manifest['graphs']['action_step']['exporter'] == 'torchscript'
 
 
 @pytest.mark.parametrize('backend', [1, 2], ids=['torch', 'onnxruntime'])

@@ -20,6 +20,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         '--graphs', nargs='+', help='export only these graphs (default: all + action_step_vjp)'
     )
+    parser.add_argument(
+        '--exporter',
+        choices=('dynamo', 'torchscript'),
+        default='dynamo',
+        help='torch.onnx exporter (torchscript: deprecated, faster; VJP graph: always dynamo)',
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -32,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
         graph_shapes,
         onnx_folder,
     )
-    from halo_ros.engine.onnx_export import VJP_GRAPH, export_all
+    from halo_ros.engine.onnx_export import VJP_GRAPH, Exporter, export_all
 
     config = engine_config(args, device='cpu', onnx_dir=args.out or args.onnx_dir)
     folder = onnx_folder(config)
@@ -46,6 +52,7 @@ def run(args: argparse.Namespace) -> int:
         model_hash=digest[:16],
         precision=graph_precision(engine_config(args)),
         graphs=graphs,
+        exporter=Exporter(args.exporter),
         progress=lambda items: tqdm(items, desc='export', unit='graph'),
     )
     for name, entry in manifest['graphs'].items():
