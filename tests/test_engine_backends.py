@@ -265,3 +265,20 @@ def test_act_and_reason_run_concurrently(engines, reasoning, backend):
         assert reason.result(timeout=120).text == want_text
         for act in acts:
             np.testing.assert_array_equal(act.result(timeout=120).actions, want_actions)
+
+
+def test_torch_runner_in_bf16_runs_act_and_reason(reasoning, record_property):
+    """GPU precision (bf16 weights and K/V, fp32 flow) on the CPU: the dtype plumbing holds and
+    the error against fp32 is reported."""
+    from halo_ros.engine.graphs import GPU_PRECISION
+    from tests.engine_support import shapes
+
+    engine = graph_engine(TorchRunner(tiny(), shapes(), precision=GPU_PRECISION))
+    got = engine.act(observation(), reasoning, noise())
+    assert got.actions.dtype == np.float32
+    want = eager_engine().act(observation(), reasoning, noise()).actions
+    rel = _rel(got.actions, want)
+    record_property('torch_bf16_act_rel_err', rel)
+    assert rel < 5e-2
+    cycle = engine.reason(observation(), 'hand over the cube', 3, max_tokens=4)
+    assert cycle.subgoal_tokens.dtype == np.float32 and cycle.subgoal_image.dtype == np.uint8
