@@ -14,12 +14,15 @@ import sys
 # subcommand -> module. Keep alphabetical.
 COMMANDS = {
     'annotate': 'halo_ros.recording.annotate',
+    'bench': 'halo_ros.engine.bench',
     'bench-dynamixel': 'halo_ros.drivers.dynamixel.bench',
     'bench-policy': 'halo_ros.runtime.async_bench',
     'bench-recording': 'halo_ros.recording.bench',
     'bench-sim': 'halo_ros.sim.bench',
+    'build-engine': 'halo_ros.engine.build_engine_cmd',
     'demo': 'halo_ros.demo',
     'expert-eval': 'halo_ros.sim.expert_eval',
+    'export': 'halo_ros.engine.export_cmd',
     'export-dataset': 'halo_ros.recording.export_dataset',
     'model': 'halo_ros.model.info',
     'recover-episodes': 'halo_ros.recording.recover',

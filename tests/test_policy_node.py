@@ -15,7 +15,7 @@ from halo_ros.nodes.conversions import ns_from_stamp
 from halo_ros.nodes.topic_monitor import TopicMonitor
 from halo_ros.runtime.chunk import ChunkTag
 from halo_ros.supervisor import NodeProcess
-from tests.ros_helpers import spin_until, wait_for_publishers
+from ros_helpers import spin_until, wait_for_publishers
 
 pytestmark = pytest.mark.ros
 

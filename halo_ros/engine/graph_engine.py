@@ -1,0 +1,325 @@
+"""The engine pipeline over static graphs, written once for every backend's `GraphRunner`.
+
+act:    frames -> `vit` -> `prefill` (frames + prompt + newest reasoning + subgoal latents)
+        -> `action_step` x flow_steps (fp32 Euler, the cache is only read)
+reason: frames -> `vit` -> `prefill` (frames + prompt) -> `decode_step` per token
+        -> `prefill` (+ the decoded text) -> `subgoal_step` x subgoal_steps -> `vae_decode`
+
+Same numerics as `TorchEngine` (the eager reference): the prefix in the static layout gives the
+same K/V as prefilling segment by segment, and the samplers follow `halo_ros.model.inference`.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from halo_ros.engine.graphs import GraphShapes
+from halo_ros.engine.interface import (
+    ActionResult,
+    Engine,
+    EngineInfo,
+    EngineInputError,
+    Observation,
+    Reasoning,
+    check_array,
+)
+from halo_ros.engine.layout import PrefixFeed, PrefixTooLongError, assemble
+from halo_ros.engine.runner import GraphRunner, GuidanceUnsupportedError
+from halo_ros.model.config import HaloConfig
+from halo_ros.model.guidance import Guidance
+from halo_ros.model.inference import flow_schedule
+from halo_ros.model.preprocess import vit_image
+from halo_ros.model.tokenizer import HaloTokenizer
+from halo_ros.model.vit import patchify
+from halo_ros.reasoning import parse_thought, prompt
+
+SUBGOAL_SHIFT = 3.0  # released subgoal schedule (inference.sample_subgoal)
+
+
+def _ms(start: float) -> float:
+    return (time.perf_counter() - start) * 1e3
+
+
+class GraphEngine(Engine):
+    def __init__(
+        self,
+        runner: GraphRunner,
+        tokenizer: HaloTokenizer,
+        cfg: HaloConfig,
+        shapes: GraphShapes,
+        *,
+        model_hash: str,
+        cameras: tuple[str, ...],
+        image_hw: tuple[int, int],
+        flow_steps: int = 9,
+        subgoal_steps: int = 24,
+    ) -> None:
+        if len(cameras) != shapes.layout.cameras:
+            raise ValueError(
+                f'cameras {cameras} do not match the graphs, built for {shapes.layout.cameras}'
+            )
+        self._runner, self._tok, self._cfg, self._shapes = runner, tokenizer, cfg, shapes
+        self._subgoal_steps = subgoal_steps
+        self._info = EngineInfo(
+            backend=runner.backend,
+            model_name=cfg.name,
+            model_hash=model_hash,
+            action_dim=cfg.action_dim,
+            chunk_length=shapes.chunk_length,
+            flow_steps=flow_steps,
+            cameras=tuple(cameras),
+            image_hw=tuple(image_hw),
+            supports_guidance_gradients=runner.supports_gradients,
+        )
+        self._act_lock = threading.Lock()  # one chunk at a time
+        self._reason_lock = threading.Lock()  # one reasoning cycle at a time
+
+    @property
+    def info(self) -> EngineInfo:
+        return self._info
+
+    @property
+    def runner(self) -> GraphRunner:
+        return self._runner
+
+    def close(self) -> None:
+        self._runner.close()
+
+    # -- shared stages ---------------------------------------------------------------------------
+
+    def _check(self, observation: Observation) -> None:
+        h, w = self._info.image_hw
+        missing = set(self._info.cameras) - set(observation.images)
+        if missing:
+            raise EngineInputError(f'observation.images: missing cameras {sorted(missing)}')
+        for name in self._info.cameras:
+            check_array(
+                f'observation.images[{name!r}]', observation.images[name], (h, w, 3), np.uint8
+            )
+
+    def _vit(self, observation: Observation) -> Tensor:
+        vit = self._cfg.vit
+        frames = [
+            patchify(
+                vit_image(
+                    observation.images[c], vit.image_max_px, vit.image_min_px, vit.patch_size
+                ),
+                vit.patch_size,
+            )
+            for c in self._info.cameras
+        ]
+        patches = torch.stack(frames).to(self._runner.device)  # [F, T, p*p*3]
+        return self._runner.run('vit', {'patches': patches})['vit_embeds']
+
+    def _feed(self, texts: list[list[int]], latents: bool, what: str) -> PrefixFeed:
+        st = self._cfg.special_tokens
+        try:
+            return assemble(
+                self._shapes.layout, texts, im_start=st.im_start, im_end=st.im_end, latents=latents
+            )
+        except PrefixTooLongError as e:
+            raise EngineInputError(f'{what}: {e}') from e
+
+    def _prefill(self, vit_embeds: Tensor, feed: PrefixFeed, latents: Tensor | None):
+        """-> (k, v, key_valid, rope) of the prefix."""
+        device, layout = self._runner.device, self._shapes.layout
+        if latents is None:
+            latents = torch.zeros(layout.latent_tokens, self._cfg.patch_latent_dim)
+        feeds = {
+            'vit_embeds': vit_embeds,
+            'text_ids': torch.from_numpy(feed.text_ids),
+            'latents': latents,
+            'segment': torch.from_numpy(feed.segment),
+            'causal': torch.from_numpy(feed.causal),
+            'positions': torch.from_numpy(feed.positions),
+        }
+        out = self._runner.run('prefill', {n: t.to(device) for n, t in feeds.items()})
+        key_valid = torch.from_numpy(feed.key_valid).to(device)
+        return out['k'], out['v'], key_valid, torch.tensor(feed.next_rope, device=device)
+
+    def _subgoal_latents(self, reasoning: Reasoning) -> Tensor | None:
+        if reasoning.subgoal_tokens is None:
+            return None
+        layout = self._shapes.layout
+        if reasoning.subgoal_grid is None or tuple(reasoning.subgoal_grid) != layout.latent_grid:
+            raise EngineInputError(
+                f'reasoning.subgoal_grid: expected {layout.latent_grid}, '
+                f'got {reasoning.subgoal_grid}'
+            )
+        tokens = check_array(
+            'reasoning.subgoal_tokens',
+            reasoning.subgoal_tokens,
+            (layout.latent_tokens, self._cfg.patch_latent_dim),
+            np.float32,
+        )
+        return torch.from_numpy(tokens)
+
+    # -- fast loop -------------------------------------------------------------------------------
+
+    def act(
+        self,
+        observation: Observation,
+        reasoning: Reasoning | None,
+        noise: np.ndarray,
+        guidance: Guidance | None = None,
+    ) -> ActionResult:
+        start = time.perf_counter()
+        self._check(observation)
+        check_array('noise', noise, (self._info.chunk_length, self._info.action_dim), np.float32)
+        if guidance is not None and not self._runner.supports_gradients:
+            raise GuidanceUnsupportedError(
+                f'guidance: the {self._runner.backend} backend cannot differentiate the action '
+                'velocity (export the action_step_vjp graph); call act without guidance'
+            )
+        texts = [self._tok.encode(prompt(reasoning.instruction if reasoning else ''))]
+        latents = None
+        if reasoning is not None:
+            texts.append(self._tok.encode(reasoning.text))
+            latents = self._subgoal_latents(reasoning)
+        feed = self._feed(texts, latents is not None, 'reasoning.text')
+        with self._act_lock:
+            t_vit = time.perf_counter()
+            vit_embeds = self._vit(observation)
+            t_prefill = time.perf_counter()
+            k, v, key_valid, rope = self._prefill(vit_embeds, feed, latents)
+            t_flow = time.perf_counter()
+            x = self._flow(torch.from_numpy(noise), k, v, key_valid, rope, guidance)
+            actions = x.cpu().numpy()
+        return ActionResult(
+            actions,
+            {
+                'assemble': (t_vit - start) * 1e3,
+                'vit': (t_prefill - t_vit) * 1e3,
+                'prefill': (t_flow - t_prefill) * 1e3,
+                'flow': _ms(t_flow),
+                'total': _ms(start),
+            },
+        )
+
+    def _flow(self, noise, k, v, key_valid, rope, guidance: Guidance | None) -> Tensor:
+        """fp32 Euler integration from t = 1 to 0 (as `inference.sample_actions`)."""
+        device = self._runner.device
+        ts = flow_schedule(self._info.flow_steps).to(device)
+        x = noise.float().to(device)
+        velocity_fn = self._runner.action_velocity_fn(k, v, key_valid, rope) if guidance else None
+        for i in range(self._info.flow_steps):
+            t = ts[i]
+            if guidance is None:
+                feeds = {'x_t': x, 't': t, 'k': k, 'v': v, 'key_valid': key_valid, 'rope': rope}
+                vel = self._runner.run('action_step', feeds)['velocity']
+            else:
+                with torch.enable_grad():
+                    vel = guidance.velocity(x, float(t), i, lambda x_in, t=t: velocity_fn(x_in, t))
+            x = x - vel.detach().float() * (ts[i] - ts[i + 1])
+        return x
+
+    # -- slow loop -------------------------------------------------------------------------------
+
+    def reason(
+        self,
+        observation: Observation,
+        instruction: str,
+        version: int,
+        *,
+        subgoal: bool = True,
+        max_tokens: int = 64,
+    ) -> Reasoning:
+        start = time.perf_counter()
+        self._check(observation)
+        layout = self._shapes.layout
+        if not 0 < max_tokens <= layout.decode_capacity:
+            raise EngineInputError(
+                f'max_tokens: {max_tokens} is outside 1..decode_capacity {layout.decode_capacity}'
+            )
+        prompt_ids = self._tok.encode(prompt(instruction))
+        feed = self._feed([prompt_ids], False, 'instruction')
+        timings = {}
+        with self._reason_lock, torch.no_grad():
+            vit_embeds = self._vit(observation)
+            k, v, key_valid, rope = self._prefill(vit_embeds, feed, None)
+            timings['prefill'] = _ms(start)
+            t = time.perf_counter()
+            ids = self._decode(k, v, key_valid, int(rope), max_tokens)
+            text = self._tok.decode(ids)
+            timings['decode'] = _ms(t)
+            timings['tokens'] = float(len(ids))
+            tokens = grid = image = None
+            if subgoal:
+                t = time.perf_counter()
+                feed = self._feed([prompt_ids, self._tok.encode(text)], False, 'decoded text')
+                k, v, key_valid, rope = self._prefill(vit_embeds, feed, None)
+                latents = self._sample_subgoal(k, v, key_valid, rope, version)
+                timings['subgoal'] = _ms(t)
+                t = time.perf_counter()
+                image = self._runner.run('vae_decode', {'latents': latents})['image']
+                image = ((image.float().permute(1, 2, 0) + 1) * 127.5).round().clamp(0, 255)
+                image = image.byte().cpu().numpy()
+                tokens, grid = latents.float().cpu().numpy(), layout.latent_grid
+                timings['vae_decode'] = _ms(t)
+        timings['total'] = _ms(start)
+        thought = parse_thought(text)
+        return Reasoning(
+            version=version,
+            instruction=instruction,
+            text=text,
+            plan=thought.plan,
+            subtask=thought.subtask,
+            movement=thought.movement,
+            subgoal_tokens=tokens,
+            subgoal_grid=grid,
+            subgoal_image=image,
+            observation_stamp_ns=observation.stamp_ns,
+            timings_ms=timings,
+        )
+
+    def _decode(self, k, v, key_valid, rope: int, max_tokens: int) -> list[int]:
+        """Greedy decoding from <|im_start|> into a fixed buffer (as `inference.decode_text`)."""
+        layout, st = self._shapes.layout, self._cfg.special_tokens
+        device = self._runner.device
+        rows = layout.decode_rows
+        shape = (k.shape[0], rows, *k.shape[2:])
+        k_buf = torch.zeros(shape, dtype=k.dtype, device=device)
+        v_buf = torch.zeros(shape, dtype=v.dtype, device=device)
+        valid = torch.zeros(rows, dtype=torch.bool, device=device)
+        p = layout.prefix_rows
+        k_buf[:, :p], v_buf[:, :p], valid[:p] = k, v, key_valid
+        token, out = st.im_start, []
+        for row in range(p, p + max_tokens):
+            feeds = {
+                'token': torch.tensor([token], device=device),
+                'k_cache': k_buf,
+                'v_cache': v_buf,
+                'key_valid': valid,
+                'rope': torch.tensor(rope, device=device),
+            }
+            step = self._runner.run('decode_step', feeds)
+            k_buf[:, row], v_buf[:, row], valid[row] = (
+                step['k_new'][:, 0],
+                step['v_new'][:, 0],
+                True,
+            )
+            rope += 1
+            token = int(step['logits'][0].argmax())
+            if token == st.im_end:
+                break
+            out.append(token)
+        return out
+
+    def _sample_subgoal(self, k, v, key_valid, rope, version: int) -> Tensor:
+        layout, device = self._shapes.layout, self._runner.device
+        # Seeded per version, as TorchEngine: the same observation and version give the same
+        # subgoal on every backend.
+        generator = torch.Generator().manual_seed(version)
+        x = torch.randn(layout.latent_tokens, self._cfg.patch_latent_dim, generator=generator)
+        x = x.to(device)
+        ts = flow_schedule(self._subgoal_steps, SUBGOAL_SHIFT).to(device)
+        for i in range(self._subgoal_steps):
+            feeds = {'x_t': x, 't': ts[i], 'k': k, 'v': v, 'key_valid': key_valid, 'rope': rope}
+            vel = self._runner.run('subgoal_step', feeds)['velocity']
+            x = x - vel.float() * (ts[i] - ts[i + 1])
+        return x / self._cfg.subgoal_latent_divisor
