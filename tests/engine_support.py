@@ -7,6 +7,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+from model_support import random_tiny
 
 from halo_ros.engine.graph_engine import GraphEngine
 from halo_ros.engine.graphs import GraphShapes
@@ -15,7 +16,6 @@ from halo_ros.engine.layout import PrefixLayout
 from halo_ros.engine.onnx_export import export_all
 from halo_ros.engine.torch_engine import TorchEngine
 from halo_ros.model.tokenizer import tokenizer_for
-from model_support import random_tiny
 
 CAMERAS = ('cam_high', 'cam_left_wrist')
 IMAGE_HW = (240, 320)

@@ -5,9 +5,6 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
-
-from halo_ros.engine.interface import EngineInputError, Observation
-from halo_ros.engine.runner import GuidanceUnsupportedError, TorchRunner
 from engine_support import (
     eager_engine,
     exported,
@@ -17,6 +14,9 @@ from engine_support import (
     tiny,
 )
 
+from halo_ros.engine.interface import EngineInputError, Observation
+from halo_ros.engine.runner import GuidanceUnsupportedError, TorchRunner
+
 pytest.importorskip('onnxruntime', reason='onnxruntime not installed')
 
 from halo_ros.engine.ort_runner import OrtRunner  # noqa: E402
@@ -24,7 +24,7 @@ from halo_ros.engine.ort_runner import OrtRunner  # noqa: E402
 
 @pytest.fixture(scope='module')
 def engines():
-    from tests.engine_support import shapes
+    from engine_support import shapes
 
     ort_engine = graph_engine(OrtRunner(exported(), threads=1))
     torch_engine = graph_engine(TorchRunner(tiny(), shapes()))
@@ -164,8 +164,9 @@ def test_engine_rejects_bad_reasoning_inputs(engines, reasoning, backend):
 
 def test_ort_runner_checks_graph_inputs_by_name(engines):
     runner = engines[2].runner
+    from engine_support import shapes
+
     from halo_ros.engine.graphs import example_inputs
-    from tests.engine_support import shapes
 
     feeds = example_inputs('action_step', tiny(), shapes())
     with pytest.raises(EngineInputError, match='action_step.x_t: expected dtype float32'):
@@ -177,8 +178,9 @@ def test_ort_runner_checks_graph_inputs_by_name(engines):
 
 
 def _config(**kw):
+    from engine_support import CAMERAS, CHUNK, IMAGE_HW
+
     from halo_ros.engine.loading import EngineConfig
-    from tests.engine_support import CAMERAS, CHUNK, IMAGE_HW
 
     return EngineConfig(
         cameras=CAMERAS,
@@ -216,8 +218,9 @@ def test_load_engine_torch_static_and_eager():
     from halo_ros.engine.loading import load_engine
     from halo_ros.engine.torch_engine import TorchEngine
 
-    assert isinstance(load_engine(_config()), GraphEngine)
+    assert isinstance(load_engine(_config(eager=False)), GraphEngine)
     assert isinstance(load_engine(_config(eager=True)), TorchEngine)
+    assert isinstance(load_engine(_config()), TorchEngine), 'eager is the CPU default'
     with pytest.raises(ValueError, match="precision 'int4'"):
         _config(precision='int4')
 
@@ -270,8 +273,9 @@ def test_act_and_reason_run_concurrently(engines, reasoning, backend):
 def test_torch_runner_in_bf16_runs_act_and_reason(reasoning, record_property):
     """GPU precision (bf16 weights and K/V, fp32 flow) on the CPU: the dtype plumbing holds and
     the error against fp32 is reported."""
+    from engine_support import shapes
+
     from halo_ros.engine.graphs import GPU_PRECISION
-    from tests.engine_support import shapes
 
     engine = graph_engine(TorchRunner(tiny(), shapes(), precision=GPU_PRECISION))
     got = engine.act(observation(), reasoning, noise())

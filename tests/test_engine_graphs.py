@@ -5,13 +5,13 @@ import json
 import numpy as np
 import pytest
 import torch
+from engine_support import exported, shapes, tiny
 
 from halo_ros.engine.graphs import GRAPH_NAMES, GRAPHS, build_graph, example_inputs
 from halo_ros.engine.layout import PrefixLayout, PrefixTooLongError, assemble
 from halo_ros.engine.onnx_export import MANIFEST, OPSET, VJP_GRAPH, manifest_shapes
 from halo_ros.model.preprocess import vit_image
 from halo_ros.model.segments import LatentSegment, TextSegment, ViTImageSegment
-from engine_support import exported, shapes, tiny
 
 ort = pytest.importorskip('onnxruntime', reason='onnxruntime not installed')
 
@@ -170,8 +170,9 @@ def test_reduced_precision_export_keeps_fp32_flow_io(fp16_export):
 def test_reduced_precision_ort_act_error(fp16_export, record_property):
     """fp16 graphs on ONNX Runtime CPU against the fp32 eager reference: reported, loosely
     bounded. (bf16 graphs export too, but ORT has no bf16 CPU kernels: GPU / TensorRT only.)"""
+    from engine_support import eager_engine, graph_engine, noise, observation
+
     from halo_ros.engine.ort_runner import OrtRunner
-    from tests.engine_support import eager_engine, graph_engine, noise, observation
 
     engine = graph_engine(OrtRunner(fp16_export, threads=1))
     got = engine.act(observation(), None, noise()).actions

@@ -60,9 +60,10 @@ def test_build_engine_command_fails_clearly_without_tensorrt(caplog):
 @pytest.mark.gpu
 @needs_trt
 def test_tensorrt_action_step_matches_torch(tmp_path):
+    from engine_support import exported, shapes, tiny
+
     from halo_ros.engine.graphs import build_graph, example_inputs
     from halo_ros.engine.trt_runner import TrtRunner
-    from tests.engine_support import exported, shapes, tiny
 
     runner = TrtRunner.from_onnx(exported(), device='cuda', cache_dir=tmp_path)
     feeds = example_inputs('action_step', tiny(), shapes(), seed=9)
@@ -76,9 +77,10 @@ def test_tensorrt_action_step_matches_torch(tmp_path):
 @pytest.mark.gpu
 @needs_cuda
 def test_cuda_graph_replay_matches_eager_torch():
+    from engine_support import shapes, tiny
+
     from halo_ros.engine.graphs import Precision, build_graph, example_inputs
     from halo_ros.engine.runner import TorchRunner
-    from tests.engine_support import shapes, tiny
 
     model = tiny().cuda()
     fp32 = dict.fromkeys(
@@ -113,9 +115,10 @@ def _has_ort_cuda() -> bool:
 @pytest.mark.gpu
 @pytest.mark.skipif(not _has_ort_cuda(), reason='needs onnxruntime-gpu and a CUDA GPU (not here)')
 def test_ort_cuda_iobinding_matches_cpu():
+    from engine_support import exported, shapes, tiny
+
     from halo_ros.engine.graphs import example_inputs
     from halo_ros.engine.ort_runner import OrtRunner
-    from tests.engine_support import exported, shapes, tiny
 
     feeds = example_inputs('action_step', tiny(), shapes(), seed=4)
     want = OrtRunner(exported()).run('action_step', feeds)['velocity']

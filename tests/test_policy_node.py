@@ -6,6 +6,7 @@ import json
 import pytest
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
+from ros_helpers import spin_until, wait_for_publishers
 from sensor_msgs.msg import Image
 from std_msgs.msg import String
 from trajectory_msgs.msg import JointTrajectory
@@ -15,7 +16,6 @@ from halo_ros.nodes.conversions import ns_from_stamp
 from halo_ros.nodes.topic_monitor import TopicMonitor
 from halo_ros.runtime.chunk import ChunkTag
 from halo_ros.supervisor import NodeProcess
-from ros_helpers import spin_until, wait_for_publishers
 
 pytestmark = pytest.mark.ros
 

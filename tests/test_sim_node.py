@@ -41,8 +41,12 @@ def monitor():
 def test_sim_node_publishes_every_camera_and_they_decode(sim_process, monitor):
     wait_for_publishers(monitor, [f'{c}/image_raw' for c in CAMERAS])
     stats = monitor.stats
-    spin_until(monitor, lambda: all(stats[f'{c}/image_raw'].count >= 10 for c in CAMERAS), 60,
-               '10 frames from every camera')
+    spin_until(
+        monitor,
+        lambda: all(stats[f'{c}/image_raw'].count >= 10 for c in CAMERAS),
+        60,
+        '10 frames from every camera',
+    )
     for camera in CAMERAS:
         images, infos = stats[f'{camera}/image_raw'], stats[f'{camera}/camera_info']
         assert images.shapes == {(120, 160, 3)}, camera

@@ -51,6 +51,9 @@ class PrimitiveThresholds:
     # something (only an object stops it partway); nearly shut (the ALOHA rest pose, 0.1) or open
     # means empty-handed.
     holding_between: tuple[float, float] = (0.15, 0.85)
+    # A gripper motion that changes the opening by less than this is a wobble, not a grasp or a
+    # release (fingers on an object give a little when the arm accelerates).
+    min_gripper_stroke: float = 0.08
     # Phases shorter than this merge into the previous one.
     min_phase_s: float = 0.15
     # Moving-average window before differentiating.
@@ -110,6 +113,14 @@ def merge_short_runs(labels: list, min_len: int) -> list:
             labels[i] = label
 
 
+def _drop_wobbles(gripper: tuple, opening: np.ndarray, min_stroke: float) -> tuple:
+    labels = list(gripper)
+    for label, start, end in runs(labels):
+        if label is not Gripper.STILL and abs(opening[end] - opening[start]) < min_stroke:
+            labels[start : end + 1] = [Gripper.STILL] * (end - start + 1)
+    return tuple(labels)
+
+
 def arm_primitives(
     q: np.ndarray, fps: float, thresholds: PrimitiveThresholds = PrimitiveThresholds()
 ) -> ArmPrimitives:
@@ -133,6 +144,7 @@ def arm_primitives(
         else Gripper.STILL
         for v in grip_speed
     )
+    gripper = _drop_wobbles(gripper, qs[:, 6], th.min_gripper_stroke)
     # Closed = holding: set by a closing motion, cleared by an opening one. The opening alone
     # cannot tell, since a gripper closed on an object stops wherever the object is (a cube in
     # the ALOHA sim leaves it half open). Before the first motion, `holding_between` decides;

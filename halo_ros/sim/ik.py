@@ -16,7 +16,7 @@ REST = np.zeros(6)
 REST_GAIN = np.array([0.0, 0.0, 0.0, 0.02, 0.0, 0.02])  # per solve: at most ~3 rad/s of drift
 # The continuous joints' MJCF range is +-3.14158 rad; the calibrated range of the arms is
 # +-3.14 (calibration/*.yaml), and the expert's joint targets must be commands a robot accepts.
-CALIBRATED_ROLL_RAD = 3.14
+CALIBRATED_ROLL_RAD = 3.13  # a tick inside, so encoder rounding stays in range
 
 
 class ArmIK:
