@@ -9,7 +9,7 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
-BACKENDS = ('torch', 'onnxruntime', 'tensorrt')
+BACKENDS = ('torch', 'onnxruntime', 'tensorrt', 'remote')
 DEFAULT_CAMERAS = ('cam_high', 'cam_left_wrist', 'cam_right_wrist')
 
 
@@ -25,6 +25,7 @@ class EngineConfig:
     flow_steps: int = 9  # HALO: linspace(1, 0, 10)
     subgoal_steps: int = 24
     seed: int = 0  # initialisation of random weights (tests, benchmarks)
+    server: str = 'tcp://127.0.0.1:5555'  # backend remote: the `halo-ros serve` endpoint
 
     def __post_init__(self):
         if self.backend not in BACKENDS:
@@ -85,4 +86,8 @@ def load_engine(config: EngineConfig):
             subgoal_steps=config.subgoal_steps,
             image_hw=config.image_hw,
         )
+    if config.backend == 'remote':  # the model runs in `halo-ros serve`; see halo_ros.transport
+        from halo_ros.transport.client import remote_engine
+
+        return remote_engine(config)
     raise NotImplementedError(f'the {config.backend} backend is not implemented yet')

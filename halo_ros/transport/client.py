@@ -22,7 +22,7 @@ import itertools
 import logging
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import zmq
@@ -106,7 +106,9 @@ def check_handshake(handshake: Handshake, config: RemoteConfig) -> None:
                 f'control period {handshake.control_period_ns} ns (expected {expected_ns} ns)'
             )
     if wrong:
-        raise HandshakeError(f'server runs {info.model_name}/{info.backend} with ' + ', '.join(wrong))
+        raise HandshakeError(
+            f'server runs {info.model_name}/{info.backend} with ' + ', '.join(wrong)
+        )
 
 
 class _Lane:
@@ -153,7 +155,9 @@ class _Lane:
         log.debug('%s lane: %s; next try in %.2f s', self.name, message, self._backoff_s)
         return RemoteUnavailable(f'{self._endpoint} ({self.name}): {message}')
 
-    def call(self, op: Op, body: dict, timeout_s: float, on_connect=None) -> tuple[dict, dict, float]:
+    def call(
+        self, op: Op, body: dict, timeout_s: float, on_connect=None
+    ) -> tuple[dict, dict, float]:
         """(reply body, server timing, round trip ms); on_connect(lane) runs the handshake of a
         new connection first. Raises RemoteUnavailable, RemoteError or HandshakeError."""
         with self._lock:
@@ -211,7 +215,7 @@ def seam_from_guidance(guidance) -> dict | None:
     else:
         raise EngineInputError(
             f'guidance {kind.__module__}.{kind.__name__} cannot be sent to a remote engine '
-            '(only the runtime\'s RtcGuidance and HardInpaintGuidance)'
+            "(only the runtime's RtcGuidance and HardInpaintGuidance)"
         )
     as_numpy = lambda t: np.ascontiguousarray(t.detach().cpu().numpy(), dtype=np.float32)  # noqa: E731
     return {
@@ -228,7 +232,8 @@ class RemoteEngine(Engine):
         self.config = config
         self._context = zmq.Context()
         self._lanes = {
-            name: _Lane(name, self._context, endpoint, config) for name in ('act', 'reason', 'health')
+            name: _Lane(name, self._context, endpoint, config)
+            for name in ('act', 'reason', 'health')
         }
         self._handshake: Handshake | None = None
         self.last_timings_ms: dict[str, float] = {}
@@ -248,8 +253,14 @@ class RemoteEngine(Engine):
                 self.close()
                 raise
         info = self._handshake.info
-        log.info('remote engine at %s: %s on %s, hash %s, chunks of %d', endpoint,
-                 info.model_name, info.backend, info.model_hash, info.chunk_length)
+        log.info(
+            'remote engine at %s: %s on %s, hash %s, chunks of %d',
+            endpoint,
+            info.model_name,
+            info.backend,
+            info.model_hash,
+            info.chunk_length,
+        )
 
     def _hello(self, lane: _Lane) -> None:
         body, _, _ = lane._exchange(Op.HELLO, {}, self.config.health_timeout_s)
@@ -295,11 +306,16 @@ class RemoteEngine(Engine):
         for camera in info.cameras:
             if camera not in observation.images:
                 raise EngineInputError(f'observation.images: missing camera {camera!r}')
-            frame = check_array(f'observation.images[{camera!r}]', observation.images[camera],
-                                (None, None, 3), np.uint8)
+            frame = check_array(
+                f'observation.images[{camera!r}]',
+                observation.images[camera],
+                (None, None, 3),
+                np.uint8,
+            )
             images[camera] = encode_frame(fit(frame, info.image_hw), self.config.jpeg_quality)
-        state = check_array('observation.state', np.asarray(observation.state, np.float32),
-                            (None,), np.float32)
+        state = check_array(
+            'observation.state', np.asarray(observation.state, np.float32), (None,), np.float32
+        )
         return {'stamp_ns': observation.stamp_ns, 'images': images, 'state': encode_array(state)}
 
     def act(self, observation, reasoning, noise, guidance=None) -> ActionResult:
@@ -322,8 +338,9 @@ class RemoteEngine(Engine):
             actions = protocol.decode_array(
                 'actions', reply['actions'], (info.chunk_length, info.action_dim), np.float32
             )
-            engine_timings = protocol.fields('timings_ms', reply['timings_ms'], set(),
-                                             set(reply['timings_ms']))
+            engine_timings = protocol.fields(
+                'timings_ms', reply['timings_ms'], set(), set(reply['timings_ms'])
+            )
         except (ProtocolError, KeyError, TypeError) as error:
             raise RemoteError('schema', f'bad act reply: {error}') from None
         timings = {f'server_{k}': float(v) for k, v in engine_timings.items()}
@@ -369,6 +386,7 @@ class RemoteEngine(Engine):
             'round_trip': rtt_ms,
             'server_handled': handled,
             'server_queue': float(server.get('queue_ms') or 0.0),
+            'server_engine': float(server.get('engine_ms') or 0.0),  # the engine call itself
             'network': max(rtt_ms - handled, 0.0),  # wire + client decode + zmq queues
         }
 
@@ -384,3 +402,12 @@ class RemoteEngine(Engine):
             with lane._lock:
                 lane.reset()
         self._context.term()
+
+
+def remote_engine(config, remote: RemoteConfig | None = None) -> RemoteEngine:
+    """The client for an `EngineConfig` with backend remote: the server must serve that chunk
+    length and those cameras (other remote options, e.g. JPEG and keys, from `remote`)."""
+    remote = replace(
+        remote or RemoteConfig(), chunk_length=config.chunk_length, cameras=tuple(config.cameras)
+    )
+    return RemoteEngine(config.server, remote)

@@ -32,7 +32,9 @@ class FairQueue(Generic[Job]):
     def get(self, timeout_s: float) -> tuple[bytes, Job] | None:
         """The next job of the longest-waiting client with nothing running, or None."""
         with self._cond:
-            if not self._cond.wait_for(lambda: self._closed or self._ready() is not None, timeout_s):
+            if not self._cond.wait_for(
+                lambda: self._closed or self._ready() is not None, timeout_s
+            ):
                 return None
             client = self._ready()
             if client is None:  # closed

@@ -56,7 +56,8 @@ def jpeg_size(data: bytes) -> tuple[int, int] | None:
             continue
         length = int.from_bytes(data[i + 2 : i + 4], 'big')
         if marker in _SOF_MARKERS:
-            return int.from_bytes(data[i + 5 : i + 7], 'big'), int.from_bytes(data[i + 7 : i + 9], 'big')
+            height = int.from_bytes(data[i + 5 : i + 7], 'big')
+            return height, int.from_bytes(data[i + 7 : i + 9], 'big')
         if marker in (0xD9, 0xDA) or length < 2:  # end of image / start of scan before any SOF
             return None
         i += 2 + length

@@ -122,15 +122,21 @@ def boolean(name: str, value) -> bool:
 
 
 def request(op: Op, request_id: int, stamp_ns: int, body: dict) -> dict:
-    return {'v': PROTOCOL_VERSION, 'op': op.value, 'id': request_id, 'stamp_ns': stamp_ns,
-            'body': body}
+    return {
+        'v': PROTOCOL_VERSION,
+        'op': op.value,
+        'id': request_id,
+        'stamp_ns': stamp_ns,
+        'body': body,
+    }
 
 
 def parse_request(message: dict) -> tuple[Op, int, int, dict]:
     """(op, id, stamp_ns, body) of a decoded request; the version is checked first."""
     if message.get('v') != PROTOCOL_VERSION:
-        raise ProtocolError('version', f'protocol version {message.get("v")!r} is not '
-                            f'{PROTOCOL_VERSION}')
+        raise ProtocolError(
+            'version', f'protocol version {message.get("v")!r} is not {PROTOCOL_VERSION}'
+        )
     fields('request', message, {'v', 'op', 'id', 'stamp_ns', 'body'})
     try:
         op = Op(message['op'])
@@ -152,13 +158,25 @@ def request_id_of(message) -> int | None:
 
 
 def reply(op: str | None, request_id: int | None, body: dict, server: dict) -> dict:
-    return {'v': PROTOCOL_VERSION, 'op': op, 'id': request_id, 'ok': True, 'body': body,
-            'server': server}
+    return {
+        'v': PROTOCOL_VERSION,
+        'op': op,
+        'id': request_id,
+        'ok': True,
+        'body': body,
+        'server': server,
+    }
 
 
 def error_reply(op, request_id, code: ErrorCode, message: str, server: dict) -> dict:
-    return {'v': PROTOCOL_VERSION, 'op': op, 'id': request_id, 'ok': False,
-            'error': {'code': code.value, 'message': message[:2000]}, 'server': server}
+    return {
+        'v': PROTOCOL_VERSION,
+        'op': op,
+        'id': request_id,
+        'ok': False,
+        'error': {'code': code.value, 'message': message[:2000]},
+        'server': server,
+    }
 
 
 # -- handshake ------------------------------------------------------------------------------------
@@ -189,13 +207,25 @@ class Handshake:
 
 
 def parse_hello(body) -> Handshake:
-    keys = {'protocol', 'backend', 'model_name', 'model_hash', 'action_dim', 'chunk_length',
-            'flow_steps', 'cameras', 'image_hw', 'supports_guidance_gradients',
-            'control_period_ns', 'max_message_bytes'}
+    keys = {
+        'protocol',
+        'backend',
+        'model_name',
+        'model_hash',
+        'action_dim',
+        'chunk_length',
+        'flow_steps',
+        'cameras',
+        'image_hw',
+        'supports_guidance_gradients',
+        'control_period_ns',
+        'max_message_bytes',
+    }
     b = fields('hello', body, keys)
     if b['protocol'] != PROTOCOL_VERSION:
-        raise ProtocolError('version', f'server speaks protocol {b["protocol"]!r}, '
-                            f'this client {PROTOCOL_VERSION}')
+        raise ProtocolError(
+            'version', f'server speaks protocol {b["protocol"]!r}, this client {PROTOCOL_VERSION}'
+        )
     cameras = b['cameras']
     if not isinstance(cameras, list) or not cameras:
         raise ProtocolError('schema', f'hello.cameras: expected a list of names, got {cameras!r}')
@@ -210,9 +240,13 @@ def parse_hello(body) -> Handshake:
         chunk_length=integer('hello.chunk_length', b['chunk_length'], 1, 4096),
         flow_steps=integer('hello.flow_steps', b['flow_steps'], 1, 1024),
         cameras=tuple(text('hello.cameras', c) for c in cameras),
-        image_hw=(integer('hello.image_hw', hw[0], 1, 8192), integer('hello.image_hw', hw[1], 1, 8192)),
-        supports_guidance_gradients=boolean('hello.supports_guidance_gradients',
-                                            b['supports_guidance_gradients']),
+        image_hw=(
+            integer('hello.image_hw', hw[0], 1, 8192),
+            integer('hello.image_hw', hw[1], 1, 8192),
+        ),
+        supports_guidance_gradients=boolean(
+            'hello.supports_guidance_gradients', b['supports_guidance_gradients']
+        ),
     )
     return Handshake(
         info,
@@ -221,7 +255,7 @@ def parse_hello(body) -> Handshake:
     )
 
 
-# -- observation, reasoning, seam -------------------------------------------------------------------
+# -- observation, reasoning, seam ----------------------------------------------------------------
 
 
 def parse_observation(value, info: EngineInfo) -> Observation:
@@ -229,14 +263,23 @@ def parse_observation(value, info: EngineInfo) -> Observation:
     images = fields('observation.images', o['images'], set(info.cameras))
     return Observation(
         stamp_ns=integer('observation.stamp_ns', o['stamp_ns'], 0),
-        images={c: decode_frame(f'observation.images[{c!r}]', images[c], info.image_hw)
-                for c in info.cameras},
+        images={
+            c: decode_frame(f'observation.images[{c!r}]', images[c], info.image_hw)
+            for c in info.cameras
+        },
         state=decode_array('observation.state', o['state'], (None,), np.float32),
     )
 
 
-REASONING_KEYS = {'version', 'instruction', 'text', 'plan', 'subtask', 'movement',
-                  'observation_stamp_ns'}
+REASONING_KEYS = {
+    'version',
+    'instruction',
+    'text',
+    'plan',
+    'subtask',
+    'movement',
+    'observation_stamp_ns',
+}
 
 
 def reasoning_body(reasoning: Reasoning, *, image: bool) -> dict:
@@ -251,31 +294,42 @@ def reasoning_body(reasoning: Reasoning, *, image: bool) -> dict:
 
 
 def parse_reasoning(value, *, image: bool) -> Reasoning:
-    extra = {'subgoal_tokens', 'subgoal_grid'} | ({'subgoal_image', 'timings_ms'} if image else set())
+    extra = {'subgoal_tokens', 'subgoal_grid'} | (
+        {'subgoal_image', 'timings_ms'} if image else set()
+    )
     r = fields('reasoning', value, REASONING_KEYS | extra)
     tokens = grid = subgoal_image = None
     if r['subgoal_tokens'] is not None:
-        tokens = decode_array('reasoning.subgoal_tokens', r['subgoal_tokens'], (None, None),
-                              np.float32)
+        tokens = decode_array(
+            'reasoning.subgoal_tokens', r['subgoal_tokens'], (None, None), np.float32
+        )
         g = r['subgoal_grid']
         if not isinstance(g, list) or len(g) != 2:
             raise ProtocolError('schema', f'reasoning.subgoal_grid: expected [h, w], got {g!r}')
-        grid = (integer('reasoning.subgoal_grid', g[0], 1, MAX_LATENT_TOKENS),
-                integer('reasoning.subgoal_grid', g[1], 1, MAX_LATENT_TOKENS))
-        if grid[0] * grid[1] != tokens.shape[0] or tokens.shape[0] > MAX_LATENT_TOKENS \
-                or tokens.shape[1] > MAX_LATENT_WIDTH:
-            raise ProtocolError('schema', f'reasoning.subgoal_tokens {tokens.shape} do not fit '
-                                f'grid {grid}')
+        grid = (
+            integer('reasoning.subgoal_grid', g[0], 1, MAX_LATENT_TOKENS),
+            integer('reasoning.subgoal_grid', g[1], 1, MAX_LATENT_TOKENS),
+        )
+        if (
+            grid[0] * grid[1] != tokens.shape[0]
+            or tokens.shape[0] > MAX_LATENT_TOKENS
+            or tokens.shape[1] > MAX_LATENT_WIDTH
+        ):
+            raise ProtocolError(
+                'schema', f'reasoning.subgoal_tokens {tokens.shape} do not fit grid {grid}'
+            )
     elif r['subgoal_grid'] is not None:
         raise ProtocolError('schema', 'reasoning.subgoal_grid given without subgoal_tokens')
     timings = {}
     if image:
         if r['subgoal_image'] is not None:
-            subgoal_image = decode_array('reasoning.subgoal_image', r['subgoal_image'],
-                                         (None, None, 3), np.uint8)
+            subgoal_image = decode_array(
+                'reasoning.subgoal_image', r['subgoal_image'], (None, None, 3), np.uint8
+            )
         t = fields('reasoning.timings_ms', r['timings_ms'], set(), set(r['timings_ms'] or ()))
-        timings = {text('timings key', k): number(f'timings_ms[{k!r}]', v, -1e9, 1e9)
-                   for k, v in t.items()}
+        timings = {
+            text('timings key', k): number(f'timings_ms[{k!r}]', v, -1e9, 1e9) for k, v in t.items()
+        }
     return Reasoning(
         version=integer('reasoning.version', r['version']),
         instruction=text('reasoning.instruction', r['instruction']),
@@ -296,7 +350,9 @@ def parse_seam(value, info: EngineInfo) -> SeamRequest:
     try:
         mode = SeamWireMode(s['mode'])
     except (ValueError, TypeError):
-        raise ProtocolError('schema', f'seam.mode: expected rtc or hard, got {s["mode"]!r}') from None
+        raise ProtocolError(
+            'schema', f'seam.mode: expected rtc or hard, got {s["mode"]!r}'
+        ) from None
     h, a = info.chunk_length, info.action_dim
     weights = decode_array('seam.weights', s['weights'], (h,), np.float32)
     if weights.min() < 0 or weights.max() > 1:

@@ -106,6 +106,10 @@ class EngineServer:
             self._auth.stop()
         self._context.term()
 
+    def request_stop(self) -> None:
+        """Safe from a signal handler: wait() returns, then call stop()."""
+        self._stop.set()
+
     def wait(self) -> None:
         """Block until stop() (from a signal handler or another thread)."""
         while not self._stop.wait(0.5):
@@ -177,7 +181,9 @@ class EngineServer:
         message = None
         try:
             if len(frames) != 2:
-                raise ProtocolError('frames', f'expected one frame per request, got {len(frames) - 1}')
+                raise ProtocolError(
+                    'frames', f'expected one frame per request, got {len(frames) - 1}'
+                )
             message = unpack(frames[1].buffer, self.config.limits)
             op, request_id, _stamp_ns, body = protocol.parse_request(message)
             if op is Op.HELLO:
@@ -193,7 +199,8 @@ class EngineServer:
                 and not self.info.supports_guidance_gradients
             ):
                 raise ProtocolError(
-                    'unsupported', f'seam rtc needs guidance gradients; {self.info.backend} has none'
+                    'unsupported',
+                    f'seam rtc needs guidance gradients; {self.info.backend} has none',
                 )
         except ProtocolError as error:
             code = ErrorCode(error.code)
@@ -219,14 +226,18 @@ class EngineServer:
 
     def _reply(self, client, op: Op, request_id: int, body: dict, recv_ns, recv_s) -> list:
         self.counts[op.value] += 1
-        return [client, pack(protocol.reply(op.value, request_id, body,
-                                            self._server_timing(recv_ns, recv_s)))]
+        return [
+            client,
+            pack(protocol.reply(op.value, request_id, body, self._server_timing(recv_ns, recv_s))),
+        ]
 
     def _error_frames(self, client: bytes, job: _Job, code: ErrorCode, message: str) -> list:
         self.counts[code.value] += 1
         timing = self._server_timing(job.recv_ns, job.recv_s, decode_ms=job.decode_ms)
-        return [client, pack(protocol.error_reply(job.op.value, job.request_id, code, message,
-                                                  timing))]
+        return [
+            client,
+            pack(protocol.error_reply(job.op.value, job.request_id, code, message, timing)),
+        ]
 
     def health(self) -> dict:
         return {
@@ -265,14 +276,21 @@ class EngineServer:
         except EngineInputError as error:
             return self._error_frames(client, job, ErrorCode.INPUT, str(error))
         except Exception as error:  # noqa: BLE001 (the server outlives a failing request)
-            log.warning('%s request %d failed: %r', job.op.value, job.request_id, error,
-                        exc_info=log.isEnabledFor(logging.DEBUG))
-            return self._error_frames(client, job, ErrorCode.ENGINE, f'{type(error).__name__}: '
-                                      f'{error}')
+            log.warning(
+                '%s request %d failed: %r',
+                job.op.value,
+                job.request_id,
+                error,
+                exc_info=log.isEnabledFor(logging.DEBUG),
+            )
+            return self._error_frames(
+                client, job, ErrorCode.ENGINE, f'{type(error).__name__}: {error}'
+            )
         engine_ms = (time.perf_counter() - start) * 1e3
         self.counts[job.op.value] += 1
-        timing = self._server_timing(job.recv_ns, job.recv_s, decode_ms=job.decode_ms,
-                                     queue_ms=queue_ms, engine_ms=engine_ms)
+        timing = self._server_timing(
+            job.recv_ns, job.recv_s, decode_ms=job.decode_ms, queue_ms=queue_ms, engine_ms=engine_ms
+        )
         return [client, pack(protocol.reply(job.op.value, job.request_id, body, timing))]
 
     def _act(self, request: protocol.ActRequest) -> dict:

@@ -90,7 +90,9 @@ def unpack(frame, limits: WireLimits) -> dict:
     except ProtocolError:
         raise
     except Exception as error:  # noqa: BLE001 (msgpack raises many types on hostile input)
-        raise ProtocolError('decode', f'not a msgpack frame: {type(error).__name__}: {error}')
+        raise ProtocolError(
+            'decode', f'not a msgpack frame: {type(error).__name__}: {error}'
+        ) from None
     if not isinstance(message, dict):
         raise ProtocolError('decode', f'a frame must be a map, got {type(message).__name__}')
     return message
@@ -115,8 +117,10 @@ def decode_array(name: str, value, shape: tuple, dtype) -> np.ndarray:
     data = value['data']
     if not isinstance(data, bytes) or len(data) != math.prod(dims) * want.itemsize:
         got = len(data) if isinstance(data, bytes) else type(data).__name__
-        raise ProtocolError('schema', f'{name}: {dims} {want.str} needs '
-                            f'{math.prod(dims) * want.itemsize} bytes, got {got}')
+        raise ProtocolError(
+            'schema',
+            f'{name}: {dims} {want.str} needs {math.prod(dims) * want.itemsize} bytes, got {got}',
+        )
     array = np.frombuffer(data, dtype=want).reshape(dims).copy()  # writable, owned
     if want.kind == 'f' and not np.isfinite(array).all():
         raise ProtocolError('schema', f'{name}: contains NaN or infinity')
