@@ -240,7 +240,7 @@ class RemoteEngine(Engine):
         deadline = time.monotonic() + config.connect_timeout_s
         while True:  # the first handshake fixes what every later connection must match
             try:
-                self._lanes['health'].call(Op.HELLO, {}, config.health_timeout_s, self._hello)
+                self._lanes['health'].call(Op.HEALTH, {}, config.health_timeout_s, self._hello)
                 break
             except RemoteUnavailable:
                 if time.monotonic() >= deadline:

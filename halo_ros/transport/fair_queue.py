@@ -50,6 +50,10 @@ class FairQueue(Generic[Job]):
     def _ready(self) -> bytes | None:
         return next((c for c in self._pending if c not in self._running), None)
 
+    def running(self) -> int:
+        with self._cond:
+            return len(self._running)
+
     def __len__(self) -> int:
         with self._cond:
             return len(self._pending)

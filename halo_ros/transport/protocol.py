@@ -42,6 +42,7 @@ class ErrorCode(enum.Enum):
     INPUT = 'input'  # the engine refused the input (EngineInputError)
     ENGINE = 'engine'  # the engine failed
     SHUTDOWN = 'shutdown'
+    INTERNAL = 'internal'  # validation itself failed on this input: a server bug, logged
 
 
 class SeamWireMode(enum.Enum):
@@ -133,7 +134,7 @@ def request(op: Op, request_id: int, stamp_ns: int, body: dict) -> dict:
 
 def parse_request(message: dict) -> tuple[Op, int, int, dict]:
     """(op, id, stamp_ns, body) of a decoded request; the version is checked first."""
-    if message.get('v') != PROTOCOL_VERSION:
+    if type(message.get('v')) is not int or message['v'] != PROTOCOL_VERSION:  # True == 1
         raise ProtocolError(
             'version', f'protocol version {message.get("v")!r} is not {PROTOCOL_VERSION}'
         )
@@ -222,7 +223,7 @@ def parse_hello(body) -> Handshake:
         'max_message_bytes',
     }
     b = fields('hello', body, keys)
-    if b['protocol'] != PROTOCOL_VERSION:
+    if type(b['protocol']) is not int or b['protocol'] != PROTOCOL_VERSION:
         raise ProtocolError(
             'version', f'server speaks protocol {b["protocol"]!r}, this client {PROTOCOL_VERSION}'
         )
@@ -260,14 +261,16 @@ def parse_hello(body) -> Handshake:
 
 def parse_observation(value, info: EngineInfo) -> Observation:
     o = fields('observation', value, {'stamp_ns', 'images', 'state'})
+    stamp_ns = integer('observation.stamp_ns', o['stamp_ns'], 0)
+    state = decode_array('observation.state', o['state'], (None,), np.float32)
     images = fields('observation.images', o['images'], set(info.cameras))
-    return Observation(
-        stamp_ns=integer('observation.stamp_ns', o['stamp_ns'], 0),
+    return Observation(  # images last: decoding them (JPEG) is the expensive part
+        stamp_ns=stamp_ns,
         images={
             c: decode_frame(f'observation.images[{c!r}]', images[c], info.image_hw)
             for c in info.cameras
         },
-        state=decode_array('observation.state', o['state'], (None,), np.float32),
+        state=state,
     )
 
 
@@ -367,12 +370,10 @@ def parse_seam(value, info: EngineInfo) -> SeamRequest:
 
 def parse_act(body, info: EngineInfo) -> ActRequest:
     b = fields('act', body, {'observation', 'reasoning', 'noise', 'seam'})
-    return ActRequest(
-        parse_observation(b['observation'], info),
-        None if b['reasoning'] is None else parse_reasoning(b['reasoning'], image=False),
-        decode_array('noise', b['noise'], (info.chunk_length, info.action_dim), np.float32),
-        None if b['seam'] is None else parse_seam(b['seam'], info),
-    )
+    noise = decode_array('noise', b['noise'], (info.chunk_length, info.action_dim), np.float32)
+    seam = None if b['seam'] is None else parse_seam(b['seam'], info)
+    reasoning = None if b['reasoning'] is None else parse_reasoning(b['reasoning'], image=False)
+    return ActRequest(parse_observation(b['observation'], info), reasoning, noise, seam)
 
 
 def parse_reason(body, info: EngineInfo) -> ReasonRequest:

@@ -202,10 +202,15 @@ class EngineServer:
                     'unsupported',
                     f'seam rtc needs guidance gradients; {self.info.backend} has none',
                 )
-        except ProtocolError as error:
-            code = ErrorCode(error.code)
+        except Exception as error:  # noqa: BLE001 (no frame may take the I/O thread down)
+            if isinstance(error, ProtocolError):
+                code = ErrorCode(error.code)
+                log.debug('refused a frame from %s: %s', client.hex(), error)
+            else:
+                code = ErrorCode.INTERNAL
+                log.warning('validating a frame from %s failed', client.hex(), exc_info=True)
+                error = f'malformed request ({type(error).__name__})'
             self.counts[code.value] += 1
-            log.debug('refused a frame from %s: %s', client.hex(), error)
             op_name = message.get('op') if isinstance(message, dict) else None
             reply = protocol.error_reply(
                 op_name if isinstance(op_name, str) and len(op_name) < 32 else None,
@@ -245,6 +250,8 @@ class EngineServer:
             'clients': len(self._clients),
             'queued_act': len(self._lanes[Op.ACT]),
             'queued_reason': len(self._lanes[Op.REASON]),
+            'running_act': self._lanes[Op.ACT].running(),
+            'running_reason': self._lanes[Op.REASON].running(),
             'counts': dict(self.counts),
         }
 

@@ -104,7 +104,7 @@ def decode_array(name: str, value, shape: tuple, dtype) -> np.ndarray:
     if not isinstance(value, dict) or set(value) != {'dtype', 'shape', 'data'}:
         raise ProtocolError('schema', f'{name}: expected an array map {{dtype, shape, data}}')
     want = np.dtype(dtype)
-    if value['dtype'] not in WIRE_DTYPES or WIRE_DTYPES[value['dtype']] != want:
+    if not isinstance(value['dtype'], str) or WIRE_DTYPES.get(value['dtype']) != want:
         raise ProtocolError('schema', f'{name}: expected dtype {want.str}, got {value["dtype"]!r}')
     dims = value['shape']
     if (
