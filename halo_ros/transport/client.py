@@ -126,6 +126,7 @@ class _Lane:
         self._next_try_s = 0.0
         self.handshake: Handshake | None = None  # of the current connection
         self.stale_replies = 0
+        self._lost = False  # log the loss and the return of the server once each
 
     def _open(self) -> zmq.Socket:
         socket = self._context.socket(zmq.DEALER)
@@ -152,7 +153,14 @@ class _Lane:
             max(self._backoff_s * 2, self._config.min_backoff_s), self._config.max_backoff_s
         )
         self._next_try_s = time.monotonic() + self._backoff_s
-        log.debug('%s lane: %s; next try in %.2f s', self.name, message, self._backoff_s)
+        (log.debug if self._lost else log.warning)(
+            '%s lane lost %s: %s; retrying with backoff up to %.1f s',
+            self.name,
+            self._endpoint,
+            message,
+            self._config.max_backoff_s,
+        )
+        self._lost = True
         return RemoteUnavailable(f'{self._endpoint} ({self.name}): {message}')
 
     def call(
@@ -195,6 +203,9 @@ class _Lane:
             break
         rtt_ms = (time.perf_counter() - start) * 1e3
         self._backoff_s = 0.0
+        if self._lost:
+            log.info('%s lane: %s answers again', self.name, self._endpoint)
+            self._lost = False
         server = message.get('server') if isinstance(message.get('server'), dict) else {}
         if not message.get('ok'):
             error = message.get('error') or {}
