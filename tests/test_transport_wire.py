@@ -169,3 +169,26 @@ def test_robot_side_imports_no_torch():
     code = "import sys, halo_ros.transport.client; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == 'False', out.stderr
+
+
+def test_serve_refuses_an_open_bind_without_keys_before_loading_a_model(tmp_path):
+    from halo_ros import cli
+
+    assert cli.main(['serve', '--bind', 'tcp://0.0.0.0:5555']) == 2
+    assert cli.main(['serve', '--backend', 'remote']) == 2
+    assert cli.main(['keys', str(tmp_path), '--name', 'robot']) == 0
+    assert (tmp_path / 'robot.key').is_file() and (
+        tmp_path / 'robot.key_secret'
+    ).stat().st_mode & 0o077 == 0
+    assert cli.main(['keys', str(tmp_path), '--name', 'robot']) == 1  # never overwrites a key
+
+
+def test_handshake_refuses_raw_frames_that_cannot_fit_a_message():
+    from halo_ros.engine.interface import EngineInfo
+    from halo_ros.transport.client import HandshakeError, RemoteConfig, check_handshake
+
+    info = EngineInfo('torch', 'm', 'h', 14, 50, 9, ('a', 'b', 'c'), (480, 640), True)
+    handshake = protocol.Handshake(info, 20_000_000, 2 << 20)  # 3 x 480x640 raw is 2.7 MB
+    with pytest.raises(HandshakeError, match='use JPEG'):
+        check_handshake(handshake, RemoteConfig())
+    check_handshake(handshake, RemoteConfig(jpeg_quality=90))

@@ -105,6 +105,12 @@ def check_handshake(handshake: Handshake, config: RemoteConfig) -> None:
             wrong.append(
                 f'control period {handshake.control_period_ns} ns (expected {expected_ns} ns)'
             )
+    frames_bytes = len(info.cameras) * info.image_hw[0] * info.image_hw[1] * 3
+    if config.jpeg_quality == 0 and frames_bytes + (64 << 10) > handshake.max_message_bytes:
+        wrong.append(
+            f'raw frames of {frames_bytes} bytes for a {handshake.max_message_bytes} byte '
+            'message limit (use JPEG)'
+        )
     if wrong:
         raise HandshakeError(
             f'server runs {info.model_name}/{info.backend} with ' + ', '.join(wrong)

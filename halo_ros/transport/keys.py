@@ -5,7 +5,11 @@ keys/server.key_secret (keep it on the server); one pair per robot likewise, who
 the server's --authorized-keys folder.
 """
 
+import logging
+
 from halo_ros.transport.security import make_keys
+
+log = logging.getLogger(__name__)
 
 
 def add_arguments(parser) -> None:
@@ -14,6 +18,10 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    public, secret = make_keys(args.folder, args.name)
+    try:
+        public, secret = make_keys(args.folder, args.name)
+    except FileExistsError as error:
+        log.error('%s', error)
+        return 1
     print(f'public key {public}\nsecret key {secret} (mode 600; never copy it off this machine)')
     return 0

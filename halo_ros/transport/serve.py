@@ -8,7 +8,7 @@ the robots' .key files); `halo-ros keys` makes both.
 import logging
 import signal
 
-from halo_ros.transport.security import ServerKeys
+from halo_ros.transport.security import ServerKeys, check_bind
 from halo_ros.transport.server import DEFAULT_BIND, EngineServer, ServerConfig
 from halo_ros.transport.wire import WireLimits
 
@@ -56,6 +56,14 @@ def run(args) -> int:
     from halo_ros.engine.loading import EngineConfig, load_engine
 
     keys = server_keys(args)
+    if args.backend == 'remote':
+        log.error('--backend remote would serve a server: name an in-process backend')
+        return 2
+    try:
+        check_bind(args.bind, keys)  # before minutes of model loading
+    except PermissionError as error:
+        log.error('%s', error)
+        return 2
     config = ServerConfig(
         bind=args.bind,
         keys=keys,

@@ -68,7 +68,8 @@ class EngineServer:
         self._reply_endpoint = f'inproc://halo-replies-{next(_ids)}'
         self._threads: list[threading.Thread] = []
         self._started_s = time.monotonic()
-        self._clients: set[bytes] = set()
+        self._seen: dict[bytes, float] = {}  # client identity -> monotonic time last heard
+        self._counts_lock = threading.Lock()
         self.endpoint: str | None = None
         self._hello = None
         self._auth = None
@@ -180,7 +181,9 @@ class EngineServer:
         """Handle one incoming message; returns reply frames to send now, or None (queued)."""
         recv_ns, recv_s = time.time_ns(), time.perf_counter()
         client = frames[0].bytes
-        self._clients.add(client)
+        self._seen[client] = time.monotonic()
+        if len(self._seen) > 10_000:  # identities are per connection: forget the long gone
+            self._forget_clients()
         message = None
         try:
             if len(frames) != 2:
@@ -213,7 +216,7 @@ class EngineServer:
                 code = ErrorCode.INTERNAL
                 log.warning('validating a frame from %s failed', client.hex(), exc_info=True)
                 error = f'malformed request ({type(error).__name__})'
-            self.counts[code.value] += 1
+            self._count(code.value)
             op_name = message.get('op') if isinstance(message, dict) else None
             reply = protocol.error_reply(
                 op_name if isinstance(op_name, str) and len(op_name) < 32 else None,
@@ -233,29 +236,40 @@ class EngineServer:
         return None
 
     def _reply(self, client, op: Op, request_id: int, body: dict, recv_ns, recv_s) -> list:
-        self.counts[op.value] += 1
+        self._count(op.value)
         return [
             client,
             pack(protocol.reply(op.value, request_id, body, self._server_timing(recv_ns, recv_s))),
         ]
 
     def _error_frames(self, client: bytes, job: _Job, code: ErrorCode, message: str) -> list:
-        self.counts[code.value] += 1
+        self._count(code.value)
         timing = self._server_timing(job.recv_ns, job.recv_s, decode_ms=job.decode_ms)
         return [
             client,
             pack(protocol.error_reply(job.op.value, job.request_id, code, message, timing)),
         ]
 
+    def _count(self, key: str) -> None:
+        with self._counts_lock:
+            self.counts[key] += 1
+
+    def _forget_clients(self, idle_s: float = 60.0) -> None:
+        cutoff = time.monotonic() - idle_s
+        self._seen = {c: t for c, t in self._seen.items() if t >= cutoff}
+
     def health(self) -> dict:
+        self._forget_clients()
+        with self._counts_lock:
+            counts = dict(self.counts)
         return {
             'uptime_s': round(time.monotonic() - self._started_s, 3),
-            'clients': len(self._clients),
+            'clients_last_minute': len(self._seen),
             'queued_act': len(self._lanes[Op.ACT]),
             'queued_reason': len(self._lanes[Op.REASON]),
             'running_act': self._lanes[Op.ACT].running(),
             'running_reason': self._lanes[Op.REASON].running(),
-            'counts': dict(self.counts),
+            'counts': counts,
         }
 
     # -- workers ----------------------------------------------------------------------------------
@@ -297,7 +311,7 @@ class EngineServer:
                 client, job, ErrorCode.ENGINE, f'{type(error).__name__}: {error}'
             )
         engine_ms = (time.perf_counter() - start) * 1e3
-        self.counts[job.op.value] += 1
+        self._count(job.op.value)
         timing = self._server_timing(
             job.recv_ns, job.recv_s, decode_ms=job.decode_ms, queue_ms=queue_ms, engine_ms=engine_ms
         )
