@@ -49,6 +49,8 @@ def make_keys(folder: str | Path, name: str) -> tuple[Path, Path]:
 
 def load_secret(path: str | Path) -> tuple[bytes, bytes]:
     """(public, secret) from a `.key_secret` file."""
+    if Path(path).stat().st_mode & 0o077:
+        log.warning('%s is readable by other users: chmod 600 it', path)
     public, secret = zmq.auth.load_certificate(str(path))
     if secret is None:
         raise ValueError(f'{path} holds no secret key (use the .key_secret file)')
