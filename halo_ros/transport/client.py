@@ -4,11 +4,9 @@ Robot side needs numpy, pyzmq and msgpack (OpenCV only to resize or JPEG frames)
 imported here. Each of the runtime's two threads gets its own DEALER socket ("lane": act,
 reason; a third for health checks), so a reasoning cycle in flight never blocks a chunk.
 
-Failure handling, per lane: every request has a timeout; on a timeout or a send that finds no
-server the socket is discarded (a late reply can never be mistaken for a new one; ids are checked
-too), the call raises `RemoteUnavailable`, and the lane waits a backoff (doubling up to
-`max_backoff_s`) before it tries again, with a fresh handshake that must match the first one.
-The actor treats the raise as a dropped chunk: nothing stale is published.
+Failure handling (`channel.Lane`): every request has a timeout; a lost server makes the call
+raise `RemoteUnavailable` and the lane reconnect with backoff, with a fresh handshake that must
+match the first one. The actor treats the raise as a dropped chunk: nothing stale is published.
 
 Seams: the runtime hands `act` a guidance object; a velocity function cannot cross the network
 once per flow step, so this module recognises the runtime's `RtcGuidance` and
@@ -18,9 +16,7 @@ server rebuilds the same objects around its own engine. Any other guidance is re
 
 from __future__ import annotations
 
-import itertools
 import logging
-import threading
 import time
 from dataclasses import dataclass, replace
 
@@ -37,24 +33,15 @@ from halo_ros.engine.interface import (
     check_array,
 )
 from halo_ros.transport import protocol
+from halo_ros.transport.channel import Lane, RemoteError, RemoteUnavailable
 from halo_ros.transport.images import encode_frame, fit
 from halo_ros.transport.protocol import Handshake, Op
-from halo_ros.transport.security import ClientKeys, secure_client
-from halo_ros.transport.wire import ProtocolError, WireLimits, encode_array, pack, unpack
+from halo_ros.transport.security import ClientKeys
+from halo_ros.transport.wire import ProtocolError, WireLimits, encode_array
+
+__all__ = ['HandshakeError', 'RemoteConfig', 'RemoteEngine', 'RemoteError', 'RemoteUnavailable']
 
 log = logging.getLogger(__name__)
-
-
-class RemoteError(RuntimeError):
-    """The server answered with an error (`code` is a protocol ErrorCode value)."""
-
-    def __init__(self, code: str, message: str):
-        super().__init__(f'server error {code}: {message}')
-        self.code = code
-
-
-class RemoteUnavailable(RuntimeError):
-    """No reply in time, or no server to send to (it is being retried with backoff)."""
 
 
 class HandshakeError(RuntimeError):
@@ -117,108 +104,6 @@ def check_handshake(handshake: Handshake, config: RemoteConfig) -> None:
         )
 
 
-class _Lane:
-    """One DEALER socket, one request at a time, reconnect with backoff."""
-
-    def __init__(self, name: str, context: zmq.Context, endpoint: str, config: RemoteConfig):
-        self.name = name
-        self._context = context
-        self._endpoint = endpoint
-        self._config = config
-        self._lock = threading.Lock()
-        self._socket: zmq.Socket | None = None
-        self._ids = itertools.count(1)
-        self._backoff_s = 0.0
-        self._next_try_s = 0.0
-        self.handshake: Handshake | None = None  # of the current connection
-        self.stale_replies = 0
-        self._lost = False  # log the loss and the return of the server once each
-
-    def _open(self) -> zmq.Socket:
-        socket = self._context.socket(zmq.DEALER)
-        socket.linger = 0
-        socket.immediate = True  # never queue for a connection that is not up
-        socket.sndhwm = socket.rcvhwm = 4
-        socket.reconnect_ivl = 100
-        socket.reconnect_ivl_max = round(self._config.max_backoff_s * 1000)
-        socket.setsockopt(zmq.MAXMSGSIZE, self._config.limits.max_message_bytes)
-        if self._config.keys is not None:
-            secure_client(socket, self._config.keys)
-        socket.connect(self._endpoint)
-        return socket
-
-    def reset(self) -> None:
-        if self._socket is not None:
-            self._socket.close(0)
-        self._socket = None
-        self.handshake = None
-
-    def _fail(self, message: str) -> RemoteUnavailable:
-        self.reset()
-        self._backoff_s = min(
-            max(self._backoff_s * 2, self._config.min_backoff_s), self._config.max_backoff_s
-        )
-        self._next_try_s = time.monotonic() + self._backoff_s
-        (log.debug if self._lost else log.warning)(
-            '%s lane lost %s: %s; retrying with backoff up to %.1f s',
-            self.name,
-            self._endpoint,
-            message,
-            self._config.max_backoff_s,
-        )
-        self._lost = True
-        return RemoteUnavailable(f'{self._endpoint} ({self.name}): {message}')
-
-    def call(
-        self, op: Op, body: dict, timeout_s: float, on_connect=None
-    ) -> tuple[dict, dict, float]:
-        """(reply body, server timing, round trip ms); on_connect(lane) runs the handshake of a
-        new connection first. Raises RemoteUnavailable, RemoteError or HandshakeError."""
-        with self._lock:
-            wait_s = self._next_try_s - time.monotonic()
-            if wait_s > 0:
-                raise RemoteUnavailable(
-                    f'{self._endpoint} ({self.name}): backing off, next try in {wait_s:.2f} s'
-                )
-            if self._socket is None:
-                self._socket = self._open()
-                if on_connect is not None:
-                    on_connect(self)
-            return self._exchange(op, body, timeout_s)
-
-    def _exchange(self, op: Op, body: dict, timeout_s: float) -> tuple[dict, dict, float]:
-        socket = self._socket
-        request_id = next(self._ids)
-        start = time.perf_counter()
-        deadline = start + timeout_s
-        frame = pack(protocol.request(op, request_id, time.time_ns(), body))
-        if not socket.poll(round(timeout_s * 1000), zmq.POLLOUT):
-            raise self._fail(f'no server to send {op.value} to within {timeout_s:g} s')
-        socket.send(frame, zmq.NOBLOCK, copy=False)
-        while True:
-            remaining_ms = (deadline - time.perf_counter()) * 1000
-            if remaining_ms <= 0 or not socket.poll(max(1, round(remaining_ms)), zmq.POLLIN):
-                raise self._fail(f'no reply to {op.value} {request_id} within {timeout_s:g} s')
-            try:
-                message = unpack(socket.recv(copy=False).buffer, self._config.limits)
-            except ProtocolError as error:
-                raise self._fail(f'unreadable reply: {error}') from None
-            if message.get('id') != request_id:  # a late reply to an abandoned request
-                self.stale_replies += 1
-                continue
-            break
-        rtt_ms = (time.perf_counter() - start) * 1e3
-        self._backoff_s = 0.0
-        if self._lost:
-            log.info('%s lane: %s answers again', self.name, self._endpoint)
-            self._lost = False
-        server = message.get('server') if isinstance(message.get('server'), dict) else {}
-        if not message.get('ok'):
-            error = message.get('error') or {}
-            raise RemoteError(str(error.get('code')), str(error.get('message')))
-        return message.get('body'), server, rtt_ms
-
-
 def seam_from_guidance(guidance) -> dict | None:
     """The wire seam for the runtime's guidance objects (duck-typed: no torch import here)."""
     if guidance is None:
@@ -249,7 +134,7 @@ class RemoteEngine(Engine):
         self.config = config
         self._context = zmq.Context()
         self._lanes = {
-            name: _Lane(name, self._context, endpoint, config)
+            name: Lane(name, self._context, endpoint, config)
             for name in ('act', 'reason', 'health')
         }
         self._handshake: Handshake | None = None
@@ -279,8 +164,8 @@ class RemoteEngine(Engine):
             info.chunk_length,
         )
 
-    def _hello(self, lane: _Lane) -> None:
-        body, _, _ = lane._exchange(Op.HELLO, {}, self.config.health_timeout_s)
+    def _hello(self, lane: Lane) -> None:
+        body, _, _ = lane.exchange(Op.HELLO, {}, self.config.health_timeout_s)
         try:
             handshake = protocol.parse_hello(body)
         except ProtocolError as error:
@@ -416,8 +301,7 @@ class RemoteEngine(Engine):
 
     def close(self) -> None:
         for lane in self._lanes.values():
-            with lane._lock:
-                lane.reset()
+            lane.close()
         self._context.term()
 
 
