@@ -3,6 +3,7 @@ frames answered with errors, CURVE, the handshake check, fairness between robots
 
 import threading
 import time
+from dataclasses import replace
 
 import cv2
 import msgpack
@@ -316,3 +317,37 @@ def test_a_flooding_robot_cannot_starve_another():
         flood.close()
         context.term()
         server.stop()
+
+
+class OtherModel(StubEngine):
+    def __init__(self, image_hw):
+        super().__init__(image_hw)
+        self._info = replace(self._info, model_hash='f' * 16)
+
+
+def test_a_server_that_comes_back_with_another_model_is_refused():
+    first = EngineServer(StubEngine(HW), ServerConfig(bind=LOOPBACK)).start()
+    endpoint = first.endpoint
+    client = RemoteEngine(endpoint, RemoteConfig(act_timeout_s=1.0, max_backoff_s=0.2))
+    obs, noise = observation(0), np.zeros((50, 14), np.float32)
+    client.act(obs, None, noise)
+    first.stop()
+    second = EngineServer(OtherModel(HW), ServerConfig(bind=endpoint)).start()
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            assert time.monotonic() < deadline, 'the changed server was never noticed'
+            try:
+                client.act(obs, None, noise)
+            except RemoteUnavailable:  # the old connection's timeout, or backing off
+                time.sleep(0.05)
+                continue
+            except HandshakeError as error:
+                assert 'changed' in str(error)
+                break
+            raise AssertionError('acted on a server with another model')
+        with pytest.raises(RemoteUnavailable, match='backing off'):
+            client.act(obs, None, noise)  # refused connections back off too
+    finally:
+        client.close()
+        second.stop()

@@ -27,6 +27,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+class HandshakeError(RuntimeError):
+    """The server runs something other than what this robot expects."""
+
+
 class RemoteError(RuntimeError):
     """The server answered with an error (`code` is a protocol ErrorCode value)."""
 
@@ -79,12 +83,15 @@ class Lane:
         self._socket = None
         self.handshake = None
 
-    def _fail(self, message: str) -> RemoteUnavailable:
+    def _back_off(self) -> None:
         self.reset()
         self._backoff_s = min(
             max(self._backoff_s * 2, self._config.min_backoff_s), self._config.max_backoff_s
         )
         self._next_try_s = time.monotonic() + self._backoff_s
+
+    def _fail(self, message: str) -> RemoteUnavailable:
+        self._back_off()
         (log.debug if self._lost else log.warning)(
             '%s lane lost %s: %s; retrying with backoff up to %.1f s',
             self.name,
@@ -106,11 +113,23 @@ class Lane:
                 raise RemoteUnavailable(
                     f'{self._endpoint} ({self.name}): backing off, next try in {wait_s:.2f} s'
                 )
-            if self._socket is None:
-                self._socket = self._open()
-                if on_connect is not None:
-                    on_connect(self)
-            return self.exchange(op, body, timeout_s)
+            try:
+                if self._socket is None:
+                    self._socket = self._open()
+                    if on_connect is not None:
+                        on_connect(self)
+                body, server, rtt_ms = self.exchange(op, body, timeout_s)
+                if (
+                    on_connect is not None
+                    and self.handshake is not None
+                    and server.get('instance') != self.handshake.instance
+                ):
+                    on_connect(self)  # a restarted server behind ZeroMQ's own reconnect
+                return body, server, rtt_ms
+            except HandshakeError:
+                if self._socket is not None:  # refused, not lost: back off all the same
+                    self._back_off()
+                raise
 
     def exchange(self, op: Op, body: dict, timeout_s: float) -> tuple[dict, dict, float]:
         """One request on the open socket (no backoff, no handshake: handshakes use it)."""

@@ -33,7 +33,12 @@ from halo_ros.engine.interface import (
     check_array,
 )
 from halo_ros.transport import protocol
-from halo_ros.transport.channel import Lane, RemoteError, RemoteUnavailable
+from halo_ros.transport.channel import (
+    HandshakeError,
+    Lane,
+    RemoteError,
+    RemoteUnavailable,
+)
 from halo_ros.transport.images import encode_frame, fit
 from halo_ros.transport.protocol import Handshake, Op
 from halo_ros.transport.security import ClientKeys
@@ -42,10 +47,6 @@ from halo_ros.transport.wire import ProtocolError, WireLimits, encode_array
 __all__ = ['HandshakeError', 'RemoteConfig', 'RemoteEngine', 'RemoteError', 'RemoteUnavailable']
 
 log = logging.getLogger(__name__)
-
-
-class HandshakeError(RuntimeError):
-    """The server runs something other than what this robot expects."""
 
 
 @dataclass(frozen=True)
@@ -169,13 +170,11 @@ class RemoteEngine(Engine):
         try:
             handshake = protocol.parse_hello(body)
         except ProtocolError as error:
-            lane.reset()
             raise HandshakeError(f'unreadable handshake from {self.endpoint}: {error}') from None
         if self._handshake is None:
             check_handshake(handshake, self.config)
             self._handshake = handshake
         elif handshake != self._handshake:
-            lane.reset()
             raise HandshakeError(
                 f'the server at {self.endpoint} changed: {handshake} (was {self._handshake})'
             )

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import enum
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -183,8 +183,11 @@ def error_reply(op, request_id, code: ErrorCode, message: str, server: dict) -> 
 # -- handshake ------------------------------------------------------------------------------------
 
 
-def hello_body(info: EngineInfo, control_period_ns: int, max_message_bytes: int) -> dict:
+def hello_body(
+    info: EngineInfo, control_period_ns: int, max_message_bytes: int, instance: str
+) -> dict:
     return {
+        'instance': instance,
         'protocol': PROTOCOL_VERSION,
         'backend': info.backend,
         'model_name': info.model_name,
@@ -205,6 +208,9 @@ class Handshake:
     info: EngineInfo  # as the server's engine reports it
     control_period_ns: int  # the dt the server's model was trained for
     max_message_bytes: int
+    # Random per server process, echoed in every reply: ZeroMQ reconnects a socket to a restarted
+    # server by itself, and this is how the client notices and checks the handshake again.
+    instance: str = field(default='', compare=False)
 
 
 def parse_hello(body) -> Handshake:
@@ -221,6 +227,7 @@ def parse_hello(body) -> Handshake:
         'supports_guidance_gradients',
         'control_period_ns',
         'max_message_bytes',
+        'instance',
     }
     b = fields('hello', body, keys)
     if type(b['protocol']) is not int or b['protocol'] != PROTOCOL_VERSION:
@@ -253,6 +260,7 @@ def parse_hello(body) -> Handshake:
         info,
         integer('hello.control_period_ns', b['control_period_ns'], 1),
         integer('hello.max_message_bytes', b['max_message_bytes'], 1),
+        text('hello.instance', b['instance']),
     )
 
 

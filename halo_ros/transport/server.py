@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import secrets
 import threading
 import time
 from collections import Counter
@@ -71,6 +72,7 @@ class EngineServer:
         self._seen: dict[bytes, float] = {}  # client identity -> monotonic time last heard
         self._counts_lock = threading.Lock()
         self.endpoint: str | None = None
+        self.instance = secrets.token_hex(8)  # tells clients this process from a restarted one
         self._hello = None
         self._auth = None
         self._error: BaseException | None = None
@@ -82,6 +84,7 @@ class EngineServer:
             self.info,
             round(self.config.control_period_s * 1e9),
             self.config.limits.max_message_bytes,
+            self.instance,
         )
         io = threading.Thread(target=self._io_loop, name='halo-serve-io', daemon=True)
         self._threads.append(io)
@@ -172,7 +175,7 @@ class EngineServer:
             replies.close()
 
     def _server_timing(self, recv_ns: int, recv_s: float, **ms) -> dict:
-        timing = {'recv_ns': recv_ns, 'send_ns': time.time_ns()}
+        timing = {'instance': self.instance, 'recv_ns': recv_ns, 'send_ns': time.time_ns()}
         timing['handled_ms'] = (time.perf_counter() - recv_s) * 1e3
         timing.update(ms)
         return timing
