@@ -219,10 +219,11 @@ def test_ten_thousand_hostile_frames_are_answered_and_nothing_reaches_the_engine
         assert {'decode', 'schema', 'version', 'frames', 'too_large'} <= set(codes)
         assert engine.calls == []
         # Far beyond the cap: libzmq drops that connection unread; the server serves on.
-        attacker.send(bytes(600 << 10))
+        attacker.send(bytes(limits.max_message_bytes + (2 << 20)))
         client = RemoteEngine(server.endpoint, RemoteConfig(act_timeout_s=10.0))
         result = client.act(observation(3, 42), None, np.ones((50, 14), np.float32))
         assert engine.calls == [42] and np.array_equal(result.actions, np.ones((50, 14)))
+        assert attacker.poll(200) == 0  # the oversized frame was dropped unanswered
         assert client.health()['counts']['schema'] > 1000
         client.close()
     finally:

@@ -129,8 +129,10 @@ class EngineServer:
             router = self._context.socket(zmq.ROUTER)
             router.linger = 0
             # libzmq drops a peer that sends more than this before we see it; between the
-            # application limit and this cap the peer gets a clear error reply instead.
-            router.setsockopt(zmq.MAXMSGSIZE, 2 * self.config.limits.max_message_bytes)
+            # application limit and this cap the peer gets a clear error reply instead. A small
+            # receive queue per peer bounds what one peer can make us buffer (~16 x the cap).
+            router.setsockopt(zmq.MAXMSGSIZE, self.config.limits.max_message_bytes + (1 << 20))
+            router.rcvhwm = 16
             if self.config.keys is not None:
                 self._auth = secure_server(router, self._context, self.config.keys)
             router.bind(self.config.bind)
