@@ -352,3 +352,15 @@ def test_a_server_that_comes_back_with_another_model_is_refused():
     finally:
         client.close()
         second.stop()
+
+
+def test_load_engine_backend_remote_returns_the_client():
+    server = EngineServer(StubEngine(HW), ServerConfig(bind=LOOPBACK)).start()
+    try:
+        engine = load_engine(EngineConfig(backend='remote', server=server.endpoint, image_hw=HW))
+        assert isinstance(engine, RemoteEngine) and engine.info.backend == 'remote:stub'
+        engine.close()
+        with pytest.raises(HandshakeError, match='chunk length'):
+            load_engine(EngineConfig(backend='remote', server=server.endpoint, chunk_length=30))
+    finally:
+        server.stop()
