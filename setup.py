@@ -61,7 +61,7 @@ setup(
         'model': ['torch>=2.3', 'safetensors>=0.4', 'tokenizers>=0.19', 'pillow>=9'],
         'engine': ['onnx>=1.16', 'onnxruntime>=1.18', 'onnxscript>=0.1', 'tqdm>=4'],
         'robot': ['dynamixel-sdk>=3.7', 'pyrealsense2>=2.55', 'opencv-python-headless>=4.8,<5'],
-        'transport': ['pyzmq>=25', 'msgpack>=1.0'],
+        'transport': ['pyzmq>=25', 'msgpack>=1.0', 'opencv-python-headless>=4.8,<5'],
         'recording': ['rosbags>=0.10', 'h5py>=3.9', 'pyarrow>=14', 'imageio-ffmpeg>=0.4', 'tqdm>=4',
                       'opencv-python-headless>=4.8,<5'],
         'dev': ['pytest>=8', 'mcap>=1.1', 'mcap-ros2-support>=0.5', 'ruff'],

@@ -19,14 +19,17 @@ COMMANDS = {
     'bench-policy': 'halo_ros.runtime.async_bench',
     'bench-recording': 'halo_ros.recording.bench',
     'bench-sim': 'halo_ros.sim.bench',
+    'bench-transport': 'halo_ros.transport.bench',
     'build-engine': 'halo_ros.engine.build_engine_cmd',
     'demo': 'halo_ros.demo',
     'expert-eval': 'halo_ros.sim.expert_eval',
     'export': 'halo_ros.engine.export_cmd',
     'export-dataset': 'halo_ros.recording.export_dataset',
+    'keys': 'halo_ros.transport.keys',
     'model': 'halo_ros.model.info',
     'recover-episodes': 'halo_ros.recording.recover',
     'seam-eval': 'halo_ros.runtime.seam_eval',
+    'serve': 'halo_ros.transport.serve',
     'virtual-bus': 'halo_ros.sim.virtual_bus.serve',
 }
 

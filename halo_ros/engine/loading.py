@@ -21,7 +21,7 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
-BACKENDS = ('torch', 'onnxruntime', 'tensorrt')
+BACKENDS = ('torch', 'onnxruntime', 'tensorrt', 'remote')
 DEFAULT_CAMERAS = ('cam_high', 'cam_left_wrist', 'cam_right_wrist')
 PRECISIONS = ('auto', 'fp32', 'bf16', 'fp16')
 
@@ -52,6 +52,7 @@ class EngineConfig:
     ort_tensorrt: bool = False  # onnxruntime: put the TensorRT execution provider first
     threads: int = 0  # onnxruntime intra-op threads (0 = its default)
     engine_cache: str | None = None  # tensorrt engines; None = ~/.cache/halo_ros/tensorrt
+    server: str = 'tcp://127.0.0.1:5555'  # backend remote: the `halo-ros serve` endpoint
 
     def __post_init__(self):
         if self.backend not in BACKENDS:
@@ -192,6 +193,10 @@ def load_engine(config: EngineConfig):
     from halo_ros.model.config import load_config
     from halo_ros.model.tokenizer import tokenizer_for
 
+    if config.backend == 'remote':  # the model runs in `halo-ros serve`; see halo_ros.transport
+        from halo_ros.transport.client import remote_engine
+
+        return remote_engine(config)
     eager = config.eager if config.eager is not None else not config.device.startswith('cuda')
     if config.backend == 'torch' and eager:
         from halo_ros.engine.torch_engine import TorchEngine

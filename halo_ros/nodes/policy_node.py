@@ -74,7 +74,13 @@ class PolicyNode(Node):
             [
                 ('model', 'halo-tiny'),  # preset under models/ or a YAML path
                 ('checkpoint', ''),  # folder with ema.safetensors; '' = random weights
-                ('backend', 'torch'),
+                ('backend', 'torch'),  # torch | onnxruntime | tensorrt | remote
+                ('server', 'tcp://127.0.0.1:5555'),  # backend remote: the `halo-ros serve` endpoint
+                ('server_key', ''),  # remote over CURVE: the server's .key file
+                ('client_key', ''),  # remote over CURVE: this robot's .key_secret file
+                ('jpeg_quality', 0),  # remote: 0 = raw frames, 1..100 = JPEG
+                ('remote_timeout_s', 1.0),  # remote: a chunk later than this is dropped
+                ('model_hash', ''),  # remote: refuse a server with another model ('' = any)
                 ('device', 'cpu'),
                 ('seed', 0),
                 ('torch_threads', 0),  # 0: torch's default
@@ -104,19 +110,22 @@ class PolicyNode(Node):
 
             torch.set_num_threads(v['torch_threads'])
         image_hw = (v['image_height'], v['image_width'])
-        engine = load_engine(
-            EngineConfig(
-                model=v['model'],
-                checkpoint=v['checkpoint'] or None,
-                backend=v['backend'],
-                device=v['device'],
-                cameras=DEFAULT_CAMERAS,
-                image_hw=image_hw,
-                chunk_length=v['chunk_length'],
-                flow_steps=v['flow_steps'],
-                seed=v['seed'],
-            )
+        engine_config = EngineConfig(
+            model=v['model'],
+            checkpoint=v['checkpoint'] or None,
+            backend=v['backend'],
+            device=v['device'],
+            cameras=DEFAULT_CAMERAS,
+            image_hw=image_hw,
+            chunk_length=v['chunk_length'],
+            flow_steps=v['flow_steps'],
+            seed=v['seed'],
+            server=v['server'],
         )
+        if v['backend'] == 'remote':
+            engine = self._remote_engine(engine_config, v)
+        else:
+            engine = load_engine(engine_config)
         config = PolicyConfig(
             assembly=AssemblyConfig(
                 cameras=DEFAULT_CAMERAS,
@@ -161,12 +170,34 @@ class PolicyNode(Node):
         self.runtime.start()
         info = engine.info
         weights = v['checkpoint'] or 'RANDOM weights (actions are meaningless)'
+        if v['backend'] == 'remote':
+            weights = f'served by {v["server"]} (model hash {info.model_hash})'
         reasoning = f'every {v["reasoning_period_s"]:g} s' if v['reasoning'] else 'off'
         self.get_logger().info(
             f'{info.model_name} on {info.backend}/{v["device"]}, {weights}: chunks of '
             f'{info.chunk_length} at {v["control_rate_hz"]:g} Hz, up to {v["chunk_rate_hz"]:g} '
             f'chunks/s, seam {v["seam_mode"]}, reasoning {reasoning}, state from '
             f'{list(state_topics)}'
+        )
+
+    @staticmethod
+    def _remote_engine(engine_config: EngineConfig, v: dict):
+        from halo_ros.transport.client import RemoteConfig, remote_engine
+        from halo_ros.transport.security import ClientKeys
+
+        if bool(v['server_key']) != bool(v['client_key']):
+            raise ValueError('server_key and client_key go together (CURVE needs both)')
+        keys = ClientKeys(v['client_key'], v['server_key']) if v['server_key'] else None
+        return remote_engine(
+            engine_config,
+            RemoteConfig(
+                act_timeout_s=v['remote_timeout_s'],
+                connect_timeout_s=30.0,
+                jpeg_quality=v['jpeg_quality'],
+                keys=keys,
+                model_hash=v['model_hash'],
+                control_period_s=1.0 / v['control_rate_hz'],
+            ),
         )
 
     def _on_image(self, camera: str):
