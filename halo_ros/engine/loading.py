@@ -189,14 +189,14 @@ def ensure_onnx(config: EngineConfig, *, progress=None) -> Path:
 
 def load_engine(config: EngineConfig):
     """The engine for `config.backend`."""
+    if config.backend == 'remote':  # the model runs in `halo-ros serve`; no torch on this side
+        from halo_ros.transport.client import remote_engine
+
+        return remote_engine(config)
     from halo_ros.engine.graph_engine import GraphEngine
     from halo_ros.model.config import load_config
     from halo_ros.model.tokenizer import tokenizer_for
 
-    if config.backend == 'remote':  # the model runs in `halo-ros serve`; see halo_ros.transport
-        from halo_ros.transport.client import remote_engine
-
-        return remote_engine(config)
     eager = config.eager if config.eager is not None else not config.device.startswith('cuda')
     if config.backend == 'torch' and eager:
         from halo_ros.engine.torch_engine import TorchEngine
