@@ -62,6 +62,19 @@ class SafetyFilter:
     def last_command(self) -> np.ndarray | None:
         return None if self._command is None else self._command.copy()
 
+    @property
+    def velocity(self) -> np.ndarray:
+        return self._velocity.copy()
+
+    def stopping_point(self) -> np.ndarray:
+        """Where the last command comes to rest when braking at the acceleration limit from its
+        present velocity (the target of a smooth hold), inside the position limits."""
+        if self._command is None:
+            raise RuntimeError('SafetyFilter.stopping_point before reset(): no starting pose')
+        v = self._velocity
+        travel = v * np.abs(v) / (2 * self.limits.max_acceleration)
+        return np.clip(self._command + travel, self.limits.lower, self.limits.upper)
+
     def reset(self, position: np.ndarray) -> None:
         """Start from a measured pose at rest (on activation, after an e-stop)."""
         self._command = np.clip(
