@@ -118,6 +118,7 @@ class ChunkBuffer:
         self.max_age_ns = max_age_ns
         self.max_future_ns = max_future_ns
         self.current: Chunk | None = None
+        self._newest: Chunk | None = None  # the last chunk taken: order is checked against it
         self.epoch = -1  # newest epoch seen in this stream
         self.last_action: np.ndarray | None = None  # of the chunk that ran out (hold there)
         self._offset_ns = 0  # chunk time of the first executed tick
@@ -129,9 +130,12 @@ class ChunkBuffer:
         if chunk.stamp_ns > now_ns + self.max_future_ns:
             ahead_ms = (chunk.stamp_ns - now_ns) / 1e6
             raise ChunkError(Rejection.FUTURE, f'stamp {ahead_ms:.1f} ms ahead of the clock')
+        age_ns = now_ns - chunk.stamp_ns
+        if age_ns > self.max_age_ns or chunk.end_ns < now_ns:
+            raise ChunkError(Rejection.STALE, f'observation {age_ns / 1e6:.1f} ms old')
         if chunk.epoch < self.epoch:
             raise ChunkError(Rejection.OLD_EPOCH, f'epoch {chunk.epoch} < {self.epoch}')
-        current = self.current
+        current = self._newest
         if (
             current is not None
             and chunk.epoch == current.epoch
@@ -142,16 +146,13 @@ class ChunkBuffer:
                 f'seq {chunk.seq} stamp {chunk.stamp_ns} after seq {current.seq} '
                 f'stamp {current.stamp_ns}',
             )
-        age_ns = now_ns - chunk.stamp_ns
-        if age_ns > self.max_age_ns or chunk.end_ns < now_ns:
-            raise ChunkError(Rejection.STALE, f'observation {age_ns / 1e6:.1f} ms old')
         elapsed = max(0, age_ns // self.period_ns)
         drop = actions_to_drop(elapsed, self.consumed_since(chunk.stamp_ns))
         offset_ns = drop * self.period_ns
         if offset_ns > (len(chunk.positions) - 1) * chunk.dt_ns:
             raise ChunkError(Rejection.STALE, f'{drop} steps to drop, {len(chunk.positions)} points')
         self.epoch = chunk.epoch
-        self.current = chunk
+        self.current = self._newest = chunk
         self._offset_ns = offset_ns
         self._ticks = 0
         return int(offset_ns // chunk.dt_ns)
@@ -193,5 +194,5 @@ class ChunkBuffer:
     def forget_stream(self) -> None:
         """Forget epoch and order too: after the watchdog fired, a restarted policy (epoch and seq
         from 0 again) is a new stream. Its chunks are still checked for age."""
-        self.current = None
+        self.current = self._newest = None
         self.epoch = -1
