@@ -126,21 +126,25 @@ class ControllerNode(Node):
         )
 
     def _connect(self, calibration_path: Path, timeout_s: float) -> ArmSet:
-        """Configure all arms (waiting for the ports to appear), then activate (torque on)."""
+        """Configure and activate all arms (torque on, holding their pose), retrying until the
+        ports answer: the simulator may still be starting, a real bus may still be powering up."""
         deadline = time.monotonic() + timeout_s
         while True:
             arm_set = ArmSet.from_file(calibration_path)
             try:
                 arm_set.configure()
-                break
-            except Exception as error:  # ports not there yet (simulator starting), no reply
+                arm_set.activate()
+                return arm_set
+            except Exception as error:  # no port yet, no reply, a garbled reply while starting
                 arm_set.close()
                 if time.monotonic() > deadline:
-                    raise RuntimeError(f'arms not reachable after {timeout_s:g} s: {error}') from None
-                self.get_logger().info(f'waiting for the arms: {error}', throttle_duration_sec=5.0)
+                    raise RuntimeError(
+                        f'arms not reachable after {timeout_s:g} s: {error!r}'
+                    ) from None
+                self.get_logger().info(
+                    f'waiting for the arms: {error!r}', throttle_duration_sec=5.0
+                )
                 time.sleep(0.5)
-        arm_set.activate()
-        return arm_set
 
     # -- in ---------------------------------------------------------------------------------
 
