@@ -238,7 +238,10 @@ class ControllerNode(Node):
 
     def destroy_node(self):
         self.loop.stop()
-        self.arm_set.close()
+        try:
+            self.arm_set.close()  # torque off, ports closed
+        except Exception as error:  # e.g. the simulator (its buses) went away first
+            self.get_logger().warning(f'closing the arms: {error!r}')
         super().destroy_node()
 
 
