@@ -91,13 +91,16 @@ class ControllerNode(Node):
         calibration_path = _resolve(self.config.calibration)
         calibration = load_calibration(calibration_path)
         self.arm_set = self._connect(calibration_path, v['connect_timeout_s'])
+        # Per-tick topics keep 2 s of history: a reliable reader (the recorder) that stalls for a
+        # moment still gets every tick.
+        depth = int(2 * self.config.rate_hz)
         self._joint_states = {
-            arm: self.create_publisher(JointState, f'{arm.value}/joint_states', 10)
+            arm: self.create_publisher(JointState, f'{arm.value}/joint_states', depth)
             for arm in calibration.arms
         }
         self._names = {arm: arm_joint_names(arm.value) for arm in calibration.arms}
-        self._command = self.create_publisher(JointState, 'halo/command', 10)
-        self._state = self.create_publisher(String, 'halo/control_state', 50)
+        self._command = self.create_publisher(JointState, 'halo/command', depth)
+        self._state = self.create_publisher(String, 'halo/control_state', depth)
         self._mode = self.create_publisher(String, 'halo/mode', 10)
         self._diagnostics = self.create_publisher(DiagnosticArray, 'diagnostics', 10)
         self._last_mode: Mode | None = None
