@@ -14,6 +14,7 @@ import sys
 # subcommand -> module. Keep alphabetical.
 COMMANDS = {
     'annotate': 'halo_ros.recording.annotate',
+    'bench-controller': 'halo_ros.control.bench',
     'bench-dynamixel': 'halo_ros.drivers.dynamixel.bench',
     'bench-policy': 'halo_ros.runtime.async_bench',
     'bench-recording': 'halo_ros.recording.bench',

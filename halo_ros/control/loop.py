@@ -56,6 +56,7 @@ class TickRecord:
     states: Mapping[ArmName, ArmState]
     read_stamps_ns: Mapping[ArmName, int]  # each reading's time on the clock_ns() clock
     period_error_ms: float
+    tick_ms: float  # from the start of the tick to the write done (what eats the period)
 
 
 class ControlLoop:
@@ -124,13 +125,7 @@ class ControlLoop:
 
     def _run(self) -> None:
         if self.config.realtime_priority > 0:
-            try:
-                os.sched_setscheduler(
-                    0, os.SCHED_FIFO, os.sched_param(self.config.realtime_priority)
-                )
-            except (PermissionError, OSError) as error:
-                log.warning('SCHED_FIFO %d refused (%s); normal priority',
-                            self.config.realtime_priority, error)
+            self._make_realtime(self.config.realtime_priority)
         period = self.config.period_s
         deadline = time.monotonic()
         while not self._stop.is_set():
@@ -147,6 +142,22 @@ class ControlLoop:
                 self.stats.count('events', 'tick_error')
                 log.exception('control tick %d failed', self._tick)
             deadline += period
+
+    @staticmethod
+    def _make_realtime(priority: int) -> None:
+        """SCHED_FIFO for this thread and the bus workers it waits on (their replies gate every
+        tick; a normal-priority worker would invert the priority)."""
+        threads = [threading.current_thread()] + [
+            t for t in threading.enumerate() if t.name.startswith('bus-')
+        ]
+        for thread in threads:
+            try:
+                os.sched_setscheduler(thread.native_id, os.SCHED_FIFO, os.sched_param(priority))
+            except OSError as error:
+                log.warning('SCHED_FIFO %d for %s refused (%s): normal priority', priority,
+                            thread.name, error)
+                return
+        log.info('SCHED_FIFO %d for %s', priority, [t.name for t in threads])
 
     # -- requests (any thread) ----------------------------------------------------------------
 
@@ -240,6 +251,7 @@ class ControlLoop:
             states=states,
             read_stamps_ns={n: now_ns + (s.stamp_ns - mono_ns) for n, s in states.items()},
             period_error_ms=period_error_ms,
+            tick_ms=(time.monotonic_ns() - mono_ns) / 1e6,
         )
         self._tick += 1
         if self.on_tick is not None:

@@ -83,10 +83,18 @@ class ControllerNode(Node):
     def __init__(self):
         super().__init__('controller')
         p = self.declare_parameters(
-            '', [('config', ''), ('calibration', ''), ('connect_timeout_s', 30.0)]
+            '',
+            [
+                ('config', ''),
+                ('calibration', ''),  # '' = the config's
+                ('realtime_priority', -1),  # -1 = the config's
+                ('connect_timeout_s', 30.0),
+            ],
         )
         v = {param.name: param.value for param in p}
         overrides = {'calibration': v['calibration']} if v['calibration'] else {}
+        if v['realtime_priority'] >= 0:
+            overrides['realtime_priority'] = v['realtime_priority']
         self.config = load_config(v['config'] or None, **overrides)
         calibration_path = _resolve(self.config.calibration)
         calibration = load_calibration(calibration_path)
@@ -205,6 +213,7 @@ class ControllerNode(Node):
             'chunk': chunk,
             'limits': sorted(limit.value for limit in record.limits),
             'period_error_ms': round(record.period_error_ms, 3),
+            'tick_ms': round(record.tick_ms, 3),
         })))
         if record.mode is not self._last_mode:
             self._last_mode = record.mode
