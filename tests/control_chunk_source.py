@@ -8,7 +8,6 @@ the first `halo/command` it received + a slow 0.05 rad sine in absolute time on 
 import time
 
 import numpy as np
-import rclpy
 from builtin_interfaces.msg import Duration
 from rclpy.node import Node
 from sensor_msgs.msg import JointState
@@ -49,8 +48,9 @@ class ChunkSource(Node):
         msg.header.stamp = stamp_from_ns(stamp)
         msg.header.frame_id = ChunkTag(epoch=0, seq=self.seq, context_version=-1).format()
         for k, row in enumerate(positions.tolist()):
-            msg.points.append(JointTrajectoryPoint(
-                positions=row, time_from_start=Duration(nanosec=k * DT_NS)))
+            msg.points.append(
+                JointTrajectoryPoint(positions=row, time_from_start=Duration(nanosec=k * DT_NS))
+            )
         self.publisher.publish(msg)
         self.seq += 1
 

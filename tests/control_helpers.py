@@ -65,10 +65,14 @@ def assert_within_limits(commands, limits, period_s, *, skip_acceleration_at=())
     assert (commands >= limits.lower - 1e-9).all() and (commands <= limits.upper + 1e-9).all()
     velocity = np.diff(commands, axis=0) / period_s
     excess = np.abs(velocity) - limits.max_velocity
-    assert excess.max() <= 1e-6, f'velocity over the limit by {excess.max():.4g} at ' \
+    assert excess.max() <= 1e-6, (
+        f'velocity over the limit by {excess.max():.4g} at '
         f'{np.unravel_index(excess.argmax(), excess.shape)}'
+    )
     acceleration = np.diff(velocity, axis=0) / period_s
     excess = np.abs(acceleration) - limits.max_acceleration
     excess[list(skip_acceleration_at)] = 0
-    assert excess.max() <= 1e-4, f'acceleration over the limit by {excess.max():.4g} at ' \
+    assert excess.max() <= 1e-4, (
+        f'acceleration over the limit by {excess.max():.4g} at '
         f'{np.unravel_index(excess.argmax(), excess.shape)}'
+    )

@@ -9,7 +9,14 @@ from collections import Counter
 
 import numpy as np
 import pytest
-from control_helpers import PERIOD_NS, START, offer, smooth_chunk, virtual_robot, assert_within_limits
+from control_helpers import (
+    PERIOD_NS,
+    START,
+    assert_within_limits,
+    offer,
+    smooth_chunk,
+    virtual_robot,
+)
 
 from halo_ros.control.modes import Mode, Phase, Request
 from halo_ros.drivers.aloha_calibration import ArmName
@@ -46,11 +53,20 @@ def test_adversarial_chunk_streams_never_break_the_limits_and_every_refusal_is_c
                 positions = smooth_chunk(base, (stamp - T0) / 1e9, amplitude=0.3)
                 if i % 25 == 1:
                     positions[5:] += rng.choice([-1, 1], 14) * 5.0  # 5 rad jump, beyond limits
-                assert offer(loop, BIMANUAL_JOINTS, positions, stamp_ns=stamp, dt_ns=DT,
-                             epoch=epoch, seq=seq)
+                assert offer(
+                    loop, BIMANUAL_JOINTS, positions, stamp_ns=stamp, dt_ns=DT, epoch=epoch, seq=seq
+                )
             elif i % 5 == 3:  # an adversarial one
-                kind = ('nan', 'missing', 'wrong', 'stale', 'old_seq', 'old_epoch', 'future',
-                        'shape')[(i // 5) % 8]
+                kind = (
+                    'nan',
+                    'missing',
+                    'wrong',
+                    'stale',
+                    'old_seq',
+                    'old_epoch',
+                    'future',
+                    'shape',
+                )[(i // 5) % 8]
                 positions = smooth_chunk(base, 0.0)
                 timing = dict(stamp_ns=stamp, dt_ns=DT, epoch=epoch, seq=seq + 1000)
                 if kind == 'nan':
@@ -78,10 +94,16 @@ def test_adversarial_chunk_streams_never_break_the_limits_and_every_refusal_is_c
                     expected['wrong_shape'] += 1
                 names = {'missing': names_missing, 'wrong': names_wrong}.get(kind, BIMANUAL_JOINTS)
                 assert not offer(loop, names, positions, **timing) or kind in (
-                    'stale', 'old_seq', 'old_epoch', 'future')
+                    'stale',
+                    'old_seq',
+                    'old_epoch',
+                    'future',
+                )
             record = loop.tick(now)
-            assert record.mode is Mode.POLICY and record.phase in (Phase.RAMPING,
-                                                                    Phase.FOLLOWING_CHUNK)
+            assert record.mode is Mode.POLICY and record.phase in (
+                Phase.RAMPING,
+                Phase.FOLLOWING_CHUNK,
+            )
             commands.append(record.command)
         stats = loop.stats.snapshot()
     assert stats['rejections'] == dict(expected)
@@ -117,8 +139,15 @@ def test_stream_stops_mid_chunk_watchdog_holds_then_a_restarted_policy_resumes(t
             now = T0 + i * DT
             if i % 5 == 0 and i <= 50:
                 positions = smooth_chunk(base, (now - DT - T0) / 1e9, amplitude=0.4)
-                offer(loop, BIMANUAL_JOINTS, positions, stamp_ns=now - DT, dt_ns=DT, epoch=3,
-                      seq=40 + i)
+                offer(
+                    loop,
+                    BIMANUAL_JOINTS,
+                    positions,
+                    stamp_ns=now - DT,
+                    dt_ns=DT,
+                    epoch=3,
+                    seq=40 + i,
+                )
             record = loop.tick(now)
             commands.append(record.command)
             phases.append(record.phase)
@@ -127,7 +156,7 @@ def test_stream_stops_mid_chunk_watchdog_holds_then_a_restarted_policy_resumes(t
         fired = phases.index(Phase.WATCHDOG) + 1
         # The watchdog fires on the first tick past the timeout, not one later.
         assert fired == last_chunk_tick + timeout_ticks + 1
-        assert all(p is Phase.FOLLOWING_CHUNK for p in phases[last_chunk_tick:fired - 1])
+        assert all(p is Phase.FOLLOWING_CHUNK for p in phases[last_chunk_tick : fired - 1])
         moving = np.abs(np.diff(commands, axis=0)).max(axis=1)
         assert moving[fired - 2] > 0  # it was moving when the watchdog fired
         assert moving[-10:].max() < 1e-9  # and it came to rest
@@ -157,8 +186,14 @@ def test_estop_freezes_the_command_on_the_same_tick(tmp_path):
     with virtual_robot(tmp_path, watchdog_timeout_s=2.0) as (loop, _, _):
         base = loop.follower_filter.last_command
         engage(loop, Request.POLICY, T0)
-        offer(loop, BIMANUAL_JOINTS, base + 0.02 * np.arange(50)[:, None], stamp_ns=T0,
-              dt_ns=DT, seq=1)
+        offer(
+            loop,
+            BIMANUAL_JOINTS,
+            base + 0.02 * np.arange(50)[:, None],
+            stamp_ns=T0,
+            dt_ns=DT,
+            seq=1,
+        )
         records = [loop.tick(T0 + i * DT) for i in range(1, 30)]
         assert np.abs(records[-1].command - records[-2].command).max() > 0.01  # moving fast
         pending = loop.request(Request.ESTOP)
@@ -186,8 +221,8 @@ def test_teleop_handover_aligns_the_leaders_then_follows_them(tmp_path):
         while loop.phase is not Phase.TRACKING_LEADERS:
             assert time.monotonic() < deadline, f'leaders never aligned, phase {loop.phase}'
             time.sleep(0.02)
-        leaders = [arms['leader_left'].read().position_rad, arms['leader_right'].read().position_rad]
-        np.testing.assert_allclose(leaders[0][:6], follower_pose[:6], atol=0.04)
+        leader = arms['leader_left'].read().position_rad
+        np.testing.assert_allclose(leader[:6], follower_pose[:6], atol=0.04)
         moved = START.copy()
         moved[:6] += 0.15
         arms['leader_left'].move_by_hand(moved)  # limp now: the hand moves it

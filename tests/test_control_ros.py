@@ -19,6 +19,7 @@ from builtin_interfaces.msg import Duration
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.node import Node
 from rclpy.qos import QoSProfile
+from ros_helpers import spin_until
 from sensor_msgs.msg import JointState
 from std_msgs.msg import String
 from std_srvs.srv import SetBool, Trigger
@@ -31,7 +32,6 @@ from halo_ros.nodes.conversions import ns_from_stamp, stamp_from_ns
 from halo_ros.paths import calibration_file
 from halo_ros.runtime.chunk import ChunkTag
 from halo_ros.supervisor import NodeProcess
-from ros_helpers import spin_until
 
 pytestmark = pytest.mark.ros
 
@@ -81,8 +81,12 @@ class Observer(Node):
         return future.result()
 
     def wait_phase(self, phase: str, timeout_s: float = 20.0) -> int:
-        spin_until(self, lambda: self.states and self.last['phase'] == phase, timeout_s,
-                   f'phase {phase} (now {self.states and self.last})')
+        spin_until(
+            self,
+            lambda: self.states and self.last['phase'] == phase,
+            timeout_s,
+            f'phase {phase} (now {self.states and self.last})',
+        )
         return self.last['tick']
 
     def spin_for(self, seconds: float) -> None:
@@ -100,8 +104,11 @@ class Observer(Node):
         msg.header.frame_id = ChunkTag(epoch=0, seq=self.seq, context_version=0).format()
         self.seq += 1
         for k, row in enumerate(positions.tolist()):
-            msg.points.append(JointTrajectoryPoint(
-                positions=row, time_from_start=Duration(nanosec=k * 20_000_000)))
+            msg.points.append(
+                JointTrajectoryPoint(
+                    positions=row, time_from_start=Duration(nanosec=k * 20_000_000)
+                )
+            )
         self.chunks.publish(msg)
 
     def stream_chunks(self, base: np.ndarray, seconds: float, until=None) -> None:
@@ -122,11 +129,19 @@ class Observer(Node):
 @pytest.fixture(scope='module')
 def graph(tmp_path_factory):
     logs = tmp_path_factory.mktemp('controller')
-    sim = NodeProcess('halo_ros.nodes.sim_node', {
-        'operator': 'leaders', 'camera_width': 32, 'camera_height': 24, 'camera_rate_hz': 2.0,
-    }, log_path=str(logs / 'sim_node.log')).start()
-    controller = NodeProcess('halo_ros.nodes.controller_node', {},
-                             log_path=str(logs / 'controller_node.log')).start()
+    sim = NodeProcess(
+        'halo_ros.nodes.sim_node',
+        {
+            'operator': 'leaders',
+            'camera_width': 32,
+            'camera_height': 24,
+            'camera_rate_hz': 2.0,
+        },
+        log_path=str(logs / 'sim_node.log'),
+    ).start()
+    controller = NodeProcess(
+        'halo_ros.nodes.controller_node', {}, log_path=str(logs / 'controller_node.log')
+    ).start()
     rclpy.init()
     observer = Observer()
     try:
@@ -183,15 +198,20 @@ def test_teleop_policy_teleop_handover_and_estop_in_the_sim(graph):
     assert {'TELEOP', 'POLICY', 'ESTOP'} <= set(modes)
     # E-stop: the command stops changing on the e-stop tick itself.
     i = estop_tick - first
-    assert np.abs(np.diff(commands[i - 1:], axis=0)).max() == 0
+    assert np.abs(np.diff(commands[i - 1 :], axis=0)).max() == 0
     assert_steps_within_limits(commands, skip_acceleration_at=[i - 2])
     interventions = [observer.states[t]['intervention'] for t in range(first, last + 1)]
-    switch = modes.index('POLICY') + modes[modes.index('POLICY'):].index('TELEOP')
+    switch = modes.index('POLICY') + modes[modes.index('POLICY') :].index('TELEOP')
     assert not any(interventions[:switch]) and all(interventions[switch:])
     assert observer.call('/controller/hold').success
     spin_until(observer, lambda: observer.diagnostics is not None, 5, 'controller diagnostics')
-    for key in ('period_error_p50_ms', 'period_error_p99_ms', 'period_error_max_ms',
-                'missed_ticks', 'hardware_errors'):
+    for key in (
+        'period_error_p50_ms',
+        'period_error_p99_ms',
+        'period_error_max_ms',
+        'missed_ticks',
+        'hardware_errors',
+    ):
         assert key in observer.diagnostics
 
 
@@ -207,13 +227,18 @@ def test_a_killed_policy_process_holds_within_a_tick_and_a_new_one_resumes(graph
     reply = observer.call('/controller/torque', torque=True)
     assert reply.success, reply.message
     env = {**os.environ, 'PYTHONPATH': f'{TESTS}{os.pathsep}{os.environ.get("PYTHONPATH", "")}'}
-    first_source = NodeProcess('control_chunk_source', env=env,
-                               log_path=str(logs / 'source1.log')).start()
+    first_source = NodeProcess(
+        'control_chunk_source', env=env, log_path=str(logs / 'source1.log')
+    ).start()
     try:
         reply = observer.call('/controller/engage_policy')
         assert reply.success, reply.message
-        spin_until(observer, lambda: (observer.last['chunk'] or {}).get('seq', -1) >= 15, 30,
-                   'the policy process driving the arms')
+        spin_until(
+            observer,
+            lambda: (observer.last['chunk'] or {}).get('seq', -1) >= 15,
+            30,
+            'the policy process driving the arms',
+        )
         os.killpg(first_source.process.pid, signal.SIGKILL)  # mid-chunk, no goodbye
     finally:
         first_source.stop()
@@ -226,17 +251,21 @@ def test_a_killed_policy_process_holds_within_a_tick_and_a_new_one_resumes(graph
     last_arrival = max(seen.values())
     timeout_ticks = round(CONFIG.watchdog_timeout_s / PERIOD_S)
     assert fired <= last_arrival + timeout_ticks + 1, (last_arrival, fired)
-    assert all(observer.states[t]['phase'] == 'following_chunk'
-               for t in range(last_arrival, fired))
+    assert all(observer.states[t]['phase'] == 'following_chunk' for t in range(last_arrival, fired))
     observer.spin_for(0.5)
     settled = observer.command_series(fired + 10, observer.last['tick'])
     assert np.abs(np.diff(settled, axis=0)).max() < 1e-9  # holding still
     assert_steps_within_limits(observer.command_series(fired - 30, observer.last['tick']))
-    second_source = NodeProcess('control_chunk_source', env=env,
-                                log_path=str(logs / 'source2.log')).start()
+    second_source = NodeProcess(
+        'control_chunk_source', env=env, log_path=str(logs / 'source2.log')
+    ).start()
     try:
-        spin_until(observer, lambda: observer.last['phase'] in ('ramping', 'following_chunk'),
-                   30, 'a new policy process resuming')
+        spin_until(
+            observer,
+            lambda: observer.last['phase'] in ('ramping', 'following_chunk'),
+            30,
+            'a new policy process resuming',
+        )
         assert observer.last['chunk']['seq'] < 10  # its own sequence, from 0
     finally:
         second_source.stop()

@@ -29,16 +29,24 @@ _CLOCK_TICKS = os.sysconf('SC_CLK_TCK')
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument('--duration', type=float, default=60.0,
-                        help='seconds measured (the issue targets 600)')
-    parser.add_argument('--mode', choices=('hold', 'teleop', 'policy'), default='teleop',
-                        help='controller mode while measuring')
+    parser.add_argument(
+        '--duration', type=float, default=60.0, help='seconds measured (the issue targets 600)'
+    )
+    parser.add_argument(
+        '--mode',
+        choices=('hold', 'teleop', 'policy'),
+        default='teleop',
+        help='controller mode while measuring',
+    )
     parser.add_argument('--no-policy', action='store_true', help='no policy node')
-    parser.add_argument('--realtime-priority', type=int, default=0,
-                        help='SCHED_FIFO priority of the control loop (0: normal thread)')
+    parser.add_argument(
+        '--realtime-priority',
+        type=int,
+        default=0,
+        help='SCHED_FIFO priority of the control loop (0: normal thread)',
+    )
     parser.add_argument('--checkpoint', default='', help='halo-tiny weights (default random)')
-    parser.add_argument('--camera-size', type=int, nargs=2, default=(160, 120),
-                        metavar=('W', 'H'))
+    parser.add_argument('--camera-size', type=int, nargs=2, default=(160, 120), metavar=('W', 'H'))
     parser.add_argument('--run-dir', default=None, help='node logs (default runs/bench-...)')
     parser.add_argument('--json', help='write the results here')
 
@@ -64,20 +72,34 @@ def run(args) -> int:
 
     width, height = args.camera_size
     processes = {
-        'sim': NodeProcess('halo_ros.nodes.sim_node', {
-            'operator': 'leaders', 'camera_width': width, 'camera_height': height,
-        }, log_path=os.path.join(run_dir, 'sim_node.log')),
-        'controller': NodeProcess('halo_ros.nodes.controller_node',
-                                  {'realtime_priority': args.realtime_priority},
-                                  log_path=os.path.join(run_dir, 'controller_node.log')),
+        'sim': NodeProcess(
+            'halo_ros.nodes.sim_node',
+            {
+                'operator': 'leaders',
+                'camera_width': width,
+                'camera_height': height,
+            },
+            log_path=os.path.join(run_dir, 'sim_node.log'),
+        ),
+        'controller': NodeProcess(
+            'halo_ros.nodes.controller_node',
+            {'realtime_priority': args.realtime_priority},
+            log_path=os.path.join(run_dir, 'controller_node.log'),
+        ),
     }
     if not args.no_policy:
-        params = {'image_width': width, 'image_height': height, 'chunk_rate_hz': 5.0,
-                  'torch_threads': 1, 'instruction': 'transfer the cube to the other arm'}
+        params = {
+            'image_width': width,
+            'image_height': height,
+            'chunk_rate_hz': 5.0,
+            'torch_threads': 1,
+            'instruction': 'transfer the cube to the other arm',
+        }
         if args.checkpoint:
             params['checkpoint'] = args.checkpoint
-        processes['policy'] = NodeProcess('halo_ros.nodes.policy_node', params,
-                                          log_path=os.path.join(run_dir, 'policy_node.log'))
+        processes['policy'] = NodeProcess(
+            'halo_ros.nodes.policy_node', params, log_path=os.path.join(run_dir, 'policy_node.log')
+        )
     for process in processes.values():
         process.start()
     rclpy.init()
@@ -98,8 +120,9 @@ def run(args) -> int:
 
     node.create_subscription(String, 'halo/control_state', on_state, QoSProfile(depth=500))
     node.create_subscription(DiagnosticArray, 'diagnostics', on_diagnostics, 10)
-    node.create_subscription(JointTrajectory, 'halo/action_chunk',
-                             lambda _: chunks.__setitem__(0, chunks[0] + 1), 10)
+    node.create_subscription(
+        JointTrajectory, 'halo/action_chunk', lambda _: chunks.__setitem__(0, chunks[0] + 1), 10
+    )
 
     def spin(seconds: float, until=None) -> bool:
         end = time.monotonic() + seconds
@@ -160,7 +183,15 @@ def run(args) -> int:
         'policy_cpu_pct': round(100 * cpu['policy'], 1) if 'policy' in cpu else '-',
         'chunks_recv': chunks[0] - chunks_before,
     }
-    report('controller period at 50 Hz (sim + policy in other processes)', [row], args.json,
-           mode=args.mode, realtime_priority=args.realtime_priority, ticks_by_phase=modes, controller_pid=pid, run_dir=run_dir)
+    report(
+        'controller period at 50 Hz (sim + policy in other processes)',
+        [row],
+        args.json,
+        mode=args.mode,
+        realtime_priority=args.realtime_priority,
+        ticks_by_phase=modes,
+        controller_pid=pid,
+        run_dir=run_dir,
+    )
     print(f'ticks by mode/phase: {modes}')
     return 0

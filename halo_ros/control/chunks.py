@@ -150,7 +150,8 @@ class ChunkBuffer:
         drop = actions_to_drop(elapsed, self.consumed_since(chunk.stamp_ns))
         offset_ns = drop * self.period_ns
         if offset_ns > (len(chunk.positions) - 1) * chunk.dt_ns:
-            raise ChunkError(Rejection.STALE, f'{drop} steps to drop, {len(chunk.positions)} points')
+            points = len(chunk.positions)
+            raise ChunkError(Rejection.STALE, f'{drop} steps to drop, {points} points')
         self.epoch = chunk.epoch
         self.current = self._newest = chunk
         self._offset_ns = offset_ns

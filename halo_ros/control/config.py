@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from halo_ros.drivers.aloha_calibration import ArmName, RobotCalibration
 from halo_ros.control.safety import JointLimits
+from halo_ros.drivers.aloha_calibration import ArmName, RobotCalibration
 from halo_ros.paths import config_file
 
 log = logging.getLogger(__name__)
@@ -139,7 +139,6 @@ class ControllerConfig:
             max_acceleration=np.array(arm_a * 2),
             gripper_current_limit_ma=self.gripper_current_limit_ma,
         )
-
 
 
 def load_config(path: str | Path | None = None, **overrides) -> ControllerConfig:

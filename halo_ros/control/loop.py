@@ -154,8 +154,12 @@ class ControlLoop:
             try:
                 os.sched_setscheduler(thread.native_id, os.SCHED_FIFO, os.sched_param(priority))
             except OSError as error:
-                log.warning('SCHED_FIFO %d for %s refused (%s): normal priority', priority,
-                            thread.name, error)
+                log.warning(
+                    'SCHED_FIFO %d for %s refused (%s): normal priority',
+                    priority,
+                    thread.name,
+                    error,
+                )
                 return
         log.info('SCHED_FIFO %d for %s', priority, [t.name for t in threads])
 
@@ -295,8 +299,9 @@ class ControlLoop:
         for arm, errors in found.items():
             described = {i: repr(e) for i, e in errors.items()}
             self.stats.set_hardware_errors(arm.value, described)
-            log.error('%s: latched hardware error %s; holding, ~/reboot recovers', arm.value,
-                      described)
+            log.error(
+                '%s: latched hardware error %s; holding, ~/reboot recovers', arm.value, described
+            )
         self._fail(self.config.hardware_error_action)
 
     def _fail(self, action: FailureAction) -> None:
@@ -351,8 +356,10 @@ class ControlLoop:
                 return self._hold, None, None
         if now_ns > self._align_deadline_ns:
             self.stats.count('events', 'align_timeout')
-            log.error('leaders did not reach the followers within %.1f s: holding',
-                      self.config.leader_align_timeout_s)
+            log.error(
+                'leaders did not reach the followers within %.1f s: holding',
+                self.config.leader_align_timeout_s,
+            )
             self._enter_hold(Phase.FAULT)
             return self._hold, None, None
         return self._hold, aim, None
@@ -363,8 +370,10 @@ class ControlLoop:
             and now_ns - self._last_chunk_ns > self.config.watchdog_timeout_s * 1e9
         ):
             self.stats.count('events', 'watchdog')
-            log.warning('no valid chunk for %.0f ms: decelerating to hold',
-                        (now_ns - self._last_chunk_ns) / 1e6)
+            log.warning(
+                'no valid chunk for %.0f ms: decelerating to hold',
+                (now_ns - self._last_chunk_ns) / 1e6,
+            )
             self.buffer.forget_stream()
             self._hold = self.follower_filter.stopping_point()
             self.phase = Phase.WATCHDOG

@@ -54,8 +54,9 @@ def chunk_from_msg(msg: JointTrajectory) -> Chunk:
     points = msg.points
     if len(points) < 2:
         raise ChunkError(Rejection.BAD_TIMING, f'{len(points)} points (need >= 2 for dt)')
-    times = np.array([p.time_from_start.sec * 1_000_000_000 + p.time_from_start.nanosec
-                      for p in points])
+    times = np.array(
+        [p.time_from_start.sec * 1_000_000_000 + p.time_from_start.nanosec for p in points]
+    )
     dt_ns = int(times[1] - times[0])
     if times[0] != 0 or dt_ns <= 0 or np.abs(np.diff(times) - dt_ns).max() > 1000:
         raise ChunkError(Rejection.BAD_TIMING, 'points must be at k * dt from 0, dt > 0')
@@ -170,9 +171,7 @@ class ControllerNode(Node):
 
     def _trigger(self, request: Request):
         def on_request(_, response):
-            response.success, response.message = self.loop.request(request).wait(
-                _REQUEST_TIMEOUT_S
-            )
+            response.success, response.message = self.loop.request(request).wait(_REQUEST_TIMEOUT_S)
             return response
 
         return on_request
@@ -204,17 +203,23 @@ class ControllerNode(Node):
         if record.chunk is not None:
             epoch, seq, index = record.chunk
             chunk = {'epoch': epoch, 'seq': seq, 'index': round(index, 3)}
-        self._state.publish(String(data=json.dumps({
-            'tick': record.tick,
-            'stamp_ns': record.stamp_ns,
-            'mode': record.mode.value,
-            'phase': record.phase.value,
-            'intervention': record.intervention,
-            'chunk': chunk,
-            'limits': sorted(limit.value for limit in record.limits),
-            'period_error_ms': round(record.period_error_ms, 3),
-            'tick_ms': round(record.tick_ms, 3),
-        })))
+        self._state.publish(
+            String(
+                data=json.dumps(
+                    {
+                        'tick': record.tick,
+                        'stamp_ns': record.stamp_ns,
+                        'mode': record.mode.value,
+                        'phase': record.phase.value,
+                        'intervention': record.intervention,
+                        'chunk': chunk,
+                        'limits': sorted(limit.value for limit in record.limits),
+                        'period_error_ms': round(record.period_error_ms, 3),
+                        'tick_ms': round(record.tick_ms, 3),
+                    }
+                )
+            )
+        )
         if record.mode is not self._last_mode:
             self._last_mode = record.mode
             self._mode.publish(String(data=record.mode.value))
