@@ -22,6 +22,7 @@ from halo_ros.control.modes import Mode, Phase, Request
 from halo_ros.drivers.aloha_calibration import ArmName
 from halo_ros.drivers.dynamixel.tables import HardwareError
 from halo_ros.joints import BIMANUAL_JOINTS
+from halo_ros.sim.virtual_bus import FaultInjection
 
 T0 = 1_700_000_000 * 1_000_000_000
 DT = PERIOD_NS
@@ -275,3 +276,20 @@ def test_estop_torque_follows_the_config(tmp_path, torque):
             assert pending.wait(0)[0]
         pending = loop.request(Request.HOLD)
         assert loop.tick(T0 + 3 * DT).mode is Mode.HOLD and pending.wait(0)[0]
+
+
+def test_reads_that_fail_reuse_the_target_then_hold_after_too_many(tmp_path):
+    with virtual_robot(tmp_path, max_consecutive_read_failures=3) as (loop, _, buses):
+        base = loop.follower_filter.last_command
+        engage(loop, Request.POLICY, T0)
+        offer(loop, BIMANUAL_JOINTS, smooth_chunk(base, 0.0), stamp_ns=T0, dt_ns=DT, seq=1)
+        loop.tick(T0 + DT)
+        buses[ArmName.FOLLOWER_RIGHT].set_faults(FaultInjection(drop_probability=1.0))
+        records = [loop.tick(T0 + i * DT) for i in range(2, 5)]
+        assert [r.mode for r in records[:2]] == [Mode.POLICY] * 2  # one or two: carry on
+        assert records[2].mode is Mode.HOLD and records[2].phase is Phase.FAULT
+        assert not records[0].states[ArmName.FOLLOWER_RIGHT].fresh
+        assert loop.stats.snapshot()['read_failures'] == {'follower_right': 3}
+        buses[ArmName.FOLLOWER_RIGHT].set_faults(FaultInjection())
+        assert loop.tick(T0 + 5 * DT).states[ArmName.FOLLOWER_RIGHT].fresh
+        engage(loop, Request.POLICY, T0 + 6 * DT)  # no latched error: it may go on
