@@ -14,7 +14,23 @@ at 1 Hz; `diagnostics` at 1 Hz.
 Services: `~/hold`, `~/engage_teleop`, `~/engage_policy`, `~/estop`, `~/reboot` (Trigger: clear
 latched hardware errors, from HOLD/ESTOP) and `~/torque` (SetBool, followers, from HOLD/ESTOP).
 Parameters: `config` (YAML, default config/controller.yaml), `calibration` (overrides the
-config's), `connect_timeout_s` (wait for the ports, e.g. while the simulator starts).
+config's), `realtime_priority` (SCHED_FIFO for the loop, -1 = the config's), `connect_timeout_s`
+(wait for the ports, e.g. while the simulator starts).
+
+Modes: the node starts in HOLD with all four arms torqued on. `~/engage_teleop` first drives the
+leaders (torque on) to the followers' pose, then releases them and the followers track them;
+`~/engage_policy` ramps from the held pose into the chunk stream (`policy_ramp_s`); calling
+`~/engage_teleop` while in POLICY is an intervention (flag set until the next engage_policy).
+`~/estop` freezes the command on the same tick (torque per `estop_torque`); leave it with `~/hold`
+(after `~/torque true` if the e-stop turned torque off).
+
+Fault recovery (a latched Dynamixel hardware error, e.g. a gripper overload): the alert bit in the
+reading is noticed on the same tick; the arms hold (or e-stop, `hardware_error_action`), the
+servo with the error is limp (the servo itself cut its torque), diagnostics go ERROR naming arm,
+servo ID and error, and engaging teleop or policy is refused. Clear the cause (free the gripper),
+then call `~/reboot` from HOLD/ESTOP: it reboots only the servos with errors, restores their RAM
+settings, turns their torque back on holding the measured pose, and the controller resumes from
+the measured pose (no jump). Then engage again.
 """
 
 import json
