@@ -129,6 +129,7 @@ class ControllerNode(Node):
         self._mode = self.create_publisher(String, 'halo/mode', 10)
         self._diagnostics = self.create_publisher(DiagnosticArray, 'diagnostics', 10)
         self._last_mode: Mode | None = None
+        self._trouble_counts = (0, 0)
         self.loop = ControlLoop(
             ArmSetArms(self.arm_set),
             self.config,
@@ -254,8 +255,8 @@ class ControllerNode(Node):
             level, message = DiagnosticStatus.ERROR, snapshot.faults or snapshot.mode.value
             if not self.loop.running:
                 message = 'control loop stopped'
-        elif stats['missed_ticks'] or stats['read_failures']:
-            level, message = DiagnosticStatus.WARN, 'missed ticks or failed reads'
+        elif self._troubles(stats):
+            level, message = DiagnosticStatus.WARN, 'missed ticks or failed reads this second'
         else:
             level, message = DiagnosticStatus.OK, snapshot.mode.value
         status = DiagnosticStatus(
@@ -268,6 +269,12 @@ class ControllerNode(Node):
         msg = DiagnosticArray(status=[status])
         msg.header.stamp = self.get_clock().now().to_msg()
         self._diagnostics.publish(msg)
+
+    def _troubles(self, stats: dict) -> bool:
+        """Missed ticks or failed reads since the last report (the counters are totals)."""
+        now = (stats['missed_ticks'], sum(stats['read_failures'].values()))
+        before, self._trouble_counts = self._trouble_counts, now
+        return now != before
 
     def destroy_node(self):
         self.loop.stop()
