@@ -1,4 +1,4 @@
-"""Benchmark the controller's 50 Hz loop with the simulator and the policy node running beside it.
+"""Controller 50 Hz period error and CPU share, with the simulator and policy node beside it.
 
 Starts three processes -- the simulator (virtual Dynamixel buses, the scripted operator on the
 leader arms), the policy node (halo-tiny on the CPU, random weights unless --checkpoint) and the
