@@ -31,6 +31,9 @@ def virtual_robot(run_dir, **config):
     try:
         arm_set.configure()
         arm_set.activate()
+        # The buses are served by threads of this process: on an overloaded machine a few reads
+        # in a row can time out, which must not end a scenario that is not about read failures.
+        config.setdefault('max_consecutive_read_failures', 25)
         loop = ControlLoop(ArmSetArms(arm_set), load_config(**config), calibration)
         loop.prime()
         yield loop, arms, buses

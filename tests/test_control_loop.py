@@ -293,3 +293,13 @@ def test_reads_that_fail_reuse_the_target_then_hold_after_too_many(tmp_path):
         buses[ArmName.FOLLOWER_RIGHT].set_faults(FaultInjection())
         assert loop.tick(T0 + 5 * DT).states[ArmName.FOLLOWER_RIGHT].fresh
         engage(loop, Request.POLICY, T0 + 6 * DT)  # no latched error: it may go on
+
+
+def test_a_garbled_hardware_error_reading_does_not_stop_the_robot(tmp_path):
+    with virtual_robot(tmp_path) as (loop, _, buses):
+        readings = iter([{ArmName.FOLLOWER_LEFT: {1: HardwareError(189)}}, {}])
+        loop.arms.hardware_errors = lambda names: next(readings)  # a late reply taken as this one
+        record = loop.tick(T0)
+        assert not loop._check_alerts(record.states, force=True)
+        assert loop.mode is Mode.HOLD and loop.phase is Phase.HOLDING and not loop.faults
+        assert loop.stats.snapshot()['events']['unconfirmed_hardware_error'] == 1

@@ -16,7 +16,9 @@ A read that is not fresh changes nothing the tick needs: the policy's target nee
 teleop reuses the last leader pose; `max_consecutive_read_failures` in a row -> hold (or e-stop).
 """
 
+import functools
 import logging
+import operator
 import os
 import queue
 import threading
@@ -35,10 +37,12 @@ from halo_ros.control.safety import SafetyFilter
 from halo_ros.control.stats import ControlStats
 from halo_ros.drivers.aloha_arm import ArmState
 from halo_ros.drivers.aloha_calibration import ArmName, RobotCalibration
+from halo_ros.drivers.dynamixel.tables import HardwareError
 
 log = logging.getLogger(__name__)
 
 _PLAYING = (Phase.RAMPING, Phase.FOLLOWING_CHUNK)
+_KNOWN_ERRORS = functools.reduce(operator.or_, (int(e) for e in HardwareError))
 
 
 @dataclass(frozen=True)
@@ -291,7 +295,7 @@ class ControlLoop:
             alerting = list(states)
         if not alerting:
             return
-        found = self.arms.hardware_errors(alerting)
+        found = self._confirmed_errors(alerting)
         if not found:
             return
         with self._lock:
@@ -303,6 +307,24 @@ class ControlLoop:
                 '%s: latched hardware error %s; holding, ~/reboot recovers', arm.value, described
             )
         self._fail(self.config.hardware_error_action)
+
+    def _confirmed_errors(self, names) -> dict:
+        """Hardware errors read twice alike and made of defined bits only: a reply garbled on
+        the wire (or a late reply taken for this one) must not stop the robot."""
+        first = self.arms.hardware_errors(names)
+        if not first:
+            return {}
+        second = self.arms.hardware_errors(list(first))
+        confirmed = {
+            arm: errors
+            for arm, errors in first.items()
+            if second.get(arm) == errors
+            and all(int(e) & ~_KNOWN_ERRORS == 0 for e in errors.values())
+        }
+        if confirmed != first:
+            self.stats.count('events', 'unconfirmed_hardware_error')
+            log.warning('hardware error readings not confirmed: %s then %s', first, second)
+        return confirmed
 
     def _fail(self, action: FailureAction) -> None:
         if action is FailureAction.ESTOP:
