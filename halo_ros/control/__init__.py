@@ -5,6 +5,7 @@
 - `config`: ControllerConfig (config/controller.yaml); limits from the calibration file.
 - `arms`: the RobotArms seam and its Dynamixel implementation (ArmSet).
 - `modes`: HOLD / TELEOP / POLICY / ESTOP, phases, prepare (may refuse) / perform split.
-- `loop`: the control thread (read, choose, filter, write, publish), watchdog, faults, handover.
+- `loop`: the control thread (read, choose, filter, write, publish), read and fault checks;
+  `targets`: the target by mode (handover, ramp, watchdog); `switching`: performing switches.
 - `stats`: what diagnostics report; `bench`: `halo-ros bench-controller`.
 """

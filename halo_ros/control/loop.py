@@ -14,6 +14,9 @@ execution, ramped from the held pose.
 
 A read that is not fresh changes nothing the tick needs: the policy's target needs no reading,
 teleop reuses the last leader pose; `max_consecutive_read_failures` in a row -> hold (or e-stop).
+
+Choosing the target lives in `targets.TargetSelection`, performing mode switches in
+`switching.ModeSwitching` (mixins sharing this loop's state).
 """
 
 import functools
@@ -31,17 +34,18 @@ import numpy as np
 
 from halo_ros.control.arms import FOLLOWERS, LEADERS, RobotArms, join, split
 from halo_ros.control.chunks import Chunk, ChunkBuffer, ChunkError
-from halo_ros.control.config import ControllerConfig, EstopTorque, FailureAction
+from halo_ros.control.config import ControllerConfig, FailureAction
 from halo_ros.control.modes import Mode, Pending, Phase, Request, Snapshot, prepare, refused
 from halo_ros.control.safety import SafetyFilter
 from halo_ros.control.stats import ControlStats
+from halo_ros.control.switching import ModeSwitching
+from halo_ros.control.targets import TargetSelection
 from halo_ros.drivers.aloha_arm import ArmState
 from halo_ros.drivers.aloha_calibration import ArmName, RobotCalibration
 from halo_ros.drivers.dynamixel.tables import HardwareError
 
 log = logging.getLogger(__name__)
 
-_PLAYING = (Phase.RAMPING, Phase.FOLLOWING_CHUNK)
 _KNOWN_ERRORS = functools.reduce(operator.or_, (int(e) for e in HardwareError))
 
 
@@ -63,7 +67,7 @@ class TickRecord:
     tick_ms: float  # from the start of the tick to the write done (what eats the period)
 
 
-class ControlLoop:
+class ControlLoop(ModeSwitching, TargetSelection):
     def __init__(
         self,
         arms: RobotArms,
@@ -351,201 +355,3 @@ class ControlLoop:
         self._last_chunk_ns = now_ns
         if self.phase is Phase.WATCHDOG:
             log.info('chunks again (seq %d): resuming', chunk.seq)
-
-    # -- choosing the target ----------------------------------------------------------------
-
-    def _choose(self, now_ns: int):
-        """(follower target (14,), leader target or None, chunk info or None) for this tick."""
-        if self.mode is Mode.TELEOP:
-            return self._teleop(now_ns)
-        if self.mode is Mode.POLICY:
-            return self._policy(now_ns)
-        return self._hold, None, None
-
-    def _teleop(self, now_ns: int):
-        if self.phase is Phase.TRACKING_LEADERS:
-            target = self._leaders if self._leaders is not None else self._target
-            return target, None, None
-        # Aligning: followers stop, the leaders are driven to where the followers stop.
-        aim = np.clip(self._hold, self.leader_filter.limits.lower, self.leader_filter.limits.upper)
-        stopped = np.allclose(self.follower_filter.velocity, 0.0)
-        if stopped and self._leaders is not None:
-            error = np.abs(self._leaders - aim).max()
-            if error <= self.config.leader_align_tolerance_rad:
-                self._set_leader_torque(False)
-                self.phase = Phase.TRACKING_LEADERS
-                log.info('leaders aligned (%.3f rad): released, teleop follows them', error)
-                return self._hold, None, None
-        if now_ns > self._align_deadline_ns:
-            self.stats.count('events', 'align_timeout')
-            log.error(
-                'leaders did not reach the followers within %.1f s: holding',
-                self.config.leader_align_timeout_s,
-            )
-            self._enter_hold(Phase.FAULT)
-            return self._hold, None, None
-        return self._hold, aim, None
-
-    def _policy(self, now_ns: int):
-        if (
-            self.phase is not Phase.WATCHDOG
-            and now_ns - self._last_chunk_ns > self.config.watchdog_timeout_s * 1e9
-        ):
-            self.stats.count('events', 'watchdog')
-            log.warning(
-                'no valid chunk for %.0f ms: decelerating to hold',
-                (now_ns - self._last_chunk_ns) / 1e6,
-            )
-            self.buffer.forget_stream()
-            self._hold = self.follower_filter.stopping_point()
-            self.phase = Phase.WATCHDOG
-        playback = self.buffer.step(now_ns)
-        if playback is None:
-            if self.phase in _PLAYING:
-                self._hold = self.buffer.last_action
-                self.phase = Phase.CHUNK_DONE
-            return self._hold, None, None
-        if self.phase not in _PLAYING and self.config.policy_ramp_s > 0:
-            self._ramp_from, self._ramp_start_ns = self._hold.copy(), now_ns
-        target = playback.target
-        self.phase = Phase.FOLLOWING_CHUNK
-        if self._ramp_from is not None:
-            w = (now_ns - self._ramp_start_ns) / (self.config.policy_ramp_s * 1e9)
-            if w >= 1.0:
-                self._ramp_from = None
-            else:
-                target = self._ramp_from + w * (target - self._ramp_from)
-                self.phase = Phase.RAMPING
-        chunk = playback.chunk
-        return target, None, (chunk.epoch, chunk.seq, playback.index)
-
-    # -- performing switches (inside the loop) ------------------------------------------------
-
-    def _perform_requests(self, now_ns: int) -> None:
-        while not self._requests.empty():
-            pending = self._requests.get()
-            reason = prepare(pending.request, self.snapshot())  # the state may have moved on
-            if reason:
-                pending.finish(False, reason)
-                continue
-            try:
-                message = self._perform(pending.request, now_ns)
-            except Exception as error:
-                log.exception('%s failed', pending.request.value)
-                pending.finish(False, f'{pending.request.value} failed: {error}')
-                continue
-            log.info('%s: %s', pending.request.value, message)
-            pending.finish(True, message)
-
-    def _perform(self, request: Request, now_ns: int) -> str:
-        if request is Request.ESTOP:
-            self._estop()
-            return f'ESTOP (torque {self.config.estop_torque.value})'
-        if request is Request.HOLD:
-            self._enter_hold(Phase.HOLDING)
-            return 'HOLD'
-        if request is Request.TELEOP:
-            return self._engage_teleop(now_ns)
-        if request is Request.POLICY:
-            return self._engage_policy(now_ns)
-        if request in (Request.TORQUE_ON, Request.TORQUE_OFF):
-            return self._set_follower_torque(request is Request.TORQUE_ON)
-        return self._reboot()
-
-    def _set_mode(self, mode: Mode, phase: Phase) -> None:
-        with self._lock:
-            self.mode, self.phase = mode, phase
-
-    def _estop(self) -> None:
-        # Freeze: the command stops changing on this very tick (velocity zeroed).
-        last = self.follower_filter.last_command
-        self.follower_filter.reset(last)
-        self._hold = last
-        self.buffer.stop()
-        self._set_mode(Mode.ESTOP, Phase.ESTOPPED)
-        if self.config.estop_torque is EstopTorque.OFF and self.follower_torque:
-            self.arms.set_torque(FOLLOWERS, False)
-            with self._lock:
-                self.follower_torque = False
-            self.phase = Phase.TORQUE_OFF
-
-    def _enter_hold(self, phase: Phase) -> None:
-        if self.mode is Mode.ESTOP:
-            self._hold = self.follower_filter.last_command
-        else:
-            self._hold = self.follower_filter.stopping_point()
-        self.buffer.stop()
-        self._ramp_from = None
-        if self.config.leaders_hold_outside_teleop and not self.leader_torque:
-            self._set_leader_torque(True)
-        if not self.follower_torque:
-            phase = Phase.TORQUE_OFF
-        self._set_mode(Mode.HOLD, phase)
-
-    def _engage_teleop(self, now_ns: int) -> str:
-        if self.mode is Mode.TELEOP:
-            return 'already in TELEOP'
-        took_over = self.mode is Mode.POLICY
-        self.intervention = self.intervention or took_over
-        self._hold = self.follower_filter.stopping_point()
-        self.buffer.stop()
-        if not self.leader_torque:
-            self._set_leader_torque(True)
-        if self._leaders is not None:
-            self.leader_filter.reset(self._leaders)
-        self._align_deadline_ns = now_ns + int(self.config.leader_align_timeout_s * 1e9)
-        self._set_mode(Mode.TELEOP, Phase.ALIGNING_LEADERS)
-        return 'TELEOP: aligning the leaders' + (' (intervention)' if took_over else '')
-
-    def _engage_policy(self, now_ns: int) -> str:
-        if self.mode is Mode.POLICY:
-            return 'already in POLICY'
-        self._hold = self.follower_filter.stopping_point()
-        self.intervention = False
-        if self.config.leaders_hold_outside_teleop and not self.leader_torque:
-            self._set_leader_torque(True)
-        self._last_chunk_ns = now_ns  # the watchdog counts from the engagement
-        self._set_mode(Mode.POLICY, Phase.WAITING_FOR_CHUNK)
-        if self._parked is not None:
-            self._offer(self._parked, now_ns)
-            self._parked = None
-        return 'POLICY'
-
-    def _set_leader_torque(self, enabled: bool) -> None:
-        self.arms.set_torque(LEADERS, enabled)
-        self.leader_torque = enabled
-
-    def _set_follower_torque(self, enabled: bool) -> str:
-        self.arms.set_torque(FOLLOWERS, enabled)
-        with self._lock:
-            self.follower_torque = enabled
-        if enabled:
-            self._resync()
-            self.phase = Phase.ESTOPPED if self.mode is Mode.ESTOP else Phase.HOLDING
-        else:
-            self.phase = Phase.TORQUE_OFF
-        return f'follower torque {"on" if enabled else "off"}'
-
-    def _resync(self) -> None:
-        """Start the filter again from the measured pose (after torque on or a reboot)."""
-        states = self.arms.read()
-        self._remember(states)
-        self.follower_filter.reset(self._followers)
-        self._hold = self.follower_filter.last_command
-
-    def _reboot(self) -> str:
-        with self._lock:
-            faults = dict(self.faults)
-        for arm, errors in faults.items():
-            self.arms.reboot(arm, errors)
-        remaining = self.arms.hardware_errors(faults)
-        with self._lock:
-            self.faults = dict(remaining)
-        if remaining:
-            raise RuntimeError(f'errors remain after the reboot: {remaining}')
-        self.stats.clear_hardware_errors()
-        self.stats.count('events', 'reboot')
-        self._resync()
-        self._set_mode(self.mode, Phase.ESTOPPED if self.mode is Mode.ESTOP else Phase.HOLDING)
-        rebooted = {a.value: sorted(e) for a, e in faults.items()}
-        return f'rebooted {rebooted}; errors cleared, holding the measured pose'
