@@ -15,6 +15,7 @@ import sys
 COMMANDS = {
     'annotate': 'halo_ros.recording.annotate',
     'bench': 'halo_ros.engine.bench',
+    'bench-controller': 'halo_ros.control.bench',
     'bench-dynamixel': 'halo_ros.drivers.dynamixel.bench',
     'bench-policy': 'halo_ros.runtime.async_bench',
     'bench-recording': 'halo_ros.recording.bench',

@@ -29,19 +29,32 @@ def limits(**overrides):
     return JointLimits(**values)
 
 
-def test_points_in_the_past_are_skipped_by_stamp():
-    buffer = ChunkBuffer()
-    buffer.offer(chunk(stamp_ns=0), now_ns=3 * DT)  # arrives 60 ms after its observation
-    np.testing.assert_allclose(buffer.target(3 * DT), np.full(14, 0.03))
-    assert buffer.index_at(3 * DT) == 3
-    np.testing.assert_allclose(buffer.target(3 * DT + DT // 2), np.full(14, 0.035))
-    assert buffer.target(10 * DT) is None  # ran out
+def test_a_robot_at_rest_starts_at_index_zero_then_drops_what_it_executed():
+    buffer = ChunkBuffer(DT)
+    assert buffer.offer(chunk(stamp_ns=0), now_ns=3 * DT) == 0  # 60 ms late, nothing executed
+    for k in range(4):
+        np.testing.assert_allclose(buffer.step((3 + k) * DT).target, np.full(14, 0.01 * k))
+    # Stamped at 5 DT, arriving at 7 DT: 2 steps elapsed and 2 executed since -> index 2.
+    assert buffer.offer(chunk(1.0, stamp_ns=5 * DT, seq=1), now_ns=7 * DT) == 2
+    assert buffer.consumed_since(5 * DT) == 2
+    played = buffer.step(7 * DT)
+    assert played.index == 2 and played.chunk.seq == 1
+    np.testing.assert_allclose(played.target, np.full(14, 1.02))
+
+
+def test_after_the_last_action_the_buffer_holds_it():
+    buffer = ChunkBuffer(DT)
+    buffer.offer(chunk(stamp_ns=0, points=3), now_ns=0)
+    assert [buffer.step(k * DT).index for k in range(3)] == [0, 1, 2]
+    assert buffer.step(3 * DT) is None
+    np.testing.assert_allclose(buffer.last_action, np.full(14, 0.02))
 
 
 def test_chunk_period_different_from_control_period_is_interpolated():
-    buffer = ChunkBuffer()
+    buffer = ChunkBuffer(DT)
     buffer.offer(chunk(stamp_ns=0, dt_ns=50 * MS), now_ns=0)
-    np.testing.assert_allclose(buffer.target(20 * MS), np.full(14, 0.004))
+    buffer.step(0)
+    np.testing.assert_allclose(buffer.step(DT).target, np.full(14, 0.004))
 
 
 def test_joint_order_is_normalised_and_unknown_names_are_rejected():
@@ -72,24 +85,31 @@ def test_malformed_chunks_are_rejected_with_a_reason(positions, dt, reason):
     assert e.value.reason is reason
 
 
-def test_stale_out_of_order_and_old_epoch_chunks_are_refused():
-    buffer = ChunkBuffer()
-    with pytest.raises(ChunkError) as e:
-        buffer.offer(chunk(stamp_ns=0), now_ns=20 * DT)
-    assert e.value.reason is Rejection.STALE
+def test_stale_future_out_of_order_and_old_epoch_chunks_are_refused():
+    buffer = ChunkBuffer(DT, max_age_ns=1000 * MS, max_future_ns=50 * MS)
+    for bad, now, reason in (
+        (chunk(stamp_ns=0), 20 * DT, Rejection.STALE),  # every point in the past
+        (chunk(stamp_ns=0, points=100), 60 * DT, Rejection.STALE),  # observation 1.2 s old
+        (chunk(stamp_ns=10 * DT), 0, Rejection.FUTURE),
+    ):
+        with pytest.raises(ChunkError) as e:
+            buffer.offer(bad, now_ns=now)
+        assert e.value.reason is reason
     buffer.offer(chunk(stamp_ns=10 * DT, seq=5, epoch=1), now_ns=11 * DT)
-    with pytest.raises(ChunkError) as e:
-        buffer.offer(chunk(stamp_ns=9 * DT, seq=6, epoch=1), now_ns=11 * DT)
-    assert e.value.reason is Rejection.OUT_OF_ORDER
-    with pytest.raises(ChunkError) as e:
-        buffer.offer(chunk(stamp_ns=11 * DT, seq=4, epoch=1), now_ns=11 * DT)
-    assert e.value.reason is Rejection.OUT_OF_ORDER
-    with pytest.raises(ChunkError) as e:
-        buffer.offer(chunk(stamp_ns=11 * DT, seq=9, epoch=0), now_ns=11 * DT)
-    assert e.value.reason is Rejection.OLD_EPOCH
+    for bad, reason in (
+        (chunk(stamp_ns=9 * DT, seq=6, epoch=1), Rejection.OUT_OF_ORDER),
+        (chunk(stamp_ns=11 * DT, seq=4, epoch=1), Rejection.OUT_OF_ORDER),
+        (chunk(stamp_ns=11 * DT, seq=9, epoch=0), Rejection.OLD_EPOCH),
+    ):
+        with pytest.raises(ChunkError) as e:
+            buffer.offer(bad, now_ns=11 * DT)
+        assert e.value.reason is reason
     # A newer epoch replaces the current chunk even with a lower sequence number.
     buffer.offer(chunk(1.0, stamp_ns=11 * DT, seq=0, epoch=2), now_ns=11 * DT)
-    np.testing.assert_allclose(buffer.target(11 * DT), np.full(14, 1.0))
+    np.testing.assert_allclose(buffer.step(11 * DT).target, np.full(14, 1.0))
+    # After the watchdog, a restarted policy (epoch 0, seq 0) is a new stream.
+    buffer.forget_stream()
+    assert buffer.offer(chunk(stamp_ns=12 * DT, seq=0, epoch=0), now_ns=12 * DT) == 0
 
 
 def test_safety_filter_enforces_velocity_and_acceleration_per_tick():
@@ -131,3 +151,33 @@ def test_gripper_stops_closing_past_its_current_limit():
     assert Limit.GRIPPER_CURRENT in result.limited
     assert result.command[6] == pytest.approx(0.45)  # held where it touches
     assert result.command[13] < 0.45  # the other gripper is free to close
+
+
+def test_a_target_jumping_back_never_breaks_the_acceleration_limit():
+    dt, lim = 0.02, limits()
+    f = SafetyFilter(lim, dt)
+    f.reset(np.zeros(14))
+    commands = [f.filter(np.full(14, 1.0)).command for _ in range(20)]  # at full speed
+    commands += [f.filter(commands[-1] + 0.001).command for _ in range(40)]  # then nearly here
+    v = np.diff(np.array(commands), axis=0) / dt
+    assert np.abs(np.diff(v, axis=0) / dt).max() <= lim.max_acceleration[0] + 1e-6
+    np.testing.assert_allclose(commands[-1], commands[19] + 0.001, atol=1e-6)  # settles
+
+
+def test_the_speed_towards_a_position_limit_allows_stopping_before_it():
+    dt, lim = 0.02, limits()
+    f = SafetyFilter(lim, dt)
+    f.reset(np.full(14, 1.0))
+    f.filter(np.full(14, 2.0))
+    result = [f.filter(np.full(14, 9.0)).command for _ in range(60)]
+    assert np.array(result).max() <= 2.0
+    v = np.diff(np.array(result), axis=0) / dt
+    assert np.abs(np.diff(v, axis=0) / dt).max() <= lim.max_acceleration[0] + 1e-6
+    f2 = SafetyFilter(lim, dt)
+    f2.reset(np.zeros(14))
+    for _ in range(10):
+        f2.filter(np.full(14, 1.0))
+    stop = f2.stopping_point()
+    while np.abs(f2.velocity).max() > 0:
+        last = f2.filter(stop).command
+    np.testing.assert_allclose(last, stop, atol=1e-9)

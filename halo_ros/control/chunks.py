@@ -1,18 +1,26 @@
 """Action chunks as the controller sees them: validated, aligned by stamp, replaced by newer ones.
 
 A chunk is computed from an observation taken at `stamp_ns`; its point k is the command meant for
-time `stamp_ns + k * dt_ns`. By the time it arrives, its first points are already in the past:
-the buffer plays each chunk against the clock (never against its arrival), so those are skipped,
-and linear interpolation covers a chunk period that differs from the control period.
+time `stamp_ns + k * dt_ns`. The alignment rule is the policy side's contract
+(`halo_ros.runtime.feedback.ChunkSchedule` replays it to plan seams):
+
+- a chunk takes over at the first control tick after it arrives, replacing the one in use;
+- its first executed index is `actions_to_drop(elapsed, consumed)`: the control steps elapsed since
+  its stamp, but never more than the chunk actions the robot actually executed since the stamp,
+  so a robot at rest (first chunk, after a hold) starts a fresh chunk at index 0;
+- from there it advances one control period per tick (linear interpolation when the chunk's dt
+  differs from the control period); after its last action the robot holds.
 """
 
 import logging
+from collections import deque
 from dataclasses import dataclass
 from enum import Enum
 
 import numpy as np
 
 from halo_ros.joints import BIMANUAL_JOINTS, DOF
+from halo_ros.runtime.delay import actions_to_drop
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +32,9 @@ class Rejection(Enum):
     WRONG_SHAPE = 'wrong_shape'
     NON_FINITE = 'non_finite'
     BAD_TIMING = 'bad_timing'  # dt not positive, or no points
-    STALE = 'stale'  # every point already in the past
+    BAD_TAG = 'bad_tag'  # header.frame_id is not a halo chunk tag
+    STALE = 'stale'  # nothing left to execute, or its observation is too old to act on
+    FUTURE = 'future'  # stamped ahead of our clock by more than the allowed skew
     OLD_EPOCH = 'old_epoch'  # made before the latest instruction change
     OUT_OF_ORDER = 'out_of_order'  # older observation or sequence than the chunk in use
 
@@ -77,21 +87,55 @@ def make_chunk(
     return Chunk(stamp_ns, dt_ns, array[:, order], epoch, seq, context_version)
 
 
+class Playback:
+    """What the buffer commands at one tick."""
+
+    __slots__ = ('target', 'chunk', 'index')
+
+    def __init__(self, target: np.ndarray, chunk: Chunk, index: float):
+        self.target = target  # (14,)
+        self.chunk = chunk
+        self.index = index  # fractional point index within the chunk
+
+
 class ChunkBuffer:
-    """The chunk currently being played. A newer chunk replaces it from the moment it arrives."""
+    """The chunk in use, played by the alignment rule of the module docstring.
 
-    def __init__(self):
+    Single-threaded: the control loop offers chunks and steps it. `offer` refuses with ChunkError
+    (the caller counts `error.reason`)."""
+
+    def __init__(
+        self,
+        period_ns: int,
+        *,
+        max_age_ns: int = 1_000_000_000,
+        max_future_ns: int = 50_000_000,
+        history: int = 1024,
+    ):
+        if period_ns <= 0:
+            raise ValueError(f'period_ns must be positive, got {period_ns}')
+        self.period_ns = period_ns
+        self.max_age_ns = max_age_ns
+        self.max_future_ns = max_future_ns
         self.current: Chunk | None = None
-        self.epoch = 0
+        self._newest: Chunk | None = None  # the last chunk taken: order is checked against it
+        self.epoch = -1  # newest epoch seen in this stream
+        self.last_action: np.ndarray | None = None  # of the chunk that ran out (hold there)
+        self._offset_ns = 0  # chunk time of the first executed tick
+        self._ticks = 0  # ticks executed from the current chunk
+        self._executed: deque[int] = deque(maxlen=history)  # stamps of ticks that ran an action
 
-    def offer(self, chunk: Chunk, now_ns: int) -> None:
-        """Take `chunk` or raise ChunkError with the reason it is refused."""
+    def offer(self, chunk: Chunk, now_ns: int) -> int:
+        """Take `chunk` as the one in use from this tick; returns its first executed index."""
+        if chunk.stamp_ns > now_ns + self.max_future_ns:
+            ahead_ms = (chunk.stamp_ns - now_ns) / 1e6
+            raise ChunkError(Rejection.FUTURE, f'stamp {ahead_ms:.1f} ms ahead of the clock')
+        age_ns = now_ns - chunk.stamp_ns
+        if age_ns > self.max_age_ns or chunk.end_ns < now_ns:
+            raise ChunkError(Rejection.STALE, f'observation {age_ns / 1e6:.1f} ms old')
         if chunk.epoch < self.epoch:
             raise ChunkError(Rejection.OLD_EPOCH, f'epoch {chunk.epoch} < {self.epoch}')
-        if chunk.end_ns < now_ns:
-            late_ms = (now_ns - chunk.end_ns) / 1e6
-            raise ChunkError(Rejection.STALE, f'last point {late_ms:.1f} ms in the past')
-        current = self.current
+        current = self._newest
         if (
             current is not None
             and chunk.epoch == current.epoch
@@ -102,28 +146,54 @@ class ChunkBuffer:
                 f'seq {chunk.seq} stamp {chunk.stamp_ns} after seq {current.seq} '
                 f'stamp {current.stamp_ns}',
             )
+        elapsed = max(0, age_ns // self.period_ns)
+        drop = actions_to_drop(elapsed, self.consumed_since(chunk.stamp_ns))
+        offset_ns = drop * self.period_ns
+        if offset_ns > (len(chunk.positions) - 1) * chunk.dt_ns:
+            points = len(chunk.positions)
+            raise ChunkError(Rejection.STALE, f'{drop} steps to drop, {points} points')
         self.epoch = chunk.epoch
-        self.current = chunk
+        self.current = self._newest = chunk
+        self._offset_ns = offset_ns
+        self._ticks = 0
+        return int(offset_ns // chunk.dt_ns)
 
-    def clear(self) -> None:
+    def step(self, now_ns: int) -> Playback | None:
+        """The command for this tick from the chunk in use, and advance by one period; None when
+        there is none or it ran out (then `last_action` is where to hold)."""
+        chunk = self.current
+        if chunk is None:
+            return None
+        position = (self._offset_ns + self._ticks * self.period_ns) / chunk.dt_ns
+        last = len(chunk.positions) - 1
+        if position > last + 1e-9:
+            self.last_action = chunk.positions[-1].copy()
+            self.current = None
+            return None
+        k = min(int(position), last - 1) if last > 0 else 0
+        frac = position - k if last > 0 else 0.0
+        target = chunk.positions[k].copy()
+        if frac > 0:
+            target += frac * (chunk.positions[k + 1] - chunk.positions[k])
+        self._ticks += 1
+        self._executed.append(now_ns)
+        return Playback(target, chunk, position)
+
+    def consumed_since(self, stamp_ns: int) -> int:
+        """Ticks that executed chunk actions at or after `stamp_ns`."""
+        count = 0
+        for t in reversed(self._executed):
+            if t < stamp_ns:
+                break
+            count += 1
+        return count
+
+    def stop(self) -> None:
+        """Drop the chunk in use (watchdog, mode change); the stream order is remembered."""
         self.current = None
 
-    def target(self, now_ns: int) -> np.ndarray | None:
-        """The command for `now_ns`, linearly interpolated; None once the chunk has run out (or
-        before its first point, which cannot happen for a chunk stamped in the past)."""
-        chunk = self.current
-        if chunk is None or now_ns > chunk.end_ns or now_ns < chunk.stamp_ns:
-            return None
-        position = (now_ns - chunk.stamp_ns) / chunk.dt_ns
-        k = min(int(position), len(chunk.positions) - 2) if len(chunk.positions) > 1 else 0
-        if len(chunk.positions) == 1:
-            return chunk.positions[0].copy()
-        frac = position - k
-        return (1 - frac) * chunk.positions[k] + frac * chunk.positions[k + 1]
-
-    def index_at(self, now_ns: int) -> int | None:
-        """Which point of the current chunk is executed at `now_ns` (for execution feedback)."""
-        chunk = self.current
-        if chunk is None or not chunk.stamp_ns <= now_ns <= chunk.end_ns:
-            return None
-        return int(round((now_ns - chunk.stamp_ns) / chunk.dt_ns))
+    def forget_stream(self) -> None:
+        """Forget epoch and order too: after the watchdog fired, a restarted policy (epoch and seq
+        from 0 again) is a new stream. Its chunks are still checked for age."""
+        self.current = self._newest = None
+        self.epoch = -1

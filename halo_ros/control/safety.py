@@ -62,6 +62,19 @@ class SafetyFilter:
     def last_command(self) -> np.ndarray | None:
         return None if self._command is None else self._command.copy()
 
+    @property
+    def velocity(self) -> np.ndarray:
+        return self._velocity.copy()
+
+    def stopping_point(self) -> np.ndarray:
+        """Where the last command comes to rest when braking at the acceleration limit from its
+        present velocity (the target of a smooth hold), inside the position limits."""
+        if self._command is None:
+            raise RuntimeError('SafetyFilter.stopping_point before reset(): no starting pose')
+        v = self._velocity
+        travel = v * np.abs(v) / (2 * self.limits.max_acceleration)
+        return np.clip(self._command + travel, self.limits.lower, self.limits.upper)
+
     def reset(self, position: np.ndarray) -> None:
         """Start from a measured pose at rest (on activation, after an e-stop)."""
         self._command = np.clip(
@@ -92,26 +105,32 @@ class SafetyFilter:
             target = self._gripper_current(target, gripper_effort_ma, gripper_position, limited)
 
         # Velocity towards the target, capped so the arm can still stop exactly on it braking
-        # at most `a` per tick (the discrete time-optimal profile: m whole braking steps of a*dt
-        # plus one partial step for the remainder). No overshoot, no harder braking than allowed.
+        # at most `a` per tick (the discrete time-optimal profile, `_braking_speed`), then changed
+        # by at most a * dt from the last tick. The acceleration limit always holds: when the
+        # target jumps back towards a moving arm, it overshoots and returns rather than stopping
+        # dead. Within the position limits either way: the speed towards a limit is capped so the
+        # arm can stop before it (the target is inside them, so this never fights the target).
         distance = target - self._command
         a = lim.max_acceleration
-        step = a * dt * dt
-        m = np.floor((np.sqrt(1 + 8 * np.abs(distance) / step) - 1) / 2)
-        brake = a * dt * m + (np.abs(distance) - step * m * (m + 1) / 2) / ((m + 1) * dt)
         wanted = distance / dt
         if np.any(np.abs(wanted) > lim.max_velocity):
             limited.add(Limit.VELOCITY)
-        cap = np.minimum(lim.max_velocity, np.maximum(brake, 0.0))
+        cap = np.minimum(lim.max_velocity, _braking_speed(np.abs(distance), a, dt))
         velocity = np.clip(wanted, -cap, cap)
         dv = np.clip(velocity - self._velocity, -a * dt, a * dt)
         if not np.allclose(dv, velocity - self._velocity):
             limited.add(Limit.ACCELERATION)
         velocity = self._velocity + dv
-        # Never step past the target (the last step of a stop lands on it exactly).
+        # The last step of a stop lands on the target exactly (when that is a feasible step).
         past = np.sign(distance) * velocity * dt > np.abs(distance)
-        velocity = np.where(past, wanted, velocity)
-        self._velocity = velocity
+        landing = past & (np.abs(wanted - self._velocity) <= a * dt + 1e-12)
+        velocity = np.where(landing, wanted, velocity)
+        up = _braking_speed(np.maximum(lim.upper - self._command, 0.0), a, dt)
+        down = _braking_speed(np.maximum(self._command - lim.lower, 0.0), a, dt)
+        bounded = np.clip(velocity, -down, up)
+        if not np.array_equal(bounded, velocity):
+            limited.add(Limit.POSITION)
+        self._velocity = bounded
         command = np.clip(self._command + self._velocity * dt, lim.lower, lim.upper)
         self._command = command
         return FilterResult(command.copy(), limited)
@@ -126,3 +145,11 @@ class SafetyFilter:
                 target[index] = max(target[index], gripper_position[i])
                 limited.add(Limit.GRIPPER_CURRENT)
         return target
+
+
+def _braking_speed(distance: np.ndarray, a: np.ndarray, dt: float) -> np.ndarray:
+    """The highest speed from which a stop exactly `distance` away is reachable when the speed
+    falls by at most a * dt per tick: m whole braking steps of a*dt plus one partial step."""
+    step = a * dt * dt
+    m = np.floor((np.sqrt(1 + 8 * distance / step) - 1) / 2)
+    return np.maximum(a * dt * m + (distance - step * m * (m + 1) / 2) / ((m + 1) * dt), 0.0)
