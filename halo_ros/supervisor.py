@@ -23,25 +23,18 @@ def _param_arg(name: str, value) -> str:
 
 
 @dataclass
-class NodeProcess:
-    """One node executable: which module, its parameters, and where its output goes."""
+class ManagedProcess:
+    """A child process with the halo_ros environment, stopped the way nodes expect."""
 
-    module: str  # e.g. 'halo_ros.nodes.sim_node'
-    params: dict = field(default_factory=dict)
-    name: str | None = None  # node name override (__node:=)
+    argv: list[str] = field(default_factory=list)
     env: dict | None = None
     log_path: str | None = None  # stdout+stderr file; None inherits ours
     process: subprocess.Popen | None = None
 
     def command(self) -> list[str]:
-        cmd = [sys.executable, '-m', self.module, '--ros-args']
-        for key, value in self.params.items():
-            cmd += ['-p', _param_arg(key, value)]
-        if self.name:
-            cmd += ['-r', f'__node:={self.name}']
-        return cmd
+        return list(self.argv)
 
-    def start(self) -> 'NodeProcess':
+    def start(self) -> 'ManagedProcess':
         env = rosenv.ros_environment(base=self.env)
         env.setdefault('PYTHONUNBUFFERED', '1')
         out = open(self.log_path, 'ab') if self.log_path else None  # noqa: SIM115 (owned by Popen)
@@ -69,5 +62,35 @@ class NodeProcess:
             try:
                 self.process.wait(timeout_s)
             except subprocess.TimeoutExpired:
-                log.warning('%s did not stop on %s', self.module, sig.name)
+                log.warning('%s did not stop on %s', ' '.join(self.command()[:3]), sig.name)
         return self.process.returncode
+
+
+class NodeProcess(ManagedProcess):
+    """One node executable: `python -m <module>` (e.g. 'halo_ros.nodes.sim_node') with ROS
+    parameters and an optional node name override."""
+
+    def __init__(
+        self,
+        module: str,
+        params: dict | None = None,
+        *,
+        name: str | None = None,
+        env: dict | None = None,
+        log_path: str | None = None,
+    ):
+        super().__init__(env=env, log_path=log_path)
+        self.module, self.params, self.name = module, dict(params or {}), name
+
+    def command(self) -> list[str]:
+        cmd = [sys.executable, '-m', self.module, '--ros-args']
+        for key, value in self.params.items():
+            cmd += ['-p', _param_arg(key, value)]
+        if self.name:
+            cmd += ['-r', f'__node:={self.name}']
+        return cmd
+
+
+def halo_ros_command(*args: str, log_path: str | None = None) -> ManagedProcess:
+    """`halo-ros ARGS...` as a supervised process (e.g. `serve`)."""
+    return ManagedProcess([sys.executable, '-m', 'halo_ros.cli', *args], log_path=log_path)

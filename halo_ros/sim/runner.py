@@ -93,6 +93,8 @@ class PeriodStats:
     errors_ms: list = field(default_factory=list)
 
 
+HAND_SPEED_RAD_S = 4.0  # the scripted operator's fastest joint motion
+
 TickSink = Callable[[AlohaSim, int], None]  # called on the physics thread after every step
 
 
@@ -193,6 +195,13 @@ class SimRunner:
     def frames_rendered(self) -> int:
         return self._render.frames if self._render else 0
 
+    def _move_hand(self, leader: str, target: np.ndarray) -> None:
+        # A hand moves at a human's speed: when it takes a leader over from the controller (a
+        # released leader sits where the followers were), it does not teleport it to the script.
+        arm = self.leaders[leader]
+        step = HAND_SPEED_RAD_S * self.sim.control_period_s
+        arm.move_by_hand(_hand_step(arm.read().position_rad, target, step))
+
     def _make_rig(self) -> CameraRig:
         rig = CameraRig(
             self.sim.model, self.config.cameras, width=self.config.width, height=self.config.height
@@ -235,14 +244,18 @@ class SimRunner:
                     self.sim.followers['follower_right'].set_goal(right)
                 else:
                     left, right = command_to_shafts(command, normalized_to_leader_shaft)
-                    self.leaders['leader_left'].move_by_hand(left)
-                    self.leaders['leader_right'].move_by_hand(right)
+                    self._move_hand('leader_left', left)
+                    self._move_hand('leader_right', right)
             self.sim.step()
             # Contacts are cheap to scan but not free; 10 Hz is plenty for a staged reward.
             if tick % 5 == 0:
                 self._reward = self.sim.reward()
         if self._on_tick is not None:
             self._on_tick(self.sim, tick)
+
+
+def _hand_step(current: np.ndarray, target: np.ndarray, max_step: float) -> np.ndarray:
+    return current + np.clip(target - current, -max_step, max_step)
 
 
 def ground_truth_joints(sim: AlohaSim) -> tuple[np.ndarray, np.ndarray]:
