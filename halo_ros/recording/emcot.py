@@ -136,7 +136,7 @@ class TemplateAnnotator(ReasoningAnnotator):
         # Holding while the other arm acts is context, not the step itself.
         arms = [(side, p) for side, p in arms if p is not Phase.HOLD] or arms
         parts = [_ARM_PHRASES[p].format(side=side) for side, p in arms]
-        return ' while '.join(parts)
+        return ' and '.join(parts)  # two imperatives: 'reach ... and grasp ...'
 
     def annotate(self, request: AnnotationRequest) -> Reasoning:
         texts = tuple(self.subtask_text(s) for s in request.subtasks)
