@@ -4,6 +4,7 @@ Used by the demo and the tests now; `halo-ros up` builds on it. Nodes run as
 `python -m halo_ros.nodes.<name>` from this interpreter, so a venv needs nothing on PATH.
 """
 
+import ctypes
 import logging
 import os
 import signal
@@ -14,6 +15,19 @@ from dataclasses import dataclass, field
 from halo_ros import rosenv
 
 log = logging.getLogger(__name__)
+
+
+def _die_with_parent() -> None:
+    """In the child: get SIGTERM when the supervisor dies, even by SIGKILL, so no node outlives
+    it (a stray simulator would keep its serial ports and a stray policy its CPU)."""
+    try:
+        libc = ctypes.CDLL('libc.so.6', use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except OSError:  # not Linux: children are still stopped by stop()
+        pass
+
+
+PR_SET_PDEATHSIG = 1
 
 
 def _param_arg(name: str, value) -> str:
@@ -40,7 +54,12 @@ class ManagedProcess:
         out = open(self.log_path, 'ab') if self.log_path else None  # noqa: SIM115 (owned by Popen)
         log.debug('starting %s', ' '.join(self.command()))
         self.process = subprocess.Popen(
-            self.command(), env=env, stdout=out, stderr=out, start_new_session=True
+            self.command(),
+            env=env,
+            stdout=out,
+            stderr=out,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
         )
         return self
 
