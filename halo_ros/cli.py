@@ -20,6 +20,7 @@ COMMANDS = {
     'bench-recording': 'halo_ros.recording.bench',
     'bench-sim': 'halo_ros.sim.bench',
     'build-engine': 'halo_ros.engine.build_engine_cmd',
+    'calibrate': 'halo_ros.calibrate.command',
     'demo': 'halo_ros.demo',
     'expert-eval': 'halo_ros.sim.expert_eval',
     'export': 'halo_ros.engine.export_cmd',
@@ -27,6 +28,7 @@ COMMANDS = {
     'model': 'halo_ros.model.info',
     'recover-episodes': 'halo_ros.recording.recover',
     'seam-eval': 'halo_ros.runtime.seam_eval',
+    'up': 'halo_ros.bringup.up',
     'virtual-bus': 'halo_ros.sim.virtual_bus.serve',
 }
 

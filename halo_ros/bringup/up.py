@@ -1,0 +1,164 @@
+"""Start a bring-up profile (sim, robot, teleop, record, serve) as supervised nodes until Ctrl-C.
+
+The same nodes, parameters files and remaps as `ros2 launch halo_ros <profile>.launch.py`
+(halo_ros/bringup/profiles.py), without ros2 launch. A crashed policy is restarted while the
+controller keeps the arms; Ctrl-C (or --duration) puts the arms on hold (controller ~/hold),
+closes the recorder's bag, stops every node in order and exits 0. A status line shows topic
+rates, the chunk latency and the controller's mode. Logs: runs/up-<profile>-<time>/.
+"""
+
+import json
+import logging
+import os
+import signal
+import sys
+import time
+
+import yaml
+
+from halo_ros import rosenv
+from halo_ros.benchmarks import table
+from halo_ros.bringup.profiles import PROFILES, TOPICS, profile
+from halo_ros.bringup.supervise import NodeEvent, Supervisor
+
+log = logging.getLogger(__name__)
+
+STATUS_PERIOD_S = 1.0
+SERVICE_TIMEOUT_S = 3.0
+# Shown on the status line when published (short names keep it on one line).
+_STATUS_TOPICS = {
+    'cam_high/image_raw': 'cam_high',
+    'follower_left/joint_states': 'joints',
+    'halo/action_chunk': 'chunks',
+    'halo/reasoning': 'reasoning',
+}
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument('profile', choices=sorted(PROFILES), help='what to run')
+    parser.add_argument('--duration', type=float, default=None, help='stop after S seconds')
+    parser.add_argument('--without', action='append', default=[], metavar='NODE',
+                        help='do not start this node of the profile (repeat for several)')
+    parser.add_argument('--set', action='append', default=[], metavar='NODE.PARAM=VALUE',
+                        help='override a parameter, e.g. controller.calibration=my_aloha.yaml')
+    parser.add_argument('--run-dir', default=None, help='logs go here (default runs/up-...)')
+    parser.add_argument('--domain', type=int, default=None, help='ROS_DOMAIN_ID (default: env)')
+    parser.add_argument('--ready-timeout', type=float, default=180.0,
+                        help='seconds to wait for every node\'s first messages')
+
+
+def parse_overrides(items: list[str]) -> dict[str, dict]:
+    overrides: dict[str, dict] = {}
+    for item in items:
+        target, sep, value = item.partition('=')
+        node, dot, param = target.partition('.')
+        if not (sep and dot and node and param):
+            raise ValueError(f'--set {item!r}: expected NODE.PARAM=VALUE')
+        overrides.setdefault(node, {})[param] = yaml.safe_load(value) if value else value
+    return overrides
+
+
+def run(args) -> int:
+    chosen = profile(args.profile)
+    rosenv.apply(args.domain)
+    run_dir = args.run_dir or os.path.join('runs', time.strftime(f'up-{chosen.name}-%Y%m%d-%H%M%S'))
+    supervisor = Supervisor(chosen, run_dir, without=frozenset(args.without),
+                            overrides=parse_overrides(args.set))
+    print(f'halo-ros up {chosen.name}: {chosen.summary}; ROS_DOMAIN_ID='
+          f'{os.environ.get("ROS_DOMAIN_ID", "0")}, logs in {run_dir}', flush=True)
+
+    import rclpy  # after rosenv.apply: the participant reads the environment at init
+
+    from halo_ros.nodes.bringup_monitor import BringupMonitor
+
+    stop = {'signal': None}
+
+    def on_signal(signum, frame):
+        stop['signal'] = signum
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    rclpy.init()
+    monitor = BringupMonitor(dict(TOPICS))
+    supervisor.start()
+    started = time.monotonic()
+    end = started + args.duration if args.duration is not None else float('inf')
+    ready_topics = {t for n in supervisor.nodes.values() for t in n.spec.ready_topics}
+    ready_at = None
+    next_status = started
+    try:
+        while stop['signal'] is None and time.monotonic() < end and supervisor.failure is None:
+            rclpy.spin_once(monitor, timeout_sec=0.05)
+            for key, event in supervisor.poll():
+                if event is NodeEvent.STARTED:
+                    print(f'\n{key} restarted', flush=True)
+            now = time.monotonic()
+            if ready_at is None and all(monitor.seen(t) for t in ready_topics):
+                ready_at = now
+                print(f'ready after {now - started:.1f} s: {len(supervisor.nodes)} nodes',
+                      flush=True)
+                _call_services(monitor, supervisor, 'start_services')
+            elif ready_at is None and now - started > args.ready_timeout:
+                missing = sorted(t for t in ready_topics if not monitor.seen(t))
+                log.warning('not ready after %g s: nothing on %s', args.ready_timeout, missing)
+                ready_at = float('nan')  # warn once, keep running
+            if now >= next_status:
+                next_status = now + (STATUS_PERIOD_S if sys.stdout.isatty() else 5 * STATUS_PERIOD_S)
+                _print_status(monitor, supervisor, ready_at is not None)
+    finally:
+        print('', flush=True)
+        _call_services(monitor, supervisor, 'stop_services')  # arms to hold before anything stops
+        codes = supervisor.stop()
+        summary = {
+            'profile': chosen.name,
+            'ready_s': None if ready_at is None or ready_at != ready_at else ready_at - started,
+            'failure': supervisor.failure,
+            'absent': sorted(supervisor.absent),
+            'exit_codes': codes,
+            'restarts': {k: n.restarts for k, n in supervisor.nodes.items()},
+            'topics': {t: s.count for t, s in monitor.stats.items()},
+        }
+        with open(os.path.join(run_dir, 'summary.json'), 'w', encoding='utf-8') as f:
+            json.dump(summary, f, indent=1)
+        monitor.destroy_node()
+        rclpy.try_shutdown()
+    rows = [{'topic': t, 'messages': s.count} for t, s in sorted(monitor.stats.items()) if s.count]
+    print(table(rows) if rows else 'no messages arrived')
+    if supervisor.failure:
+        print(f'stopped because {supervisor.failure}; see {run_dir}')
+        return 1
+    print(f'stopped cleanly ({"Ctrl-C" if stop["signal"] else "duration reached"}); logs in {run_dir}')
+    return 0
+
+
+def _call_services(monitor, supervisor: Supervisor, which: str) -> None:
+    for node in supervisor.nodes.values():
+        for service in getattr(node.spec, which):
+            if not node.running:
+                continue
+            name = f'/{node.spec.node_name}/{service}'
+            ok, message = monitor.call_trigger(name, SERVICE_TIMEOUT_S)
+            (log.info if ok else log.warning)('%s: %s', name, message or ('ok' if ok else 'failed'))
+
+
+def _print_status(monitor, supervisor: Supervisor, ready: bool) -> None:
+    rates = monitor.rates_hz()
+    parts = [time.strftime('%H:%M:%S'), 'ready' if ready else 'starting']
+    for topic, label in _STATUS_TOPICS.items():
+        if monitor.seen(topic):
+            parts.append(f'{label} {rates.get(topic, 0.0):.1f} Hz')
+    if monitor.seen('halo/action_chunk'):
+        parts.append(f'latency p50 {monitor.policy_latency_ms} ms')
+    parts.append(f'mode {monitor.mode()}')
+    down = [k for k, n in supervisor.nodes.items() if not n.running]
+    if down:
+        parts.append(f'down: {",".join(down)}')
+    restarts = {k: n.restarts for k, n in supervisor.nodes.items() if n.restarts}
+    if restarts:
+        parts.append('restarts ' + ','.join(f'{k}={v}' for k, v in restarts.items()))
+    line = ' | '.join(parts)
+    if sys.stdout.isatty():
+        sys.stdout.write('\r\x1b[2K' + line)
+        sys.stdout.flush()
+    else:
+        print(line, flush=True)

@@ -1,0 +1,1 @@
+"""Calibrate the arms (joint offsets, gripper range) or a camera (checkerboard intrinsics)."""
