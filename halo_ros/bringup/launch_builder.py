@@ -34,7 +34,6 @@ def service_call_command(spec: NodeSpec, service: str) -> list[str]:
 
 def launch_description(profile_name: str):
     """The LaunchDescription of one profile; called from launch/<profile>.launch.py."""
-    from launch import LaunchDescription
     from launch.actions import (
         EmitEvent,
         ExecuteProcess,
@@ -45,6 +44,8 @@ def launch_description(profile_name: str):
     from launch.event_handlers import OnProcessExit
     from launch.events import Shutdown
     from launch_ros.actions import Node
+
+    from launch import LaunchDescription
 
     chosen: Profile = profile(profile_name)
     actions = [

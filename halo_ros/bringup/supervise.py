@@ -123,8 +123,13 @@ class Supervisor:
                     node.restarts += 1
                     node.process.start()
                     self._write_pids()
-                    log.info('restarted %s (pid %d, restart %d of %d)', key,
-                             node.process.process.pid, node.restarts, node.spec.max_restarts)
+                    log.info(
+                        'restarted %s (pid %d, restart %d of %d)',
+                        key,
+                        node.process.process.pid,
+                        node.restarts,
+                        node.spec.max_restarts,
+                    )
                     events.append((key, NodeEvent.STARTED))
                 continue
             if node.down or node.process.process is None or node.process.running:
@@ -135,12 +140,19 @@ class Supervisor:
             failed = code != 0
             spec = node.spec
             if failed and spec.restart is Restart.ON_FAILURE and node.restarts < spec.max_restarts:
-                log.warning('%s exited with %d; restarting in %g s (see %s)', key, code,
-                            node.spec.restart_delay_s, node.process.log_path)
+                log.warning(
+                    '%s exited with %d; restarting in %g s (see %s)',
+                    key,
+                    code,
+                    node.spec.restart_delay_s,
+                    node.process.log_path,
+                )
                 node.restart_at_s = now + node.spec.restart_delay_s
                 events.append((key, NodeEvent.RESTARTING))
                 continue
-            log.warning('%s exited with %d and stays down (see %s)', key, code, node.process.log_path)
+            log.warning(
+                '%s exited with %d and stays down (see %s)', key, code, node.process.log_path
+            )
             node.down = True
             events.append((key, NodeEvent.GAVE_UP))
             if node.spec.essential and self.failure is None:

@@ -37,14 +37,28 @@ _STATUS_TOPICS = {
 def add_arguments(parser) -> None:
     parser.add_argument('profile', choices=sorted(PROFILES), help='what to run')
     parser.add_argument('--duration', type=float, default=None, help='stop after S seconds')
-    parser.add_argument('--without', action='append', default=[], metavar='NODE',
-                        help='do not start this node of the profile (repeat for several)')
-    parser.add_argument('--set', action='append', default=[], metavar='NODE.PARAM=VALUE',
-                        help='override a parameter, e.g. controller.calibration=my_aloha.yaml')
+    parser.add_argument(
+        '--without',
+        action='append',
+        default=[],
+        metavar='NODE',
+        help='do not start this node of the profile (repeat for several)',
+    )
+    parser.add_argument(
+        '--set',
+        action='append',
+        default=[],
+        metavar='NODE.PARAM=VALUE',
+        help='override a parameter, e.g. controller.calibration=my_aloha.yaml',
+    )
     parser.add_argument('--run-dir', default=None, help='logs go here (default runs/up-...)')
     parser.add_argument('--domain', type=int, default=None, help='ROS_DOMAIN_ID (default: env)')
-    parser.add_argument('--ready-timeout', type=float, default=180.0,
-                        help='seconds to wait for every node\'s first messages')
+    parser.add_argument(
+        '--ready-timeout',
+        type=float,
+        default=180.0,
+        help="seconds to wait for every node's first messages",
+    )
 
 
 def parse_overrides(items: list[str]) -> dict[str, dict]:
@@ -62,10 +76,14 @@ def run(args) -> int:
     chosen = profile(args.profile)
     rosenv.apply(args.domain)
     run_dir = args.run_dir or os.path.join('runs', time.strftime(f'up-{chosen.name}-%Y%m%d-%H%M%S'))
-    supervisor = Supervisor(chosen, run_dir, without=frozenset(args.without),
-                            overrides=parse_overrides(args.set))
-    print(f'halo-ros up {chosen.name}: {chosen.summary}; ROS_DOMAIN_ID='
-          f'{os.environ.get("ROS_DOMAIN_ID", "0")}, logs in {run_dir}', flush=True)
+    supervisor = Supervisor(
+        chosen, run_dir, without=frozenset(args.without), overrides=parse_overrides(args.set)
+    )
+    print(
+        f'halo-ros up {chosen.name}: {chosen.summary}; ROS_DOMAIN_ID='
+        f'{os.environ.get("ROS_DOMAIN_ID", "0")}, logs in {run_dir}',
+        flush=True,
+    )
 
     import rclpy  # after rosenv.apply: the participant reads the environment at init
 
@@ -95,15 +113,18 @@ def run(args) -> int:
             now = time.monotonic()
             if ready_at is None and all(monitor.seen(t) for t in ready_topics):
                 ready_at = now
-                print(f'ready after {now - started:.1f} s: {len(supervisor.nodes)} nodes',
-                      flush=True)
+                print(
+                    f'ready after {now - started:.1f} s: {len(supervisor.nodes)} nodes', flush=True
+                )
                 _call_services(monitor, supervisor, 'start_services')
             elif ready_at is None and now - started > args.ready_timeout:
                 missing = sorted(t for t in ready_topics if not monitor.seen(t))
                 log.warning('not ready after %g s: nothing on %s', args.ready_timeout, missing)
                 ready_at = float('nan')  # warn once, keep running
             if now >= next_status:
-                next_status = now + (STATUS_PERIOD_S if sys.stdout.isatty() else 5 * STATUS_PERIOD_S)
+                next_status = now + (
+                    STATUS_PERIOD_S if sys.stdout.isatty() else 5 * STATUS_PERIOD_S
+                )
                 _print_status(monitor, supervisor, ready_at is not None)
     finally:
         print('', flush=True)
@@ -127,7 +148,9 @@ def run(args) -> int:
     if supervisor.failure:
         print(f'stopped because {supervisor.failure}; see {run_dir}')
         return 1
-    print(f'stopped cleanly ({"Ctrl-C" if stop["signal"] else "duration reached"}); logs in {run_dir}')
+    print(
+        f'stopped cleanly ({"Ctrl-C" if stop["signal"] else "duration reached"}); logs in {run_dir}'
+    )
     return 0
 
 

@@ -30,8 +30,12 @@ class BringupMonitor(TopicMonitor):
     def __init__(self, topics: dict[str, str]):
         super().__init__({t: message_type(n) for t, n in topics.items()}, 'halo_ros_up')
         self.policy_latency_ms: str = '-'
-        self.create_subscription(message_type('diagnostic_msgs/msg/DiagnosticArray'),
-                                 'diagnostics', self._on_diagnostics, 10)
+        self.create_subscription(
+            message_type('diagnostic_msgs/msg/DiagnosticArray'),
+            'diagnostics',
+            self._on_diagnostics,
+            10,
+        )
 
     def _on_diagnostics(self, msg) -> None:
         for status in msg.status:
