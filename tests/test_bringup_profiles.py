@@ -182,9 +182,23 @@ def test_launch_file_builds_every_profile_node(path, monkeypatch):
     exec(compile(path.read_text(), str(path), 'exec'), namespace)  # noqa: S102 (our own file)
     description = namespace['generate_launch_description']()
     actions = description.args[0]
-    nodes = [a for a in actions if type(a).__name__ == 'Node']
     chosen = profile(namespace['PROFILE'])
+    delayed = {
+        a.kwargs['actions'][0].kwargs['executable']: a.kwargs['period']
+        for a in actions
+        if type(a).__name__ == 'TimerAction' and type(a.kwargs['actions'][0]).__name__ == 'Node'
+    }
+    nodes = [
+        a.kwargs['actions'][0] if type(a).__name__ == 'TimerAction' else a
+        for a in actions
+        if type(a).__name__ == 'Node'
+        or (type(a).__name__ == 'TimerAction' and type(a.kwargs['actions'][0]).__name__ == 'Node')
+    ]
     assert [n.kwargs['executable'] for n in nodes] == [s.executable for s in chosen.nodes]
+    for spec in chosen.nodes:  # staged start: after every node it waits for
+        if spec.start_after:
+            later = delayed[spec.executable]
+            assert all(later > delayed.get(chosen.node(k).executable, 0) for k in spec.start_after)
     env = {a.args[0]: a.args[1] for a in actions if type(a).__name__ == 'SetEnvironmentVariable'}
     assert env.get('FASTRTPS_DEFAULT_PROFILES_FILE', 'set by the user').endswith(
         ('fastdds.xml', 'set by the user')

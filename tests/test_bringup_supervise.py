@@ -70,7 +70,7 @@ def test_crashed_policy_is_restarted_while_the_controller_keeps_running(tmp_path
     try:
         events = _poll_until(supervisor, lambda e: ('policy', NodeEvent.GAVE_UP) in e)
         assert events.count(('policy', NodeEvent.RESTARTING)) == 2
-        assert events.count(('policy', NodeEvent.STARTED)) == 2
+        assert events.count(('policy', NodeEvent.RESTARTED)) == 2
         assert supervisor.nodes['policy'].exit_codes == [3, 3, 3]
         assert supervisor.failure is None, 'a policy that gave up must not end the bring-up'
         assert supervisor.nodes['controller'].running
@@ -148,3 +148,31 @@ def test_absent_and_without_nodes_are_not_started_and_switch_parameters(tmp_path
     assert seen == {'policy': {'state_topic': 'sim/joint_states'}}
     with pytest.raises(KeyError, match='nope'):
         Supervisor(Profile('test', '', tuple(specs)), str(tmp_path), without=frozenset({'nope'}))
+
+
+def test_a_node_starts_only_after_the_nodes_it_waits_for_are_ready(tmp_path):
+    supervisor = _supervisor(
+        tmp_path,
+        dict.fromkeys(['sim', 'controller', 'policy'], SLEEP),
+        [
+            _spec('sim'),
+            _spec('controller', start_after=('sim',)),
+            _spec('policy', start_after=('controller',)),
+        ],
+        [],
+    )
+    supervisor.start()
+    try:
+        assert list(supervisor.nodes) == ['sim']
+        assert supervisor.poll(frozenset()) == []
+        assert supervisor.poll(frozenset({'sim'})) == [('controller', NodeEvent.STARTED)]
+        assert [s.key for s in supervisor.pending] == ['policy']
+        assert supervisor.poll(frozenset({'sim', 'controller'})) == [('policy', NodeEvent.STARTED)]
+        assert not supervisor.pending
+    finally:
+        supervisor.stop()
+
+
+def test_start_after_must_name_an_earlier_node():
+    with pytest.raises(ValueError, match='policy starts after'):
+        Profile('bad', '', (_spec('policy', start_after=('controller',)), _spec('controller')))

@@ -28,6 +28,17 @@ def node_arguments(spec: NodeSpec) -> dict:
     return arguments
 
 
+# `ros2 launch` has no readiness signal: a node that starts after others waits this long per stage.
+STAGE_DELAY_S = 5.0
+
+
+def start_delay_s(chosen: Profile, spec: NodeSpec) -> float:
+    """STAGE_DELAY_S times the length of the longest start_after chain leading to `spec`."""
+    if not spec.start_after:
+        return 0.0
+    return STAGE_DELAY_S + max(start_delay_s(chosen, chosen.node(k)) for k in spec.start_after)
+
+
 def service_call_command(spec: NodeSpec, service: str) -> list[str]:
     return ['ros2', 'service', 'call', f'/{spec.node_name}/{service}', 'std_srvs/srv/Trigger']
 
@@ -54,7 +65,8 @@ def launch_description(profile_name: str):
     ]
     for spec in chosen.nodes:
         node = Node(**node_arguments(spec))
-        actions.append(node)
+        delay_s = start_delay_s(chosen, spec)
+        actions.append(TimerAction(period=delay_s, actions=[node]) if delay_s else node)
         if spec.essential:
             # Like `halo-ros up`: the controller or simulator gone means nothing else is safe.
             actions.append(
@@ -66,10 +78,9 @@ def launch_description(profile_name: str):
                 )
             )
         if spec.start_services:
-            # `ros2 launch` has no readiness signal; the controller connects within seconds.
             actions.append(
                 TimerAction(
-                    period=5.0,
+                    period=start_delay_s(chosen, spec) + STAGE_DELAY_S,
                     actions=[
                         ExecuteProcess(cmd=service_call_command(spec, s), output='screen')
                         for s in spec.start_services

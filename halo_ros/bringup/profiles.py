@@ -68,6 +68,9 @@ class NodeSpec:
     essential: bool = False  # its death ends the bring-up (arms to hold first)
     stop_rank: int = 5  # shutdown order, lowest first: recorder, policy, cameras, controller, sim
     ready_topics: tuple[str, ...] = ()  # the first message on each means the node is up
+    # Keys of nodes that must be ready first (absent ones count as ready). Staging the start keeps
+    # the heavy start-ups (MuJoCo, torch) from starving the controller while it connects.
+    start_after: tuple[str, ...] = ()
     # Parameters to use while the node with that key is not running (absent or --without).
     params_without: Mapping[str, Mapping] = field(default_factory=_frozen)
     start_services: tuple[str, ...] = ()  # std_srvs/Trigger under ~/ called once it is ready
@@ -113,6 +116,13 @@ class Profile:
         keys = [n.key for n in self.nodes]
         if len(set(keys)) != len(keys):
             raise ValueError(f'profile {self.name}: node keys repeat: {keys}')
+        for spec in self.nodes:
+            unknown = set(spec.start_after) - set(keys[: keys.index(spec.key)])
+            if unknown:
+                raise ValueError(
+                    f'profile {self.name}: {spec.key} starts after {sorted(unknown)}, which are '
+                    'not nodes listed before it'
+                )
         object.__setattr__(self, 'env', _frozen(self.env))
 
     def node(self, key: str) -> NodeSpec:
@@ -151,7 +161,9 @@ def _sim() -> NodeSpec:
     )
 
 
-def _controller(calibration: str, *, start_services: tuple[str, ...] = ()) -> NodeSpec:
+def _controller(
+    calibration: str, *, start_services: tuple[str, ...] = (), start_after: tuple[str, ...] = ()
+) -> NodeSpec:
     # controller_node reads its own config (`config` parameter, default config/controller.yaml);
     # the calibration file is the one per-robot choice, so it is set here.
     return NodeSpec(
@@ -163,6 +175,7 @@ def _controller(calibration: str, *, start_services: tuple[str, ...] = ()) -> No
         ready_topics=('follower_left/joint_states', T.MODE_TOPIC),
         start_services=start_services,
         stop_services=('hold',),
+        start_after=start_after,
     )
 
 
@@ -176,6 +189,7 @@ def _policy(params_file: str = 'config/policy.yaml', params_without=None) -> Nod
         restart=Restart.ON_FAILURE,
         stop_rank=2,
         ready_topics=_POLICY_READY,
+        start_after=('controller',),
     )
 
 
@@ -217,7 +231,7 @@ PROFILES: Mapping[str, Profile] = MappingProxyType(
             'MuJoCo ALOHA on virtual Dynamixel buses, controller, policy',
             (
                 _sim(),
-                _controller('sim_aloha.yaml'),
+                _controller('sim_aloha.yaml', start_after=('sim',)),
                 # Without a controller nobody publishes follower joint states: the policy then
                 # reads the simulator's ground truth, so the rest of the graph still runs.
                 _policy(

@@ -56,6 +56,7 @@ def make_process(spec: NodeSpec, params: dict, log_path: str) -> NodeProcess:
 
 class NodeEvent(enum.Enum):
     STARTED = 'started'
+    RESTARTED = 'restarted'
     EXITED = 'exited'
     RESTARTING = 'restarting'
     GAVE_UP = 'gave up'
@@ -97,24 +98,39 @@ class Supervisor:
         self._overrides = overrides or {}
         self.absent = frozenset(without) | {n.key for n in profile.nodes if not installed(n)}
         self.nodes: dict[str, Supervised] = {}
+        self.pending: list[NodeSpec] = []  # waiting for the nodes they start after
         self.failure: str | None = None  # why the bring-up must end, once it must
 
     def start(self) -> None:
+        """Start the nodes that wait for nobody; poll() starts the others as theirs get ready."""
         os.makedirs(self.run_dir, exist_ok=True)
         for spec in self.profile.nodes:
             if spec.key in self.absent:
                 why = '--without' if installed(spec) else f'{spec.module} is not installed'
                 log.warning('%s is not started: %s', spec.key, why)
+            else:
+                self.pending.append(spec)
+        self._start_pending(frozenset())
+
+    def _start_pending(self, ready: frozenset[str]) -> list[tuple[str, NodeEvent]]:
+        events = []
+        for spec in list(self.pending):
+            if not set(spec.start_after) <= ready | self.absent:
                 continue
+            self.pending.remove(spec)
             params = spec.parameters(self.absent) | self._overrides.get(spec.key, {})
             process = self._factory(spec, params, os.path.join(self.run_dir, f'{spec.key}.log'))
             self.nodes[spec.key] = Supervised(spec, process.start())
             log.info('started %s (pid %d)', spec.key, process.process.pid)
-        self._write_pids()
+            events.append((spec.key, NodeEvent.STARTED))
+        if events:
+            self._write_pids()
+        return events
 
-    def poll(self) -> list[tuple[str, NodeEvent]]:
-        """Notice exits, restart what may be restarted; returns what happened."""
-        events = []
+    def poll(self, ready: frozenset[str] = frozenset()) -> list[tuple[str, NodeEvent]]:
+        """Start nodes whose dependencies are in `ready` (keys), notice exits, restart what may
+        be restarted; returns what happened."""
+        events = self._start_pending(ready) if self.pending else []
         now = self._clock()
         for key, node in self.nodes.items():
             if node.restart_at_s is not None:
@@ -130,7 +146,7 @@ class Supervisor:
                         node.restarts,
                         node.spec.max_restarts,
                     )
-                    events.append((key, NodeEvent.STARTED))
+                    events.append((key, NodeEvent.RESTARTED))
                 continue
             if node.down or node.process.process is None or node.process.running:
                 continue

@@ -101,25 +101,31 @@ def run(args) -> int:
     supervisor.start()
     started = time.monotonic()
     end = started + args.duration if args.duration is not None else float('inf')
-    ready_topics = {t for n in supervisor.nodes.values() for t in n.spec.ready_topics}
     ready_at = None
     next_status = started
     try:
         while stop['signal'] is None and time.monotonic() < end and supervisor.failure is None:
             rclpy.spin_once(monitor, timeout_sec=0.05)
-            for key, event in supervisor.poll():
-                if event is NodeEvent.STARTED:
+            ready_keys = frozenset(
+                key
+                for key, node in supervisor.nodes.items()
+                if node.running and all(monitor.seen(t) for t in node.spec.ready_topics)
+            )
+            for key, event in supervisor.poll(ready_keys):
+                if event is NodeEvent.RESTARTED:
                     print(f'\n{key} restarted', flush=True)
             now = time.monotonic()
-            if ready_at is None and all(monitor.seen(t) for t in ready_topics):
+            if ready_at is None and not supervisor.pending and ready_keys == set(supervisor.nodes):
                 ready_at = now
                 print(
                     f'ready after {now - started:.1f} s: {len(supervisor.nodes)} nodes', flush=True
                 )
                 _call_services(monitor, supervisor, 'start_services')
             elif ready_at is None and now - started > args.ready_timeout:
-                missing = sorted(t for t in ready_topics if not monitor.seen(t))
-                log.warning('not ready after %g s: nothing on %s', args.ready_timeout, missing)
+                waiting = sorted(
+                    {n.key for n in supervisor.pending} | (set(supervisor.nodes) - ready_keys)
+                )
+                log.warning('not ready after %g s: waiting for %s', args.ready_timeout, waiting)
                 ready_at = float('nan')  # warn once, keep running
             if now >= next_status:
                 next_status = now + (
@@ -173,6 +179,8 @@ def _print_status(monitor, supervisor: Supervisor, ready: bool) -> None:
     if monitor.seen('halo/action_chunk'):
         parts.append(f'latency p50 {monitor.policy_latency_ms} ms')
     parts.append(f'mode {monitor.mode()}')
+    if supervisor.pending:
+        parts.append('waiting: ' + ','.join(s.key for s in supervisor.pending))
     down = [k for k, n in supervisor.nodes.items() if not n.running]
     if down:
         parts.append(f'down: {",".join(down)}')
