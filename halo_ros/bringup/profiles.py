@@ -162,7 +162,11 @@ def _sim() -> NodeSpec:
 
 
 def _controller(
-    calibration: str, *, start_services: tuple[str, ...] = (), start_after: tuple[str, ...] = ()
+    calibration: str,
+    *,
+    start_services: tuple[str, ...] = (),
+    start_after: tuple[str, ...] = (),
+    restart: Restart = Restart.NEVER,
 ) -> NodeSpec:
     # controller_node reads its own config (`config` parameter, default config/controller.yaml);
     # the calibration file is the one per-robot choice, so it is set here.
@@ -170,7 +174,11 @@ def _controller(
         key='controller',
         executable='controller_node',
         params={'calibration': calibration},
-        essential=True,  # a dead controller means unpowered or unsupervised arms: stop everything
+        # A dead controller means unpowered or unsupervised arms: stop everything. On a real robot
+        # it is never restarted behind the operator's back.
+        essential=True,
+        restart=restart,
+        max_restarts=3,
         stop_rank=8,
         ready_topics=('follower_left/joint_states', T.MODE_TOPIC),
         start_services=start_services,
@@ -231,7 +239,9 @@ PROFILES: Mapping[str, Profile] = MappingProxyType(
             'MuJoCo ALOHA on virtual Dynamixel buses, controller, policy',
             (
                 _sim(),
-                _controller('sim_aloha.yaml', start_after=('sim',)),
+                # Simulated arms may be reconnected freely: a controller that lost the virtual
+                # buses (they answer late on an overloaded machine) is restarted.
+                _controller('sim_aloha.yaml', start_after=('sim',), restart=Restart.ON_FAILURE),
                 # Without a controller nobody publishes follower joint states: the policy then
                 # reads the simulator's ground truth, so the rest of the graph still runs.
                 _policy(

@@ -86,6 +86,7 @@ def run(args) -> int:
     )
 
     import rclpy  # after rosenv.apply: the participant reads the environment at init
+    from rclpy.signals import SignalHandlerOptions
 
     from halo_ros.nodes.bringup_monitor import BringupMonitor
 
@@ -96,7 +97,8 @@ def run(args) -> int:
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
-    rclpy.init()
+    # rclpy's own handler would shut the context down on Ctrl-C, before ~/hold can be called.
+    rclpy.init(signal_handler_options=SignalHandlerOptions.NO)
     monitor = BringupMonitor(dict(TOPICS))
     supervisor.start()
     started = time.monotonic()
