@@ -51,6 +51,12 @@ def add_arguments(parser) -> None:
         metavar='NODE.PARAM=VALUE',
         help='override a parameter, e.g. controller.calibration=my_aloha.yaml',
     )
+    parser.add_argument(
+        '--engage',
+        choices=('teleop', 'policy'),
+        default=None,
+        help='once ready, switch the controller to TELEOP or POLICY (~/engage_<mode>)',
+    )
     parser.add_argument('--run-dir', default=None, help='logs go here (default runs/up-...)')
     parser.add_argument('--domain', type=int, default=None, help='ROS_DOMAIN_ID (default: env)')
     parser.add_argument(
@@ -123,6 +129,8 @@ def run(args) -> int:
                     f'ready after {now - started:.1f} s: {len(supervisor.nodes)} nodes', flush=True
                 )
                 _call_services(monitor, supervisor, 'start_services')
+                if args.engage:
+                    _engage(monitor, supervisor, args.engage)
             elif ready_at is None and now - started > args.ready_timeout:
                 waiting = sorted(
                     {n.key for n in supervisor.pending} | (set(supervisor.nodes) - ready_keys)
@@ -170,6 +178,16 @@ def _call_services(monitor, supervisor: Supervisor, which: str) -> None:
             name = f'/{node.spec.node_name}/{service}'
             ok, message = monitor.call_trigger(name, SERVICE_TIMEOUT_S)
             (log.info if ok else log.warning)('%s: %s', name, message or ('ok' if ok else 'failed'))
+
+
+def _engage(monitor, supervisor: Supervisor, mode: str) -> None:
+    controller = supervisor.nodes.get('controller')
+    if controller is None or not controller.running:
+        log.warning('--engage %s: no controller is running', mode)
+        return
+    name = f'/{controller.spec.node_name}/engage_{mode}'
+    ok, message = monitor.call_trigger(name, SERVICE_TIMEOUT_S)
+    (log.info if ok else log.warning)('%s: %s', name, message or ('ok' if ok else 'failed'))
 
 
 def _print_status(monitor, supervisor: Supervisor, ready: bool) -> None:

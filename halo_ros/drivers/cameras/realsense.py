@@ -1,7 +1,7 @@
 """Intel RealSense colour streams through pyrealsense2, selected by serial number.
 
-ALOHA mounts a D435 (cam_high) and two D405 (wrists); each runs its own pipeline with the colour
-stream only (rgb8 at the configured resolution and rate). A device that disappears makes
+Each camera runs its own pipeline with the colour stream only (rgb8 at the configured resolution
+and rate). A device that disappears makes
 wait_for_frames time out; the stream then closes and reopens the pipeline by serial, which finds
 the camera again once it is plugged back (or after a USB reset).
 """
