@@ -176,3 +176,29 @@ def test_a_node_starts_only_after_the_nodes_it_waits_for_are_ready(tmp_path):
 def test_start_after_must_name_an_earlier_node():
     with pytest.raises(ValueError, match='policy starts after'):
         Profile('bad', '', (_spec('policy', start_after=('controller',)), _spec('controller')))
+
+
+def test_set_overrides_are_yaml_typed_and_malformed_ones_are_named():
+    from halo_ros.bringup.up import parse_overrides
+
+    overrides = parse_overrides(
+        ['policy.chunk_rate_hz=2.5', 'cam_high.serial=012345', 'controller.calibration=my.yaml']
+    )
+    assert overrides == {
+        'policy': {'chunk_rate_hz': 2.5},
+        'cam_high': {'serial': '012345'},
+        'controller': {'calibration': 'my.yaml'},
+    }
+    with pytest.raises(ValueError, match='policy=1'):
+        parse_overrides(['policy=1'])
+
+
+def test_string_parameters_reach_the_node_as_strings(tmp_path):
+    from halo_ros.bringup.profiles import profile
+    from halo_ros.bringup.supervise import make_process
+
+    spec = profile('robot').node('cam_high')
+    params = {'serial': '012345', 'device': '/dev/video0', 'fps': 30.0, 'driver': 'true'}
+    command = make_process(spec, params, str(tmp_path / 'x.log')).command()
+    values = [command[i + 1] for i, a in enumerate(command) if a == '-p']
+    assert values == ["serial:='012345'", 'device:=/dev/video0', 'fps:=30.0', "driver:='true'"]

@@ -13,7 +13,9 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+
+import yaml
 
 from halo_ros.bringup.profiles import NodeSpec, Profile, Restart
 from halo_ros.paths import share_dir
@@ -30,7 +32,14 @@ class ProfileNodeProcess(NodeProcess):
     remaps: tuple[tuple[str, str], ...] = ()
 
     def command(self) -> list[str]:
-        base = NodeProcess.command(self)  # python -m module --ros-args [-p k:=v ...] [-r __node:=]
+        # rcl reads -p values as YAML: quote strings that would come back as something else
+        # ('012345' -> 5349, 'true' -> bool), so a string parameter receives a string.
+        params = {
+            k: f"'{v}'" if isinstance(v, str) and v and yaml.safe_load(v) != v else v
+            for k, v in self.params.items()
+        }
+        base = replace(self, params=params, params_files=(), remaps=())
+        base = NodeProcess.command(base)  # python -m module --ros-args [-p k:=v ...] [-r __node:=]
         at = base.index('--ros-args') + 1
         files = [arg for path in self.params_files for arg in ('--params-file', path)]
         remaps = [arg for source, target in self.remaps for arg in ('-r', f'{source}:={target}')]

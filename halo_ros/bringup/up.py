@@ -74,8 +74,16 @@ def parse_overrides(items: list[str]) -> dict[str, dict]:
         node, dot, param = target.partition('.')
         if not (sep and dot and node and param):
             raise ValueError(f'--set {item!r}: expected NODE.PARAM=VALUE')
-        overrides.setdefault(node, {})[param] = yaml.safe_load(value) if value else value
+        overrides.setdefault(node, {})[param] = _typed(value)
     return overrides
+
+
+def _typed(text: str):
+    """YAML typing, as `ros2 run ... -p` does, except that a digit string with a leading zero (a
+    camera serial) stays a string instead of becoming an octal or decimal number."""
+    if text.isdigit() and len(text) > 1 and text.startswith('0'):
+        return text
+    return yaml.safe_load(text) if text else text
 
 
 def run(args) -> int:
