@@ -36,7 +36,12 @@ _STATUS_TOPICS = {
 
 def add_arguments(parser) -> None:
     parser.add_argument('profile', choices=sorted(PROFILES), help='what to run')
-    parser.add_argument('--duration', type=float, default=None, help='stop after S seconds')
+    parser.add_argument(
+        '--duration',
+        type=float,
+        default=None,
+        help='stop S seconds after every node is ready (or after --ready-timeout, if never)',
+    )
     parser.add_argument(
         '--without',
         action='append',
@@ -116,7 +121,7 @@ def run(args) -> int:
     monitor = BringupMonitor(dict(TOPICS))
     supervisor.start()
     started = time.monotonic()
-    end = started + args.duration if args.duration is not None else float('inf')
+    end = float('inf')  # --duration counts from ready: start-up time varies with the machine
     ready_at = None
     next_status = started
     try:
@@ -133,6 +138,8 @@ def run(args) -> int:
             now = time.monotonic()
             if ready_at is None and not supervisor.pending and ready_keys == set(supervisor.nodes):
                 ready_at = now
+                if args.duration is not None:
+                    end = now + args.duration
                 print(
                     f'ready after {now - started:.1f} s: {len(supervisor.nodes)} nodes', flush=True
                 )
@@ -145,6 +152,8 @@ def run(args) -> int:
                 )
                 log.warning('not ready after %g s: waiting for %s', args.ready_timeout, waiting)
                 ready_at = float('nan')  # warn once, keep running
+                if args.duration is not None:
+                    end = now + args.duration
             if now >= next_status:
                 next_status = now + (
                     STATUS_PERIOD_S if sys.stdout.isatty() else 5 * STATUS_PERIOD_S
