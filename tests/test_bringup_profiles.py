@@ -160,6 +160,7 @@ def _fake_launch(monkeypatch):
     names = {
         'launch': ['LaunchDescription'],
         'launch.actions': [
+            'DeclareLaunchArgument',
             'EmitEvent',
             'ExecuteProcess',
             'RegisterEventHandler',
@@ -168,6 +169,7 @@ def _fake_launch(monkeypatch):
         ],
         'launch.event_handlers': ['OnProcessExit'],
         'launch.events': ['Shutdown'],
+        'launch.substitutions': ['LaunchConfiguration'],
         'launch_ros': [],
         'launch_ros.actions': ['Node'],
     }
@@ -205,6 +207,12 @@ def test_launch_file_builds_every_profile_node(path, monkeypatch):
     env = {a.args[0]: a.args[1] for a in actions if type(a).__name__ == 'SetEnvironmentVariable'}
     assert env.get('FASTRTPS_DEFAULT_PROFILES_FILE', 'set by the user').endswith(
         ('fastdds.xml', 'set by the user')
+    )
+    declared = [a.args[0] for a in actions if type(a).__name__ == 'DeclareLaunchArgument']
+    assert declared == ['calibration'], 'the calibration file must be a launch argument'
+    controller = next(n for n in nodes if n.kwargs['executable'] == 'controller_node')
+    assert (
+        type(controller.kwargs['parameters'][-1]['calibration']).__name__ == 'LaunchConfiguration'
     )
     shutdowns = [a for a in actions if type(a).__name__ == 'RegisterEventHandler']
     assert len(shutdowns) == sum(s.essential for s in chosen.nodes)

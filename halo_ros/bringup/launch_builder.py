@@ -28,6 +28,9 @@ def node_arguments(spec: NodeSpec) -> dict:
     return arguments
 
 
+# Parameters settable as `ros2 launch ... name:=value`, by node key.
+LAUNCH_ARGUMENTS = {'controller': ('calibration',)}
+
 # `ros2 launch` has no readiness signal: a node that starts after others waits this long per stage.
 STAGE_DELAY_S = 5.0
 
@@ -46,6 +49,7 @@ def service_call_command(spec: NodeSpec, service: str) -> list[str]:
 def launch_description(profile_name: str):
     """The LaunchDescription of one profile; called from launch/<profile>.launch.py."""
     from launch.actions import (
+        DeclareLaunchArgument,
         EmitEvent,
         ExecuteProcess,
         RegisterEventHandler,
@@ -54,6 +58,7 @@ def launch_description(profile_name: str):
     )
     from launch.event_handlers import OnProcessExit
     from launch.events import Shutdown
+    from launch.substitutions import LaunchConfiguration
     from launch_ros.actions import Node
 
     from launch import LaunchDescription
@@ -64,7 +69,13 @@ def launch_description(profile_name: str):
         for name, value in sorted(chosen.environment(os.environ).items())
     ]
     for spec in chosen.nodes:
-        node = Node(**node_arguments(spec))
+        arguments = node_arguments(spec)
+        for name in LAUNCH_ARGUMENTS.get(spec.key, ()):
+            # e.g. `ros2 launch halo_ros robot.launch.py calibration:=/etc/halo_ros/my_aloha.yaml`
+            if name in spec.params:
+                actions.append(DeclareLaunchArgument(name, default_value=str(spec.params[name])))
+                arguments['parameters'][-1][name] = LaunchConfiguration(name)
+        node = Node(**arguments)
         delay_s = start_delay_s(chosen, spec)
         actions.append(TimerAction(period=delay_s, actions=[node]) if delay_s else node)
         if spec.essential:
