@@ -23,6 +23,7 @@ NODES = {
     'sim_node': 'halo_ros.nodes.sim_node:main',
     'recorder_node': 'halo_ros.nodes.recorder_node:main',
     'controller_node': 'halo_ros.nodes.controller_node:main',
+    'camera_node': 'halo_ros.nodes.camera_node:main',
 }
 
 # rclpy and the message packages come from ROS itself on a colcon machine; in a plain venv they

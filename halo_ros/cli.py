@@ -22,6 +22,7 @@ COMMANDS = {
     'bench-sim': 'halo_ros.sim.bench',
     'bench-transport': 'halo_ros.transport.bench',
     'build-engine': 'halo_ros.engine.build_engine_cmd',
+    'calibrate': 'halo_ros.calibrate.command',
     'demo': 'halo_ros.demo',
     'expert-eval': 'halo_ros.sim.expert_eval',
     'export': 'halo_ros.engine.export_cmd',
@@ -31,6 +32,7 @@ COMMANDS = {
     'recover-episodes': 'halo_ros.recording.recover',
     'seam-eval': 'halo_ros.runtime.seam_eval',
     'serve': 'halo_ros.transport.serve',
+    'up': 'halo_ros.bringup.up',
     'virtual-bus': 'halo_ros.sim.virtual_bus.serve',
 }
 

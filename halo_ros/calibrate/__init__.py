@@ -1,0 +1,1 @@
+"""Calibration tools: arm offsets and gripper ranges, camera intrinsics."""
