@@ -12,6 +12,8 @@ import subprocess
 import sys
 from dataclasses import dataclass, field
 
+import yaml
+
 from halo_ros import rosenv
 
 log = logging.getLogger(__name__)
@@ -33,6 +35,10 @@ PR_SET_PDEATHSIG = 1
 def _param_arg(name: str, value) -> str:
     if isinstance(value, bool):
         value = 'true' if value else 'false'
+    elif isinstance(value, str) and value and yaml.safe_load(value) != value:
+        # rcl reads -p values as YAML: quote strings that would come back as something else
+        # ('012345' -> 5349, 'true' -> bool), so a string parameter receives a string.
+        value = f"'{value}'"
     return f'{name}:={value}'
 
 
@@ -87,7 +93,7 @@ class ManagedProcess:
 
 class NodeProcess(ManagedProcess):
     """One node executable: `python -m <module>` (e.g. 'halo_ros.nodes.sim_node') with ROS
-    parameters and an optional node name override."""
+    parameters, parameters files and remaps, as `ros2 launch` would start it."""
 
     def __init__(
         self,
@@ -97,16 +103,24 @@ class NodeProcess(ManagedProcess):
         name: str | None = None,
         env: dict | None = None,
         log_path: str | None = None,
+        params_files: tuple[str, ...] = (),
+        remaps: tuple[tuple[str, str], ...] = (),
     ):
         super().__init__(env=env, log_path=log_path)
         self.module, self.params, self.name = module, dict(params or {}), name
+        self.params_files, self.remaps = tuple(params_files), tuple(remaps)
 
     def command(self) -> list[str]:
         cmd = [sys.executable, '-m', self.module, '--ros-args']
+        # Files before the -p overrides: later ones win, as in a launch file's parameters list.
+        for path in self.params_files:
+            cmd += ['--params-file', str(path)]
         for key, value in self.params.items():
             cmd += ['-p', _param_arg(key, value)]
         if self.name:
             cmd += ['-r', f'__node:={self.name}']
+        for source, target in self.remaps:
+            cmd += ['-r', f'{source}:={target}']
         return cmd
 
 

@@ -190,9 +190,9 @@ def test_camera_node_publishes_image_and_camera_info(tmp_path):
     from ros_helpers import spin_until
     from sensor_msgs.msg import CameraInfo, Image
 
-    from halo_ros.bringup.supervise import ProfileNodeProcess
     from halo_ros.nodes.conversions import image_array
     from halo_ros.nodes.topic_monitor import TopicMonitor
+    from halo_ros.supervisor import NodeProcess
 
     video = _video(tmp_path / 'cam.avi', frames=300)
     calibration = tmp_path / 'cam.yaml'
@@ -205,7 +205,7 @@ def test_camera_node_publishes_image_and_camera_info(tmp_path):
         'fps': 30.0,
         'intrinsics': str(calibration),
     }
-    node = ProfileNodeProcess(
+    node = NodeProcess(
         'halo_ros.nodes.camera_node',
         params,
         name='cam_left_wrist',

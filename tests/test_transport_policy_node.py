@@ -8,13 +8,13 @@ import time
 import pytest
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
+from ros_helpers import spin_until, wait_for_publishers
+from test_transport_failover import free_port, kill, serve
 from trajectory_msgs.msg import JointTrajectory
 
 from halo_ros.nodes.conversions import ns_from_stamp
 from halo_ros.nodes.topic_monitor import TopicMonitor
 from halo_ros.supervisor import NodeProcess
-from ros_helpers import spin_until, wait_for_publishers
-from test_transport_failover import free_port, kill, serve
 
 pytestmark = pytest.mark.ros
 

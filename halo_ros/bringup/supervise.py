@@ -13,9 +13,7 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
-
-import yaml
+from dataclasses import dataclass, field
 
 from halo_ros.bringup.profiles import NodeSpec, Profile, Restart
 from halo_ros.paths import share_dir
@@ -24,36 +22,13 @@ from halo_ros.supervisor import NodeProcess
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class ProfileNodeProcess(NodeProcess):
-    """A NodeProcess that also takes ROS parameters files and remaps, as `ros2 launch` would."""
-
-    params_files: tuple[str, ...] = ()  # absolute paths
-    remaps: tuple[tuple[str, str], ...] = ()
-
-    def command(self) -> list[str]:
-        # rcl reads -p values as YAML: quote strings that would come back as something else
-        # ('012345' -> 5349, 'true' -> bool), so a string parameter receives a string.
-        params = {
-            k: f"'{v}'" if isinstance(v, str) and v and yaml.safe_load(v) != v else v
-            for k, v in self.params.items()
-        }
-        base = replace(self, params=params, params_files=(), remaps=())
-        base = NodeProcess.command(base)  # python -m module --ros-args [-p k:=v ...] [-r __node:=]
-        at = base.index('--ros-args') + 1
-        files = [arg for path in self.params_files for arg in ('--params-file', path)]
-        remaps = [arg for source, target in self.remaps for arg in ('-r', f'{source}:={target}')]
-        # Files before the -p overrides: later ones win, as in a launch file's parameters list.
-        return base[:at] + files + base[at:] + remaps
-
-
 def installed(spec: NodeSpec) -> bool:
     return importlib.util.find_spec(spec.module) is not None
 
 
 def make_process(spec: NodeSpec, params: dict, log_path: str) -> NodeProcess:
     share = share_dir()
-    return ProfileNodeProcess(
+    return NodeProcess(
         spec.module,
         params,
         name=spec.name,
