@@ -24,7 +24,6 @@ import logging
 import operator
 import os
 import queue
-import sys
 import threading
 import time
 from collections import deque
@@ -48,9 +47,6 @@ from halo_ros.drivers.dynamixel.tables import HardwareError
 log = logging.getLogger(__name__)
 
 _KNOWN_ERRORS = functools.reduce(operator.or_, (int(e) for e in HardwareError))
-
-
-SWITCH_INTERVAL_S = 0.0005  # GIL switch interval while the loop runs (see start)
 
 
 @dataclass(frozen=True)
@@ -121,10 +117,6 @@ class ControlLoop(ModeSwitching, TargetSelection):
 
     def start(self) -> None:
         self.prime()
-        # The loop and its bus workers are Python threads beside the node's executor, which
-        # publishes six topics per tick: a short GIL switch interval (default 5 ms) keeps a
-        # waiting tick from queueing behind it for a whole interval.
-        sys.setswitchinterval(SWITCH_INTERVAL_S)
         self._thread = threading.Thread(target=self._run, name='control-loop', daemon=True)
         self._thread.start()
 

@@ -6,7 +6,6 @@ physics snapshots; the scripted operator, when enabled, moves the arms every tic
 """
 
 import logging
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -94,7 +93,6 @@ class PeriodStats:
     errors_ms: list = field(default_factory=list)
 
 
-SWITCH_INTERVAL_S = 0.0005
 HAND_SPEED_RAD_S = 4.0  # the scripted operator's fastest joint motion
 
 TickSink = Callable[[AlohaSim, int], None]  # called on the physics thread after every step
@@ -163,11 +161,6 @@ class SimRunner:
 
     def start(self, *, render_timeout_s: float = 30.0) -> None:
         if self.config.virtual_buses:
-            # Each servo reply is Python code on a bus thread that must get the GIL from the
-            # render and physics threads within a few ms, or the driver times out: a short
-            # switch interval (default 5 ms) keeps replies prompt (measured: 19 -> 1 failed
-            # reads in 10 s of rendering on a loaded 2-core machine).
-            sys.setswitchinterval(SWITCH_INTERVAL_S)
             calibration = load_calibration(calibration_file(self.config.calibration))
             self._buses = start_virtual_buses(self.arms, calibration)
             log.info(
@@ -240,19 +233,26 @@ class SimRunner:
             stats.errors_ms.append(error_ms)
 
     def step(self) -> None:
-        """One control period: the operator acts, physics advances, the reward is updated."""
+        """One control period: the operator acts, physics advances, the reward is updated.
+
+        The operator's inverse kinematics runs outside the physics lock: the virtual buses read
+        the arms under that lock, and a servo reply that waits several ms for it misses the
+        driver's timeout.
+        """
         with self.sim.lock:
-            tick = self.sim.tick
-            if self.config.operator is not Operator.NONE:
-                command = self._expert.command(tick, self.sim.object_position())
-                if self.config.operator is Operator.FOLLOWERS:
-                    left, right = command_to_shafts(command)
-                    self.sim.followers['follower_left'].set_goal(left)
-                    self.sim.followers['follower_right'].set_goal(right)
-                else:
-                    left, right = command_to_shafts(command, normalized_to_leader_shaft)
-                    self._move_hand('leader_left', left)
-                    self._move_hand('leader_right', right)
+            tick, cube = self.sim.tick, self.sim.object_position()
+        command = None
+        if self.config.operator is not Operator.NONE:
+            command = self._expert.command(tick, cube)
+        with self.sim.lock:
+            if self.config.operator is Operator.FOLLOWERS:
+                left, right = command_to_shafts(command)
+                self.sim.followers['follower_left'].set_goal(left)
+                self.sim.followers['follower_right'].set_goal(right)
+            elif self.config.operator is Operator.LEADERS:
+                left, right = command_to_shafts(command, normalized_to_leader_shaft)
+                self._move_hand('leader_left', left)
+                self._move_hand('leader_right', right)
             self.sim.step()
             # Contacts are cheap to scan but not free; 10 Hz is plenty for a staged reward.
             if tick % 5 == 0:
