@@ -27,16 +27,17 @@ from halo_ros.engine.interface import (
     Observation,
     Reasoning,
     check_array,
+    make_reasoning,
 )
 from halo_ros.engine.layout import PrefixFeed, PrefixTooLongError, assemble
 from halo_ros.engine.runner import GraphRunner, GuidanceUnsupportedError
 from halo_ros.model.config import HaloConfig
 from halo_ros.model.guidance import Guidance
 from halo_ros.model.inference import flow_schedule
-from halo_ros.model.preprocess import vit_image
+from halo_ros.model.preprocess import display_image, vit_image
 from halo_ros.model.tokenizer import HaloTokenizer
 from halo_ros.model.vit import patchify
-from halo_ros.reasoning import parse_thought, prompt
+from halo_ros.reasoning import prompt
 
 SUBGOAL_SHIFT = 3.0  # released subgoal schedule (inference.sample_subgoal)
 
@@ -257,24 +258,19 @@ class GraphEngine(Engine):
                 timings['subgoal'] = _ms(t)
                 t = time.perf_counter()
                 image = self._runner.run('vae_decode', {'latents': latents})['image']
-                image = ((image.float().permute(1, 2, 0) + 1) * 127.5).round().clamp(0, 255)
-                image = image.byte().cpu().numpy()
+                image = display_image(image)
                 tokens, grid = latents.float().cpu().numpy(), layout.latent_grid
                 timings['vae_decode'] = _ms(t)
         timings['total'] = _ms(start)
-        thought = parse_thought(text)
-        return Reasoning(
-            version=version,
-            instruction=instruction,
-            text=text,
-            plan=thought.plan,
-            subtask=thought.subtask,
-            movement=thought.movement,
+        return make_reasoning(
+            version,
+            instruction,
+            text,
+            observation,
+            timings,
             subgoal_tokens=tokens,
             subgoal_grid=grid,
             subgoal_image=image,
-            observation_stamp_ns=observation.stamp_ns,
-            timings_ms=timings,
         )
 
     def _decode(self, k, v, key_valid, rope: int, max_tokens: int) -> list[int]:

@@ -51,6 +51,27 @@ class Reasoning:
     timings_ms: dict[str, float] = field(default_factory=dict)
 
 
+def make_reasoning(
+    version: int, instruction: str, text: str, observation: Observation, timings_ms: dict, **subgoal
+) -> Reasoning:
+    """A Reasoning from decoded text (split into plan, subtask and movement), every backend's
+    way; `subgoal` holds subgoal_tokens / subgoal_grid / subgoal_image when one was sampled."""
+    from halo_ros.reasoning import parse_thought
+
+    thought = parse_thought(text)
+    return Reasoning(
+        version=version,
+        instruction=instruction,
+        text=text,
+        plan=thought.plan,
+        subtask=thought.subtask,
+        movement=thought.movement,
+        observation_stamp_ns=observation.stamp_ns,
+        timings_ms=timings_ms,
+        **subgoal,
+    )
+
+
 @dataclass(frozen=True)
 class ActionResult:
     actions: np.ndarray  # (chunk_length, 14) float32, model space (joints rad, grippers 0..1)

@@ -21,14 +21,15 @@ from halo_ros.engine.interface import (
     Observation,
     Reasoning,
     check_array,
+    make_reasoning,
 )
 from halo_ros.model.guidance import Guidance
 from halo_ros.model.halo import HaloModel
 from halo_ros.model.inference import decode_latent_image
-from halo_ros.model.preprocess import target_size, vit_image
+from halo_ros.model.preprocess import display_image, target_size, vit_image
 from halo_ros.model.segments import LatentSegment, TextSegment, ViTImageSegment
 from halo_ros.model.tokenizer import HaloTokenizer
-from halo_ros.reasoning import parse_thought, prompt
+from halo_ros.reasoning import prompt
 
 
 def _ms_since(start: float) -> float:
@@ -172,24 +173,19 @@ class TorchEngine(Engine):
                 timings['subgoal'] = _ms_since(t)
                 t = time.perf_counter()
                 image = decode_latent_image(self._model, tokens, grid)
-                image = ((image.permute(1, 2, 0) + 1) * 127.5).round().clamp(0, 255)
-                image = image.byte().cpu().numpy()
+                image = display_image(image)
                 tokens = tokens.float().cpu().numpy()
                 timings['vae_decode'] = _ms_since(t)
         timings['total'] = _ms_since(start)
-        thought = parse_thought(text)
-        return Reasoning(
-            version=version,
-            instruction=instruction,
-            text=text,
-            plan=thought.plan,
-            subtask=thought.subtask,
-            movement=thought.movement,
+        return make_reasoning(
+            version,
+            instruction,
+            text,
+            observation,
+            timings,
             subgoal_tokens=tokens,
             subgoal_grid=grid,
             subgoal_image=image,
-            observation_stamp_ns=observation.stamp_ns,
-            timings_ms=timings,
         )
 
     def _sample_subgoal(self, cache, observation: Observation, version: int):

@@ -58,3 +58,9 @@ def vit_image(rgb: np.ndarray, vit_max_px: int, vit_min_px: int, patch: int) -> 
 
 def vae_image(rgb: np.ndarray, vae_max_px: int, vae_min_px: int, stride: int) -> Tensor:
     return to_tensor(resize_image(rgb, vae_max_px, vae_min_px, stride))
+
+
+def display_image(image) -> np.ndarray:
+    """A decoded image tensor [3, H, W] in [-1, 1] -> (H, W, 3) uint8 for display."""
+    image = ((image.float().permute(1, 2, 0) + 1) * 127.5).round().clamp(0, 255)
+    return image.byte().cpu().numpy()
