@@ -182,18 +182,10 @@ class Actor(Worker):
 
     # -- the loop --------------------------------------------------------------------------------
 
-    def _loop(self) -> None:
-        next_start = time.monotonic()
-        while not self._stop.is_set():
-            self._wake.wait(max(0.0, next_start - time.monotonic()))
-            if self._stop.is_set():
-                break
-            self._wake.clear()
-            started = time.monotonic()
-            try:
-                chunk = self.step()
-            except Exception:  # noqa: BLE001
-                log.exception('actor step failed')
-                chunk = None
-            wait = self.config.chunk_period_s if chunk is not None else self.config.poll_s
-            next_start = started + wait
+    def _iterate(self) -> float:
+        try:
+            chunk = self.step()
+        except Exception:  # noqa: BLE001 (a failed step must not end the fast loop)
+            log.exception('actor step failed')
+            chunk = None
+        return self.config.chunk_period_s if chunk is not None else self.config.poll_s

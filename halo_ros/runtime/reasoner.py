@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Callable
 
 from halo_ros.engine.interface import Engine, Observation, Reasoning
@@ -81,19 +80,12 @@ class Reasoner(Worker):
             self._on_reasoning(reasoning, accepted)
         return reasoning
 
-    def _loop(self) -> None:
-        next_start = time.monotonic()
-        while not self._stop.is_set():
-            self._wake.wait(max(0.0, next_start - time.monotonic()))
-            if self._stop.is_set():
-                break
-            self._wake.clear()
-            started = time.monotonic()
-            try:
-                done = self.cycle()
-            except Exception:  # noqa: BLE001 (a failed cycle must not end the slow loop)
-                self.drops.add(DropReason.ENGINE_ERROR, 'reasoning cycle')
-                log.exception('reasoning cycle failed')
-                done = True
-            # No instruction / observation yet: look again soon instead of a full period later.
-            next_start = started + (self.period_s if done is not None else 0.05)
+    def _iterate(self) -> float:
+        try:
+            done = self.cycle()
+        except Exception:  # noqa: BLE001 (a failed cycle must not end the slow loop)
+            self.drops.add(DropReason.ENGINE_ERROR, 'reasoning cycle')
+            log.exception('reasoning cycle failed')
+            done = True
+        # No instruction / observation yet: look again soon instead of a full period later.
+        return self.period_s if done is not None else 0.05

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 
 log = logging.getLogger(__name__)
 
@@ -37,5 +38,16 @@ class Worker:
         """Run the next iteration now instead of waiting out the pacing."""
         self._wake.set()
 
-    def _loop(self) -> None:
+    def _iterate(self) -> float:
+        """One iteration; returns how long after its start the next one begins (seconds)."""
         raise NotImplementedError
+
+    def _loop(self) -> None:
+        next_start = time.monotonic()
+        while not self._stop.is_set():
+            self._wake.wait(max(0.0, next_start - time.monotonic()))
+            if self._stop.is_set():
+                break
+            self._wake.clear()
+            started = time.monotonic()
+            next_start = started + self._iterate()
