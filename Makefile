@@ -42,8 +42,13 @@ test: install
 test-fast: install
 	$(PY) -m pytest -m 'not slow'
 
+# Every benchmark prints its table and writes JSON under bench-results/ (copy the figures, with
+# the machine they name, into BENCHMARKS.md).
+BENCHES := bench-sim bench bench-dynamixel bench-recording bench-transport bench-policy bench-controller
 bench: install
-	$(VENV)/bin/halo-ros bench-all --json bench-results.json
+	@mkdir -p bench-results
+	@for b in $(BENCHES); do $(VENV)/bin/halo-ros $$b --json bench-results/$$b.json || exit 1; done
+	$(VENV)/bin/halo-ros seam-eval --json bench-results/seam-eval.json
 
 lint: install
 	$(VENV)/bin/ruff check halo_ros tests
