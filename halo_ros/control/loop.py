@@ -42,6 +42,7 @@ from halo_ros.control.switching import ModeSwitching
 from halo_ros.control.targets import TargetSelection
 from halo_ros.drivers.aloha_arm import ArmState
 from halo_ros.drivers.aloha_calibration import ArmName, RobotCalibration
+from halo_ros.drivers.dynamixel.bus import DynamixelCommError
 from halo_ros.drivers.dynamixel.tables import HardwareError
 
 log = logging.getLogger(__name__)
@@ -314,11 +315,17 @@ class ControlLoop(ModeSwitching, TargetSelection):
 
     def _confirmed_errors(self, names) -> dict:
         """Hardware errors read twice alike and made of defined bits only: a reply garbled on
-        the wire (or a late reply taken for this one) must not stop the robot."""
-        first = self.arms.hardware_errors(names)
-        if not first:
+        the wire (or a late reply taken for this one) must not stop the robot. A read that gets
+        no answer confirms nothing: the servo's alert bit asks again on a later tick."""
+        try:
+            first = self.arms.hardware_errors(names)
+            if not first:
+                return {}
+            second = self.arms.hardware_errors(list(first))
+        except DynamixelCommError as error:
+            self.stats.count('events', 'hardware_error_read_failed')
+            log.warning('hardware error status not readable: %s', error)
             return {}
-        second = self.arms.hardware_errors(list(first))
         confirmed = {
             arm: errors
             for arm, errors in first.items()
