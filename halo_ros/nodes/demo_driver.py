@@ -112,10 +112,11 @@ class DemoDriver(TopicMonitor):
 
         # 1. A teleoperated demonstration of one episode, recorded. The scripted operator starts
         # over with the reset; the arms are still at the start pose, so nothing jumps.
+        before = self.status()['episode']
         self.call('/recorder_node/start')
         self.call('/sim/reset')
         self.call('/controller/engage_teleop')
-        self.wait(lambda: self.status()['tick'] < 100, 'the new episode', processes)
+        self.wait(lambda: self.status()['episode'] > before, 'the new episode', processes)
         episode = self.status()['episode']
         self.wait(
             lambda: self.status()['episode'] == episode and self.status()['operator_done'],
