@@ -27,6 +27,7 @@ from halo_ros.engine.interface import (
     Observation,
     Reasoning,
     check_array,
+    check_observation,
     make_reasoning,
 )
 from halo_ros.engine.layout import PrefixFeed, PrefixTooLongError, assemble
@@ -94,14 +95,7 @@ class GraphEngine(Engine):
     # -- shared stages ---------------------------------------------------------------------------
 
     def _check(self, observation: Observation) -> None:
-        h, w = self._info.image_hw
-        missing = set(self._info.cameras) - set(observation.images)
-        if missing:
-            raise EngineInputError(f'observation.images: missing cameras {sorted(missing)}')
-        for name in self._info.cameras:
-            check_array(
-                f'observation.images[{name!r}]', observation.images[name], (h, w, 3), np.uint8
-            )
+        check_observation(observation, self._info)
 
     def _vit(self, observation: Observation) -> Tensor:
         vit = self._cfg.vit

@@ -132,6 +132,16 @@ class EngineInputError(ValueError):
     """An input of the wrong shape, dtype or value; the message names the input."""
 
 
+def check_observation(observation: Observation, info: EngineInfo) -> None:
+    """Every camera the engine takes is there, at its image size, as uint8 RGB."""
+    missing = set(info.cameras) - set(observation.images)
+    if missing:
+        raise EngineInputError(f'observation.images: missing cameras {sorted(missing)}')
+    h, w = info.image_hw
+    for name in info.cameras:
+        check_array(f'observation.images[{name!r}]', observation.images[name], (h, w, 3), np.uint8)
+
+
 def check_array(name: str, array: np.ndarray, shape: tuple, dtype) -> np.ndarray:
     """Raise EngineInputError naming `name` unless `array` has this shape (None = any) and dtype.
     Non-finite floats are rejected too: a NaN must never reach the arms."""

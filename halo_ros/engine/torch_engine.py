@@ -17,10 +17,10 @@ from halo_ros.engine.interface import (
     ActionResult,
     Engine,
     EngineInfo,
-    EngineInputError,
     Observation,
     Reasoning,
     check_array,
+    check_observation,
     make_reasoning,
 )
 from halo_ros.model.guidance import Guidance
@@ -76,14 +76,7 @@ class TorchEngine(Engine):
     # -- prefix ----------------------------------------------------------------------------------
 
     def _check(self, observation: Observation) -> None:
-        h, w = self._info.image_hw
-        missing = set(self._info.cameras) - set(observation.images)
-        if missing:
-            raise EngineInputError(f'observation.images: missing cameras {sorted(missing)}')
-        for name in self._info.cameras:
-            check_array(
-                f'observation.images[{name!r}]', observation.images[name], (h, w, 3), np.uint8
-            )
+        check_observation(observation, self._info)
 
     def _image_segments(self, observation: Observation) -> list:
         vit = self._model.cfg.vit
