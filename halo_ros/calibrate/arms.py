@@ -26,6 +26,7 @@ import numpy as np
 import yaml
 
 from halo_ros.drivers import aloha_calibration
+from halo_ros.drivers.aloha_arm import check_servo_models
 from halo_ros.drivers.aloha_calibration import (
     JOINT_NAMES,
     ArmCalibration,
@@ -33,7 +34,7 @@ from halo_ros.drivers.aloha_calibration import (
     CalibrationError,
 )
 from halo_ros.drivers.aloha_motors import all_motors, primary_ids
-from halo_ros.drivers.dynamixel import DynamixelBus, DynamixelCommError
+from halo_ros.drivers.dynamixel import DynamixelBus
 from halo_ros.drivers.dynamixel.tables import Register
 
 log = logging.getLogger(__name__)
@@ -100,13 +101,7 @@ class ArmReader:
     def __enter__(self) -> 'ArmReader':
         self.bus.open()
         try:
-            for motor in all_motors(self.calibration.model):
-                model = self.bus.ping(motor.id)
-                if model != motor.model:
-                    raise DynamixelCommError(
-                        f'{self.calibration.name.value}: ID {motor.id} is model {model}, expected '
-                        f'{motor.model.name} for a {self.calibration.model.value}'
-                    )
+            check_servo_models(self.bus, self.calibration)
             self.bus.write_each(self._ids, Register.TORQUE_ENABLE, 0)
             for motor in all_motors(self.calibration.model):
                 if self.bus.read(motor.id, Register.DRIVE_MODE) != motor.drive_mode:

@@ -92,6 +92,17 @@ class ArmCommand:
         return cls(position[:6].copy(), float(position[6]))
 
 
+def check_servo_models(bus, calibration) -> None:
+    """Ping every servo of the arm and refuse a bus whose servos are not the arm's models."""
+    for motor in all_motors(calibration.model):
+        model = bus.ping(motor.id)
+        if model != motor.model:
+            raise DynamixelCommError(
+                f'{calibration.name.value}: ID {motor.id} is model {model}, expected '
+                f'{motor.model.name} ({int(motor.model)}) for a {calibration.model.value}'
+            )
+
+
 class AlohaArm:
     """The driver of one arm; see the module docstring for the lifecycle and units."""
 
@@ -134,14 +145,7 @@ class AlohaArm:
         self._expect(Lifecycle.UNCONFIGURED, 'configure')
         self.bus.open()
         try:
-            for motor in all_motors(self.calibration.model):
-                model = self.bus.ping(motor.id)
-                if model != motor.model:
-                    raise DynamixelCommError(
-                        f'{self.name.value}: ID {motor.id} is model {model}, expected '
-                        f'{motor.model.name} ({int(motor.model)}) for a '
-                        f'{self.calibration.model.value}'
-                    )
+            check_servo_models(self.bus, self.calibration)
             for dxl_id, error in self.hardware_errors().items():
                 log.warning(
                     '%s: ID %d has a latched hardware error: %r', self.name.value, dxl_id, error
