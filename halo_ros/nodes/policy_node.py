@@ -253,8 +253,10 @@ class PolicyNode(Node):
         self._diagnostics.publish(msg)
 
     def destroy_node(self):
-        self.runtime.stop()
-        self.runtime.engine.close()
+        # Bounded: a supervisor escalates to SIGTERM after 10 s, and a CPU reasoning cycle under
+        # load can take longer. An engine still in use by a (daemon) worker is left to exit.
+        if self.runtime.stop(timeout_s=4.0):
+            self.runtime.engine.close()
         super().destroy_node()
 
 

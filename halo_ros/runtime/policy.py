@@ -106,10 +106,12 @@ class PolicyRuntime:
             self.reasoner.start()
         return self
 
-    def stop(self) -> None:
-        self.actor.stop()
+    def stop(self, timeout_s: float | None = None) -> bool:
+        """Stop both loops; False if one is still inside the engine after `timeout_s` each."""
+        stopped = self.actor.stop(timeout_s)
         if self.reasoner is not None:
-            self.reasoner.stop()
+            stopped = self.reasoner.stop(timeout_s) and stopped
+        return stopped
 
     def diagnostics(self) -> dict:
         """What the node reports on `diagnostics` (values JSON-able)."""

@@ -25,7 +25,9 @@ class Worker:
         self._thread.start()
         return self
 
-    def stop(self, timeout_s: float | None = None) -> None:
+    def stop(self, timeout_s: float | None = None) -> bool:
+        """Ask the loop to end and wait up to `timeout_s`; False if an iteration is still running
+        (the thread is a daemon, so it cannot keep the process alive)."""
         timeout_s = self.stop_timeout_s if timeout_s is None else timeout_s
         self._stop.set()
         self._wake.set()
@@ -33,6 +35,8 @@ class Worker:
             self._thread.join(timeout_s)
             if self._thread.is_alive():
                 log.warning('%s still busy after %.0f s', self.thread_name, timeout_s)
+                return False
+        return True
 
     def wake(self) -> None:
         """Run the next iteration now instead of waiting out the pacing."""
