@@ -95,6 +95,41 @@ class DemoDriver(TopicMonitor):
         last = self.stats[SIM_STATUS].last
         return json.loads(last.data) if last is not None else None
 
+    # -- episodes --------------------------------------------------------------------------------
+
+    def new_episode(self, processes=None) -> int:
+        """Reset the simulated scene under a held controller; returns the new episode number.
+
+        The reset teleports the followers to the start pose, so the controller must not keep
+        commanding where they were: torque goes off (the loop follows the measured pose while
+        limp), the scene resets, and torque on re-syncs the hold to the measured start pose, as
+        after an operator repositions a real arm by hand.
+        """
+        self.call('/controller/hold')
+        self.call('/controller/torque', SetBool.Request(data=False), SetBool)
+        before = self.status()['episode']
+        self.call('/sim/reset')
+        self.wait(lambda: self.status()['episode'] > before, 'the new episode', processes)
+        self.call('/controller/torque', SetBool.Request(data=True), SetBool)
+        return self.status()['episode']
+
+    def teleop_episode(self, processes=None) -> dict:
+        """One recorded demonstration: the scripted operator moves the leaders, the controller
+        follows in TELEOP; returns the simulator's status at its end."""
+        episode = self.new_episode(processes)
+        self.call('/recorder_node/start')
+        self.call('/controller/engage_teleop')
+        self.wait(
+            lambda: self.status()['episode'] == episode and self.status()['operator_done'],
+            'the end of the teleoperated episode',
+            processes,
+        )
+        status = self.status()
+        self.call('/recorder_node/mark_success', SetBool.Request(data=status['success']), SetBool)
+        self.call('/recorder_node/stop')
+        self.call('/controller/hold')
+        return status
+
     # -- the scenario ----------------------------------------------------------------------------
 
     def run(self, args, processes, deadline: float) -> dict:
@@ -110,22 +145,8 @@ class DemoDriver(TopicMonitor):
         )
         self.call('/controller/hold')
 
-        # 1. A teleoperated demonstration of one episode, recorded. The scripted operator starts
-        # over with the reset; the arms are still at the start pose, so nothing jumps.
-        before = self.status()['episode']
-        self.call('/recorder_node/start')
-        self.call('/sim/reset')
-        self.call('/controller/engage_teleop')
-        self.wait(lambda: self.status()['episode'] > before, 'the new episode', processes)
-        episode = self.status()['episode']
-        self.wait(
-            lambda: self.status()['episode'] == episode and self.status()['operator_done'],
-            'the end of the teleoperated episode',
-            processes,
-        )
-        teleop = self.status()
-        self.call('/recorder_node/mark_success', SetBool.Request(data=teleop['success']), SetBool)
-        self.call('/recorder_node/stop')
+        # 1. A teleoperated demonstration of one episode, recorded.
+        teleop = self.teleop_episode(processes)
         lines.append(
             f'teleoperated episode {teleop["episode"]} (seed {teleop["seed"]}): '
             f'{"SUCCESS" if teleop["success"] else "failure"}, reward '
