@@ -23,6 +23,7 @@ COMMANDS = {
     'bench-transport': 'halo_ros.transport.bench',
     'build-engine': 'halo_ros.engine.build_engine_cmd',
     'calibrate': 'halo_ros.calibrate.command',
+    'collect': 'halo_ros.collect',
     'demo': 'halo_ros.demo',
     'expert-eval': 'halo_ros.sim.expert_eval',
     'export': 'halo_ros.engine.export_cmd',

@@ -73,7 +73,7 @@ def run(args) -> int:
         # for a while, and the 50 Hz simulation and controller should not start starved.
         processes |= _start_policy_side(args, run_dir)
         driver.wait_for_publisher('halo/action_chunk', deadline, processes)
-        processes |= _start_robot_side(args, run_dir)
+        processes |= start_robot_side(args, run_dir)
         report = driver.run(args, processes, deadline=deadline)
     finally:
         for process in processes.values():  # recorder first: it closes its bag cleanly
@@ -88,7 +88,7 @@ def run(args) -> int:
     return 0 if report['ok'] else 1
 
 
-def _node(run_dir: str, module: str, name: str, params: dict) -> NodeProcess:
+def node(run_dir: str, module: str, name: str, params: dict) -> NodeProcess:
     log_path = os.path.join(run_dir, f'{name}.log')
     return NodeProcess(f'halo_ros.nodes.{module}', params, log_path=log_path).start()
 
@@ -101,7 +101,7 @@ def _start_policy_side(args, run_dir: str) -> dict:
         'robot': 'sim_aloha',
         'instruction': args.instruction,
     }
-    processes = {'recorder': _node(run_dir, 'recorder_node', 'recorder', recorder)}
+    processes = {'recorder': node(run_dir, 'recorder_node', 'recorder', recorder)}
     if args.backend == 'remote':
         processes['server'] = _serve(args, run_dir)
     policy = {
@@ -115,18 +115,18 @@ def _start_policy_side(args, run_dir: str) -> dict:
     }
     if args.checkpoint:  # an empty string cannot be passed as a ROS parameter override
         policy['checkpoint'] = args.checkpoint
-    processes['policy'] = _node(run_dir, 'policy_node', 'policy', policy)
+    processes['policy'] = node(run_dir, 'policy_node', 'policy', policy)
     return processes
 
 
-def _start_robot_side(args, run_dir: str) -> dict:
+def start_robot_side(args, run_dir: str) -> dict:
     """The simulated robot (arms behind virtual Dynamixel buses) and its controller."""
     width, height = args.camera_size
     controller = {'calibration': 'sim_aloha.yaml', 'config': _demo_controller_config(run_dir)}
     sim = {'operator': 'leaders', 'seed': args.seed, 'camera_width': width, 'camera_height': height}
     return {
-        'controller': _node(run_dir, 'controller_node', 'controller', controller),
-        'sim': _node(run_dir, 'sim_node', 'sim', sim),
+        'controller': node(run_dir, 'controller_node', 'controller', controller),
+        'sim': node(run_dir, 'sim_node', 'sim', sim),
     }
 
 

@@ -86,14 +86,23 @@ def tokenizer_for(cfg: HaloConfig, directory: str | Path | None = None) -> HaloT
 
 
 def build_tiny_tokenizer(
-    corpus: Iterable[str], special: SpecialTokens, *, bpe_vocab_size: int = 900
+    corpus: Iterable[str],
+    special: SpecialTokens,
+    *,
+    bpe_vocab_size: int = 900,
+    cross_word: bool = True,
 ) -> Tokenizer:
     """Byte-level BPE trained on `corpus`, padded with reserved tokens so the six special
-    tokens land on the ids `special` asks for (halo-tiny: 1000..1005)."""
+    tokens land on the ids `special` asks for (halo-tiny: 1000..1005).
+
+    cross_word: merges may span spaces, so a tiny model's stock phrases ('reach for the object
+    with the left arm') become a few tokens: its thoughts shrink ~10x, and so does the cost of
+    training and decoding them.
+    """
     from tokenizers import decoders, models, pre_tokenizers, trainers
 
     tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=not cross_word)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=bpe_vocab_size,

@@ -132,9 +132,9 @@ class DemoDriver(TopicMonitor):
 
     # -- the scenario ----------------------------------------------------------------------------
 
-    def run(self, args, processes, deadline: float) -> dict:
+    def wait_ready(self, processes, deadline: float) -> None:
+        """Until cameras, follower joint states and the simulator's status arrive."""
         self._deadline = deadline
-        lines = []
         self.wait(
             lambda: (
                 all(self.stats[t].count for t in (*self.cameras, *self.followers))
@@ -143,7 +143,13 @@ class DemoDriver(TopicMonitor):
             'cameras, joint states and the simulator',
             processes,
         )
-        self.call('/controller/hold')
+
+    def extend_deadline(self, seconds: float) -> None:
+        self._deadline = time.monotonic() + seconds
+
+    def run(self, args, processes, deadline: float) -> dict:
+        lines = []
+        self.wait_ready(processes, deadline)
 
         # 1. A teleoperated demonstration of one episode, recorded.
         teleop = self.teleop_episode(processes)

@@ -53,6 +53,9 @@ def add_arguments(parser) -> None:
         action='store_true',
         help='salvage bags a killed recorder left unfinished first',
     )
+    parser.add_argument(
+        '--only-success', action='store_true', help='skip episodes not marked successful'
+    )
     parser.add_argument('--no-progress', action='store_true', help='no progress bars')
 
 
@@ -74,7 +77,7 @@ def run(args) -> int:
     out = Path(args.out)
     written = 0
     for data, aligned in tqdm(
-        load_episodes(bags, fps=args.fps, recover=args.recover, only_success=False),
+        load_episodes(bags, fps=args.fps, recover=args.recover, only_success=args.only_success),
         total=len(bags),
         desc='annotate',
         disable=not progress,

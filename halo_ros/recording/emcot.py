@@ -29,6 +29,7 @@ image = the last frame of that subtask, action chunk = action[t:t+K] padded with
 """
 
 import importlib
+from collections.abc import Sequence
 import json
 import logging
 from abc import ABC, abstractmethod
@@ -40,6 +41,7 @@ import yaml
 
 from halo_ros.recording.episode_reader import EpisodeData
 from halo_ros.recording.primitives import (
+    MOVEMENT_TEXT,
     ArmPrimitives,
     Phase,
     PrimitiveThresholds,
@@ -318,6 +320,34 @@ class TrainingSample:
     actions: np.ndarray  # (K, 14)
 
 
+def format_thought(plan: Sequence[str], subtask: str, left: str, right: str) -> str:
+    """The thought text exactly as HALO's RoboTwin loader writes it."""
+    plan_text = '\n'.join(plan)
+    movement = f'[LEFT]: {left}\n[RIGHT]: {right}\n'
+    return (
+        f'\n<|plan|>\n{plan_text}\n<|\\ plan|>\n\n'
+        f'<|subtask|>\n{subtask}\n<|\\ subtask|>\n\n'
+        f'<|movement|>\n{movement}\n<|\\ movement|>\n\n'
+    )
+
+
+def template_thoughts() -> list[str]:
+    """Every subtask and movement line the template annotator can write, as thoughts (a
+    tokenizer corpus: a tiny model's tokenizer should know its own reasoning vocabulary)."""
+    import itertools
+
+    subtasks = [p.format(side=s) for p in _ARM_PHRASES.values() for s in ('left', 'right')]
+    moves = list(MOVEMENT_TEXT.values())
+    thoughts = [
+        format_thought([a, b], f'{a} and {b}', left, right)
+        for (a, b), (left, right) in zip(
+            itertools.product(subtasks, subtasks),
+            itertools.cycle(itertools.product(moves, moves)),
+        )
+    ]
+    return thoughts + ['hold the objects with both grippers', 'wait']
+
+
 def training_sample(
     folder: Path, tick: int, *, chunk_size: int = 50, goal_camera: str = 'cam_high'
 ) -> TrainingSample:
@@ -347,12 +377,6 @@ def training_sample(
     if len(actions) < chunk_size:
         actions = np.concatenate([actions, np.repeat(actions[-1:], chunk_size - len(actions), 0)])
     goal = cv2.imdecode(np.asarray(goal_row, np.uint8), cv2.IMREAD_COLOR)[..., ::-1]
-    plan = '\n'.join(entry['plan'])
-    movement = f'[LEFT]: {left}\n[RIGHT]: {right}\n'
-    thought = (
-        f'\n<|plan|>\n{plan}\n<|\\ plan|>\n\n'
-        f'<|subtask|>\n{entry["subtask"]}\n<|\\ subtask|>\n\n'
-        f'<|movement|>\n{movement}\n<|\\ movement|>\n\n'
-    )
+    thought = format_thought(entry['plan'], entry['subtask'], left, right)
     prompt = PROMPT.format(instruction=ann['instruction'].lower().rstrip('.'))
     return TrainingSample(prompt, thought, current, goal, actions)

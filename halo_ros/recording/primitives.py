@@ -181,7 +181,7 @@ def arm_primitives(
     return ArmPrimitives(speed, grip_speed, moving, gripper, closed, tuple(phase))
 
 
-_MOVEMENT_TEXT = {
+MOVEMENT_TEXT = {
     Phase.IDLE: 'stay still',
     Phase.HOLD: 'hold the gripper closed and stay still',
     Phase.REACH: 'move the arm towards the target with the gripper open',
@@ -194,4 +194,4 @@ _MOVEMENT_TEXT = {
 
 def movement_text(p: ArmPrimitives, t: int) -> str:
     """The per-tick movement line HALO trains on (`[LEFT]: ...` / `[RIGHT]: ...`)."""
-    return _MOVEMENT_TEXT[p.phase[t]]
+    return MOVEMENT_TEXT[p.phase[t]]

@@ -1,6 +1,7 @@
 """Regenerate models/halo-tiny-tokenizer/tokenizer.json (run from the repository root).
 
-A byte-level BPE trained on ALOHA-style instructions and EM-CoT reasoning tags, padded with
+A byte-level BPE trained on ALOHA-style instructions, EM-CoT reasoning tags and every thought the
+template annotator writes (merges span words, so stock phrases are single tokens), padded with
 reserved tokens so HALO's six special tokens sit at ids 1000..1005 (halo-tiny's config).
 """
 
@@ -9,6 +10,7 @@ from pathlib import Path
 
 from halo_ros.model.config import load_config
 from halo_ros.model.tokenizer import build_tiny_tokenizer, load_tokenizer
+from halo_ros.recording.emcot import PROMPT, template_thoughts
 
 VERBS = [
     'pick up',
@@ -59,6 +61,8 @@ def corpus() -> list[str]:
             'gripper, close the gripper, rotate, lift up, move left, move right, '
             'move back.'
         )
+    lines += template_thoughts()
+    lines.append(PROMPT.format(instruction='transfer the cube to the other arm'))
     lines.append(
         '0123456789 .,;:!?()[]-_/"\' abcdefghijklmnopqrstuvwxyz ABCDEFGHIJKLMNOPQRSTUVWXYZ'
     )

@@ -177,8 +177,14 @@ class DynamixelBus:
             )
             return None, result, error
 
+        # Configuration writes are off the hot path and must not fail on one slow reply: a few
+        # more tries, spaced out, where a sync read would rather report stale data and move on.
         self._transact(
-            f'WRITE of {register.label} (address {register.address}) = {value}', (dxl_id,), attempt
+            f'WRITE of {register.label} (address {register.address}) = {value}',
+            (dxl_id,),
+            attempt,
+            attempts=self.max_attempts + 2,
+            backoff_s=0.005,
         )
 
     def write_each(self, ids: Iterable[int], register: Register, value: int) -> None:
@@ -283,9 +289,14 @@ class DynamixelBus:
         attempt: Callable[[], tuple],
         *,
         count_attempts: bool = False,
+        attempts: int | None = None,
+        backoff_s: float = 0.0,
     ):
+        attempts = attempts or self.max_attempts
         message = ''
-        for tries in range(1, self.max_attempts + 1):
+        for tries in range(1, attempts + 1):
+            if tries > 1 and backoff_s:
+                time.sleep(backoff_s * (tries - 1))
             value, result, error = attempt()
             code = error & ~ALERT_BIT
             if result == COMM_SUCCESS and not code:
@@ -307,7 +318,7 @@ class DynamixelBus:
                 list(ids),
                 self.port_name,
                 tries,
-                self.max_attempts,
+                attempts,
                 message,
             )
             if result == COMM_SUCCESS and code in _FINAL_ERRORS:
@@ -317,6 +328,6 @@ class DynamixelBus:
                     StatusError(code),
                 )
         raise DynamixelCommError(
-            f'{what} of IDs {list(ids)} on {self.port_name} failed after {self.max_attempts} '
+            f'{what} of IDs {list(ids)} on {self.port_name} failed after {attempts} '
             f'tries: {message}'
         )

@@ -1,0 +1,87 @@
+"""Record teleoperated demonstrations on the simulator: N seeded episodes as rosbag2 episodes.
+
+The data a user makes: the scripted operator moves the leader arms, the controller follows them
+in TELEOP through the virtual Dynamixel buses, and the recorder writes one bag per episode,
+marked with the simulator's success. `--annotate DIR` then turns the successful ones into HALO's
+EM-CoT training data (`halo-ros annotate`), ready for `halo-ros train`.
+
+Episode k uses seed `--seed + k + 1` (the simulator counts on from its start seed), so a
+collection is reproducible and a closed-loop evaluation can use seeds it never saw.
+"""
+
+import json
+import os
+import time
+
+from halo_ros import rosenv
+from halo_ros.demo import CAMERA_TOPICS, FOLLOWER_TOPICS, node, start_robot_side
+
+DEFAULT_INSTRUCTION = 'transfer the cube to the other arm'
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument('--episodes', type=int, default=50)
+    parser.add_argument('--seed', type=int, default=0, help='episode k has seed seed + k + 1')
+    parser.add_argument('--out', required=True, help='bags go to OUT/episodes')
+    parser.add_argument('--instruction', default=DEFAULT_INSTRUCTION)
+    parser.add_argument('--camera-size', type=int, nargs=2, default=(160, 120), metavar=('W', 'H'))
+    parser.add_argument(
+        '--annotate', default='', metavar='DIR', help='write EM-CoT data of the successes here'
+    )
+    parser.add_argument('--timeout-per-episode', type=float, default=60.0)
+
+
+def run(args) -> int:
+    domain = int(os.environ.get('ROS_DOMAIN_ID') or rosenv.random_domain_id())
+    rosenv.apply(domain)
+    out = os.path.abspath(args.out)
+    os.makedirs(out, exist_ok=True)
+    print(f'halo_ros collect: {args.episodes} episodes, ROS_DOMAIN_ID={domain}, into {out}')
+    from halo_ros.nodes.demo_driver import DemoDriver  # rclpy only after the environment is set
+
+    driver = DemoDriver(CAMERA_TOPICS, FOLLOWER_TOPICS)
+    recorder = {
+        'output_dir': os.path.join(out, 'episodes'),
+        'robot': 'sim_aloha',
+        'instruction': args.instruction,
+    }
+    processes = {'recorder': node(out, 'recorder_node', 'recorder', recorder)}
+    results = []
+    try:
+        processes |= start_robot_side(args, out)
+        driver.wait_ready(processes, time.monotonic() + 120)
+        for k in range(args.episodes):
+            driver.extend_deadline(args.timeout_per_episode)
+            status = driver.teleop_episode(processes)
+            results.append(status)
+            print(
+                f'episode {k + 1}/{args.episodes} (seed {status["seed"]}): '
+                f'{"SUCCESS" if status["success"] else "failure"}, reward '
+                f'{status["reward"]}/{status["max_reward"]}',
+                flush=True,
+            )
+    finally:
+        for process in processes.values():  # recorder first: it closes its bag cleanly
+            process.stop()
+        driver.close()
+    successes = sum(r['success'] for r in results)
+    print(f'{successes}/{len(results)} demonstrations succeeded')
+    with open(os.path.join(out, 'collect.json'), 'w', encoding='utf-8') as f:
+        json.dump({'instruction': args.instruction, 'episodes': results}, f, indent=1)
+    if args.annotate:
+        return _annotate(os.path.join(out, 'episodes'), args.annotate)
+    return 0 if results else 1
+
+
+def _annotate(episodes: str, out: str) -> int:
+    """The successful bags -> EM-CoT folders (a failed demonstration teaches the wrong thing)."""
+    import argparse
+
+    from halo_ros.recording import annotate
+
+    print(f'annotating the successful episodes into {out}')
+    parser = argparse.ArgumentParser()
+    annotate.add_arguments(parser)
+    return annotate.run(
+        parser.parse_args([episodes, '--out', out, '--only-success', '--no-progress'])
+    )
