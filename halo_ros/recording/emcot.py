@@ -29,10 +29,10 @@ image = the last frame of that subtask, action chunk = action[t:t+K] padded with
 """
 
 import importlib
-from collections.abc import Sequence
 import json
 import logging
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
