@@ -2,16 +2,20 @@
 
 Starts four node processes: the simulator (MuJoCo; its arms are virtual Dynamixel buses and a
 scripted operator moves the leader arms), the controller (50 Hz, the real Dynamixel driver), the
-policy (HALO reasoning slowly while its action expert streams chunks) and the recorder. Then:
+policy (HALO reasoning slowly while its action expert streams chunks; by default the halo-tiny
+checkpoint `halo-ros train` made from the project's own demonstrations) and the recorder. Then:
 
 1. a teleoperated demonstration: the controller follows the leaders for one transfer-cube
-   episode, recorded as a bag;
-2. the policy takes over (a ramped handover), its chunks drive the followers, recorded too;
-3. the operator intervenes: the leaders are brought to the followers' pose and released, so
-   nothing jumps; then the arms hold.
+   episode, recorded as a bag (how the training data was made);
+2. closed-loop episodes: the scene resets (a new seed), the policy is told a new episode began,
+   and once it has reasoned about it the controller hands the arms over (a ramp into its chunks)
+   until the cube is transferred or the time is up; each episode is a bag marked with success;
+3. after the last one the operator intervenes: the leaders are brought to the followers' pose
+   and released, so nothing jumps; then the arms hold.
 
-It prints topic rates, the episode result, the reasoning text, subgoal images, chunk rate and
-latency, what the controller executed, and the bags it left under runs/.
+It prints topic rates, each episode's result, the success rate, the reasoning text and the
+subtasks it went through, subgoal images, chunk latency, seam steps, and the bags under runs/
+(`closed_loop.json` there holds the figures).
 """
 
 import json
@@ -25,16 +29,24 @@ from halo_ros.supervisor import NodeProcess, halo_ros_command
 
 log = logging.getLogger(__name__)
 
+DEFAULT_CHECKPOINT = 'halo-tiny-transfer-cube'  # under models/, made by `halo-ros train`
 CAMERA_TOPICS = ('cam_high/image_raw', 'cam_left_wrist/image_raw', 'cam_right_wrist/image_raw')
 FOLLOWER_TOPICS = ('follower_left/joint_states', 'follower_right/joint_states')
 
 
 def add_arguments(parser) -> None:
     parser.add_argument('--seed', type=int, default=0)
-    parser.add_argument('--policy-seconds', type=float, default=8.0, help='policy phase length')
+    parser.add_argument('--episodes', type=int, default=3, help='closed-loop policy episodes')
+    parser.add_argument(
+        '--episode-seconds', type=float, default=10.0, help='each policy episode at most'
+    )
     parser.add_argument('--timeout', type=float, default=240.0, help='give up after this long')
     parser.add_argument('--run-dir', default=None, help='logs and bags (default runs/demo-<time>)')
-    parser.add_argument('--checkpoint', default='', help='halo-tiny weights (default: random)')
+    parser.add_argument(
+        '--checkpoint',
+        default=DEFAULT_CHECKPOINT,
+        help="trained halo-tiny weights (default: the one models/ ships); 'random' for none",
+    )
     parser.add_argument(
         '--backend',
         default='onnxruntime',
@@ -54,6 +66,7 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
+    args.checkpoint = resolve_checkpoint(args.checkpoint)
     domain = int(os.environ.get('ROS_DOMAIN_ID') or rosenv.random_domain_id())
     rosenv.apply(domain)
     run_dir = os.path.abspath(
@@ -79,6 +92,8 @@ def run(args) -> int:
         for process in processes.values():  # recorder first: it closes its bag cleanly
             process.stop()
         driver.close()
+    with open(os.path.join(run_dir, 'closed_loop.json'), 'w', encoding='utf-8') as f:
+        json.dump({k: report[k] for k in ('teleop', 'episodes', 'latency_ms')}, f, indent=1)
     print(table(report.pop('rates')))
     for line in report.pop('lines'):
         print(line)
@@ -86,6 +101,21 @@ def run(args) -> int:
     bags = sorted(os.listdir(episodes)) if os.path.isdir(episodes) else []
     print(f'recorded {len(bags)} episode(s): ' + ', '.join(os.path.join(episodes, b) for b in bags))
     return 0 if report['ok'] else 1
+
+
+def resolve_checkpoint(name: str) -> str:
+    """'' or 'random' -> '' (random weights); a folder name under models/ or a path -> its path."""
+    from halo_ros.paths import model_file
+
+    if name in ('', 'random'):
+        return ''
+    for path in (name, str(model_file(name))):
+        if os.path.isfile(os.path.join(path, 'ema.safetensors')):
+            return os.path.abspath(path)
+    raise FileNotFoundError(
+        f'no checkpoint {name!r} (a folder with ema.safetensors, here or under models/); '
+        'train one with `halo-ros train`, or pass --checkpoint random'
+    )
 
 
 def node(run_dir: str, module: str, name: str, params: dict) -> NodeProcess:

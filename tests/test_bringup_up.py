@@ -114,7 +114,7 @@ def test_up_sim_for_20_s_publishes_the_graph_and_stops_cleanly(up_sim_20s):
     assert 'stopped cleanly (duration reached)' in text
     assert summary['failure'] is None and summary['ready_s'] is not None
     logs = '\n'.join(f'--- {p.name}:\n' + p.read_text()[-3000:] for p in run_dir.glob('*.log'))
-    assert set(summary['exit_codes'].values()) == {0}, f"{summary['exit_codes']}\n{logs}"
+    assert set(summary['exit_codes'].values()) == {0}, f'{summary["exit_codes"]}\n{logs}'
     silent = [t for t in CAMERA_TOPICS + SIM_TOPICS + POLICY_TOPICS if not summary['topics'].get(t)]
     assert not silent, f'nothing arrived on {silent}'
     assert (run_dir / 'sim.log').is_file() and (run_dir / 'policy.log').is_file()
@@ -175,4 +175,4 @@ def test_killed_policy_is_restarted_and_ctrl_c_stops_everything(tmp_path):
     summary = json.loads((run_dir / 'summary.json').read_text())
     assert summary['restarts']['policy'] == 1 and summary['failure'] is None
     logs = '\n'.join(f'--- {p.name}:\n' + p.read_text()[-3000:] for p in run_dir.glob('*.log'))
-    assert set(summary['exit_codes'].values()) == {0}, f"{summary['exit_codes']}\n{logs}"
+    assert set(summary['exit_codes'].values()) == {0}, f'{summary["exit_codes"]}\n{logs}'

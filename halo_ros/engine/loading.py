@@ -68,6 +68,22 @@ class EngineConfig:
             )
 
 
+TRAINING_CARD = 'training.yaml'  # written by `halo-ros train` next to the weights
+
+
+def checkpoint_card(checkpoint: str | None) -> dict:
+    """What a trained checkpoint says about how to run it (cameras, thought length, data);
+    {} for random weights or a checkpoint without a card (e.g. the released weights)."""
+    import yaml
+
+    if not checkpoint or not (Path(checkpoint) / TRAINING_CARD).is_file():
+        return {}
+    card = yaml.safe_load((Path(checkpoint) / TRAINING_CARD).read_text())
+    if not isinstance(card, dict) or card.get('format') != 'halo_ros.checkpoint/1':
+        raise ValueError(f'{checkpoint}/{TRAINING_CARD} is not a halo_ros.checkpoint/1 card')
+    return card
+
+
 def model_digest(config: EngineConfig) -> str:
     """sha256 naming the weights: of the checkpoint files, or of (model, seed) when random."""
     from halo_ros.model.checkpoint import EMA_FILE, VAE_FILE

@@ -16,7 +16,9 @@ from std_srvs.srv import SetBool, Trigger
 from trajectory_msgs.msg import JointTrajectory
 
 from halo_ros.joints import GRIPPER_INDICES
+from halo_ros.nodes.conversions import ns_from_stamp
 from halo_ros.nodes.topic_monitor import TopicMonitor
+from halo_ros.runtime.chunk import ChunkTag
 
 SIM_STATUS = 'sim/status'
 CONTROL_STATE = 'halo/control_state'
@@ -42,9 +44,11 @@ class DemoDriver(TopicMonitor):
         }
         super().__init__(topics, 'demo_driver')
         self._ticks: list[dict] = []  # control_state of every tick seen
-        self._commands: list[np.ndarray] = []  # halo/command positions, one per tick
+        self._commands: list[tuple[int, np.ndarray]] = []  # (stamp, halo/command) per tick
+        self._reasonings: list[dict] = []  # every halo/reasoning message, parsed
         self.create_subscription(String, CONTROL_STATE, self._on_tick, 200)
         self.create_subscription(JointState, 'halo/command', self._on_command, 200)
+        self.create_subscription(String, 'halo/reasoning', self._on_reasoning, 50)
         self._deadline = time.monotonic() + 60
 
     def close(self) -> None:
@@ -55,7 +59,10 @@ class DemoDriver(TopicMonitor):
         self._ticks.append(json.loads(msg.data))
 
     def _on_command(self, msg) -> None:
-        self._commands.append(np.asarray(msg.position))
+        self._commands.append((ns_from_stamp(msg.header.stamp), np.asarray(msg.position)))
+
+    def _on_reasoning(self, msg) -> None:
+        self._reasonings.append(json.loads(msg.data))
 
     # -- plumbing --------------------------------------------------------------------------------
 
@@ -147,48 +154,117 @@ class DemoDriver(TopicMonitor):
     def extend_deadline(self, seconds: float) -> None:
         self._deadline = time.monotonic() + seconds
 
+    def policy_episode(self, processes, seconds: float, *, intervene: bool = False) -> dict:
+        """One recorded closed-loop episode: a fresh scene, the policy told a new episode began
+        and its first reasoning about it awaited, then POLICY for `seconds` or until success
+        (+0.5 s). `intervene`: end with the operator taking over (TELEOP) instead of HOLD."""
+        episode = self.new_episode(processes)
+        status = self.status()
+        epoch = int(self.call('/policy/new_episode').split()[-1])
+        reasoned = lambda: [r for r in self._reasonings if r['epoch'] == epoch and r['accepted']]  # noqa: E731
+        self.wait(lambda: reasoned(), 'the first reasoning about the new episode', processes)
+        version = reasoned()[0]['context_version']
+        self.wait(
+            lambda: (
+                (tag := self._chunk_tag()) is not None
+                and tag.epoch == epoch
+                and tag.context_version >= version
+            ),
+            'a chunk conditioned on that reasoning',
+            processes,
+        )
+        self.call('/recorder_node/start')
+        first_tick, first_command = len(self._ticks), len(self._commands)
+        self.call('/controller/engage_policy')
+        engaged = time.monotonic()
+        success_s = None
+        end = engaged + seconds
+        while time.monotonic() < end:
+            rclpy.spin_once(self, timeout_sec=0.05)
+            now = self.status()
+            if success_s is None and now['episode'] == episode and now['success']:
+                success_s = time.monotonic() - engaged
+                end = min(end, time.monotonic() + 0.5)
+        ticks, commands = self._ticks[first_tick:], self._commands[first_command:]
+        if intervene:
+            self.intervention()
+        else:
+            self.call('/controller/hold')
+        self.call(
+            '/recorder_node/mark_success', SetBool.Request(data=success_s is not None), SetBool
+        )
+        self.call('/recorder_node/stop')
+        subtasks = []
+        for r in reasoned():
+            if not subtasks or subtasks[-1] != r['subtask']:
+                subtasks.append(r['subtask'])
+        return {
+            'episode': episode,
+            'seed': status['seed'],
+            'success': success_s is not None,
+            'seconds_to_success': None if success_s is None else round(success_s, 2),
+            'policy_ticks': len(ticks),
+            'chunks_executed': len(
+                {(t['chunk']['epoch'], t['chunk']['seq']) for t in ticks if t['chunk']}
+            ),
+            'phases': sorted({t['phase'] for t in ticks}),
+            'subtasks': subtasks,
+            **seam_steps(ticks, commands),
+        }
+
+    def intervention(self) -> int:
+        """The operator takes over (leaders brought to the followers, released), then HOLD;
+        returns the ticks it took."""
+        start = len(self._ticks)
+        self.call('/controller/engage_teleop')
+        self.wait(
+            lambda: self._ticks and self._ticks[-1]['phase'] == 'tracking_leaders',
+            'the leaders to reach the followers and be released',
+        )
+        self.spin_for(1.0)
+        self.call('/controller/hold')
+        self.spin_for(0.5)
+        self._intervention_ticks = self._ticks[start:]
+        return len(self._intervention_ticks)
+
+    def _chunk_tag(self) -> ChunkTag | None:
+        last = self.stats['halo/action_chunk'].last
+        return None if last is None else ChunkTag.parse(last.header.frame_id)
+
     def run(self, args, processes, deadline: float) -> dict:
+        """The demo's scenario: a teleoperated demonstration, then closed-loop episodes (the last
+        one ends with an intervention)."""
         lines = []
         self.wait_ready(processes, deadline)
 
-        # 1. A teleoperated demonstration of one episode, recorded.
         teleop = self.teleop_episode(processes)
         lines.append(
             f'teleoperated episode {teleop["episode"]} (seed {teleop["seed"]}): '
             f'{"SUCCESS" if teleop["success"] else "failure"}, reward '
             f'{teleop["reward"]}/{teleop["max_reward"]}'
         )
-
-        # 2. The policy takes over (a ramp from the held pose into its chunks), recorded.
-        self.wait(
-            lambda: self.stats['halo/action_chunk'].count > 0, 'the first policy chunk', processes
-        )
-        self.call('/recorder_node/start')
-        start, first = len(self._ticks), len(self._commands)
-        self.call('/controller/engage_policy')
-        self.spin_for(args.policy_seconds)
-        policy_ticks, policy_steps = self._ticks[start:], self._largest_step(first)
-
-        # 3. The operator takes over again (an intervention), then the arms hold.
-        start, first = len(self._ticks), len(self._commands)
-        self.call('/controller/engage_teleop')
-        self.wait(
-            lambda: self._ticks and self._ticks[-1]['phase'] == 'tracking_leaders',
-            'the leaders to reach the followers and be released',
-            processes,
-        )
-        self.spin_for(1.0)
-        self.call('/controller/hold')
-        self.spin_for(0.5)
-        handback_ticks, handback_steps = self._ticks[start:], self._largest_step(first)
-        self.call('/recorder_node/stop')
-        lines += self._policy_lines(args, policy_ticks, policy_steps)
+        self._deadline = float('inf')  # episodes have their own limits; processes are watched
+        episodes = []
+        for k in range(args.episodes):
+            last = k == args.episodes - 1
+            self.extend_deadline(120.0)
+            result = self.policy_episode(processes, args.episode_seconds, intervene=last)
+            episodes.append(result)
+            lines.append(self._episode_line(k, args.episodes, result))
+        lines += self._policy_lines(args, episodes)
+        intervention = getattr(self, '_intervention_ticks', [])
         lines.append(
-            f'  intervention: {len(handback_ticks)} ticks, intervention flag '
-            f'{any(t["intervention"] for t in handback_ticks)}, largest per-tick step '
-            f'{handback_steps:.3f} rad'
+            f'  intervention: {len(intervention)} ticks, intervention flag '
+            f'{any(t["intervention"] for t in intervention)}'
         )
-        return {'ok': bool(policy_ticks), 'rates': self._rates(), 'lines': lines}
+        return {
+            'ok': bool(episodes) and all(e['policy_ticks'] for e in episodes),
+            'rates': self._rates(),
+            'lines': lines,
+            'teleop': teleop,
+            'episodes': episodes,
+            'latency_ms': self._latency(),
+        }
 
     # -- report ----------------------------------------------------------------------------------
 
@@ -203,19 +279,45 @@ class DemoDriver(TopicMonitor):
             for topic, s in sorted(self.stats.items())
         ]
 
-    def _policy_lines(self, args, policy_ticks, largest_step: float) -> list[str]:
+    def _episode_line(self, k: int, n: int, e: dict) -> str:
+        result = f'SUCCESS in {e["seconds_to_success"]:.1f} s' if e['success'] else 'failure'
+        return (
+            f'policy episode {k + 1}/{n} (seed {e["seed"]}): {result}; {e["chunks_executed"]} '
+            f'chunks; reasoning went through {len(e["subtasks"])} subtasks; largest step at '
+            f'chunk switches {e["largest_step_at_switch_rad"]:.3f} rad'
+        )
+
+    def _latency(self) -> dict:
+        """The policy's chunk latency percentiles as its diagnostics last reported them."""
+        diagnostics = self.stats['diagnostics'].last
+        for status in diagnostics.status if diagnostics is not None else []:
+            values = {kv.key: json.loads(kv.value) for kv in status.values}
+            if 'latency_stamp_to_publish_p50_ms' in values:
+                return {
+                    k.removeprefix('latency_').removesuffix('_ms'): v
+                    for k, v in values.items()
+                    if k.startswith('latency_') and k.endswith('_ms')
+                }
+        return {}
+
+    def _policy_lines(self, args, episodes: list[dict]) -> list[str]:
         weights = args.checkpoint or 'RANDOM weights: its text, subgoals and actions are noise'
+        successes = sum(e['success'] for e in episodes)
         lines = [
             f'\npolicy: halo-tiny on the CPU ({weights}), backend {args.backend}, seam '
-            f'{args.seam}, instruction {args.instruction!r}'
+            f'{args.seam}, instruction {args.instruction!r}',
+            f'  closed loop: {successes}/{len(episodes)} episodes succeeded '
+            f'({args.episode_seconds:g} s each at most)',
         ]
         reasoning = self.stats['halo/reasoning'].last
         if reasoning is not None:
             r = json.loads(reasoning.data)
             text = r['text'] if len(r['text']) <= 120 else r['text'][:117] + '...'
             lines.append(
-                f'  reasoning v{r["context_version"]} ({r["latency_ms"]:.0f} ms): {text!r}'
+                f'  last reasoning v{r["context_version"]} ({r["latency_ms"]:.0f} ms): {text!r}'
             )
+        for e in episodes[:1]:
+            lines.append(f'  subtasks reasoned in episode {e["episode"]}: {e["subtasks"]}')
         subgoals = self.stats['halo/subgoal/image_raw']
         lines.append(
             f'  subgoal images: {subgoals.count} '
@@ -223,28 +325,43 @@ class DemoDriver(TopicMonitor):
         )
         chunks = self.stats['halo/action_chunk']
         lines.append(f'  action chunks: {chunks.count} at {chunks.rate_hz():.1f} Hz')
-        diagnostics = self.stats['diagnostics'].last
-        for status in diagnostics.status if diagnostics is not None else []:
-            values = {kv.key: kv.value for kv in status.values}
-            if 'latency_stamp_to_publish_p50_ms' in values:
-                lines.append(
-                    f'  chunk latency (observation -> published): p50 '
-                    f'{values["latency_stamp_to_publish_p50_ms"]} ms, p99 '
-                    f'{values.get("latency_stamp_to_publish_p99_ms", "-")} ms'
-                )
-        used = {t['chunk']['seq'] for t in policy_ticks if t.get('chunk')}
-        phases = sorted({t['phase'] for t in policy_ticks})
-        lines.append(
-            f'  controller: {len(policy_ticks)} ticks in POLICY executing {len(used)} '
-            f'chunks (phases {", ".join(phases)}); largest per-tick joint step '
-            f'{largest_step:.3f} rad'
-        )
+        latency = self._latency()
+        if latency:
+            lines.append(
+                f'  chunk latency (observation -> published): p50 '
+                f'{latency.get("stamp_to_publish_p50")} ms, p99 '
+                f'{latency.get("stamp_to_publish_p99")} ms'
+            )
+        if episodes:
+            at_switch = max(e['largest_step_at_switch_rad'] for e in episodes)
+            within = max(e['largest_step_within_chunk_rad'] for e in episodes)
+            lines.append(
+                f'  seams: largest per-tick joint step at chunk switches {at_switch:.3f} rad, '
+                f'within chunks {within:.3f} rad'
+            )
         return lines
 
-    def _largest_step(self, first: int) -> float:
-        """Largest per-tick change of an arm joint command since command number `first`."""
-        commands = np.asarray(self._commands[first:])
-        if len(commands) < 2:
-            return 0.0
-        joints = [i for i in range(14) if i not in GRIPPER_INDICES]
-        return float(np.abs(np.diff(commands[:, joints], axis=0)).max())
+
+def seam_steps(ticks: list[dict], commands: list[tuple[int, np.ndarray]]) -> dict:
+    """Per-tick arm-joint command steps, split into ticks where the executed chunk changed
+    (a seam) and ticks inside one chunk: how smooth the hand-over between chunks is."""
+    by_stamp = dict(commands)
+    joints = [i for i in range(14) if i not in GRIPPER_INDICES]
+    at_switch, within = [], []
+    for before, after in zip(ticks[:-1], ticks[1:], strict=True):
+        a, b = by_stamp.get(before['stamp_ns']), by_stamp.get(after['stamp_ns'])
+        if a is None or b is None or not before['chunk'] or not after['chunk']:
+            continue
+        step = float(np.abs(b[joints] - a[joints]).max())
+        switched = (before['chunk']['epoch'], before['chunk']['seq']) != (
+            after['chunk']['epoch'],
+            after['chunk']['seq'],
+        )
+        (at_switch if switched else within).append(step)
+    return {
+        'seams': len(at_switch),
+        'largest_step_at_switch_rad': round(max(at_switch, default=0.0), 4),
+        'mean_step_at_switch_rad': round(float(np.mean(at_switch)) if at_switch else 0.0, 4),
+        'largest_step_within_chunk_rad': round(max(within, default=0.0), 4),
+        'mean_step_within_chunk_rad': round(float(np.mean(within)) if within else 0.0, 4),
+    }

@@ -6,7 +6,10 @@ Subscribes: `cam_high|cam_left_wrist|cam_right_wrist/image_raw` (rgb8, sensor-da
 Publishes: `halo/action_chunk` (JointTrajectory, the 14 joint names, header.stamp = observation
 stamp, points at k * dt; epoch/seq/context version in header.frame_id, see
 `halo_ros.runtime.chunk`), `halo/reasoning` (String JSON), `halo/subgoal/image_raw` (rgb8) and
-`diagnostics` (1 Hz). All the logic is in `halo_ros.runtime`; this file only translates.
+`diagnostics` (1 Hz). Service `~/new_episode` (Trigger): forget the reasoning about the last
+episode (a new epoch; its chunks and reasoning carry it). A trained checkpoint's `training.yaml`
+names the cameras it sees and its longest thought. All the logic is in `halo_ros.runtime`; this
+file only translates.
 """
 
 import json
@@ -17,9 +20,10 @@ from rclpy.node import Node
 from rclpy.qos import QoSProfile, qos_profile_sensor_data
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import String
+from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
-from halo_ros.engine.loading import DEFAULT_CAMERAS, EngineConfig, load_engine
+from halo_ros.engine.loading import DEFAULT_CAMERAS, EngineConfig, checkpoint_card, load_engine
 from halo_ros.joints import BIMANUAL_JOINTS
 from halo_ros.nodes.conversions import image_array, image_msg, ns_from_stamp, stamp_from_ns
 from halo_ros.nodes.spin import run_node
@@ -96,7 +100,8 @@ class PolicyNode(Node):
                 ('reasoning', True),
                 ('reasoning_period_s', 1.0),
                 ('subgoal', True),
-                ('max_tokens', 64),
+                ('max_tokens', 0),  # 0: the checkpoint's longest thought + 16, else 64
+                ('cameras', ''),  # comma-separated; '': the checkpoint's, else all three
                 ('instruction', ''),
                 ('max_skew_ms', 50.0),
                 ('max_age_ms', 250.0),
@@ -110,12 +115,16 @@ class PolicyNode(Node):
 
             torch.set_num_threads(v['torch_threads'])
         image_hw = (v['image_height'], v['image_width'])
+        card = checkpoint_card(v['checkpoint'])  # how the checkpoint was trained to run
+        cameras = tuple(c.strip() for c in v['cameras'].split(',') if c.strip())
+        cameras = cameras or tuple(card.get('cameras', DEFAULT_CAMERAS))
+        max_tokens = v['max_tokens'] or (card['max_thought_tokens'] + 16 if card else 64)
         engine_config = EngineConfig(
             model=v['model'],
             checkpoint=v['checkpoint'] or None,
             backend=v['backend'],
             device=v['device'],
-            cameras=DEFAULT_CAMERAS,
+            cameras=cameras,
             image_hw=image_hw,
             chunk_length=v['chunk_length'],
             flow_steps=v['flow_steps'],
@@ -128,7 +137,7 @@ class PolicyNode(Node):
             engine = load_engine(engine_config)
         config = PolicyConfig(
             assembly=AssemblyConfig(
-                cameras=DEFAULT_CAMERAS,
+                cameras=cameras,
                 image_hw=image_hw,
                 max_skew_ms=v['max_skew_ms'],
                 max_age_ms=v['max_age_ms'],
@@ -144,7 +153,7 @@ class PolicyNode(Node):
             reasoning=v['reasoning'],
             reasoning_period_s=v['reasoning_period_s'],
             subgoal=v['subgoal'],
-            max_tokens=v['max_tokens'],
+            max_tokens=max_tokens,
             instruction=v['instruction'],
         )
         self._chunks = self.create_publisher(JointTrajectory, 'halo/action_chunk', 10)
@@ -158,7 +167,7 @@ class PolicyNode(Node):
             on_chunk=lambda chunk: self._chunks.publish(chunk_msg(chunk)),
             on_reasoning=self._publish_reasoning,
         )
-        for camera in DEFAULT_CAMERAS:
+        for camera in cameras:
             self.create_subscription(
                 Image, f'{camera}/image_raw', self._on_image(camera), qos_profile_sensor_data
             )
@@ -166,6 +175,7 @@ class PolicyNode(Node):
         for topic in state_topics:
             self.create_subscription(JointState, topic, self._on_joints, 10)
         self.create_subscription(String, 'halo/instruction', self._on_instruction, 10)
+        self.create_service(Trigger, '~/new_episode', self._on_new_episode)
         self.create_timer(1.0 / v['diagnostics_rate_hz'], self._publish_diagnostics)
         self.runtime.start()
         info = engine.info
@@ -216,6 +226,11 @@ class PolicyNode(Node):
 
     def _on_instruction(self, msg: String) -> None:
         self.runtime.set_instruction(msg.data)
+
+    def _on_new_episode(self, request, response):
+        epoch = self.runtime.new_episode()
+        response.success, response.message = True, f'epoch {epoch}'
+        return response
 
     def _publish_reasoning(self, reasoning, accepted: bool) -> None:
         epoch = self.runtime.context.snapshot().epoch

@@ -57,6 +57,17 @@ class ContextStore:
             self._accepted_at_s = None
         return True
 
+    def restart(self) -> int:
+        """A new episode under the same instruction: forget the reasoning about the last one
+        (new epoch, instruction-only context, results still in flight are dropped)."""
+        with self._lock:
+            self._epoch += 1
+            self._reasoning = Reasoning(
+                version=self._allocate_version(), instruction=self._instruction, text=''
+            )
+            self._accepted_at_s = None
+            return self._epoch
+
     def snapshot(self) -> ContextSnapshot:
         with self._lock:
             return ContextSnapshot(

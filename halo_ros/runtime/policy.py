@@ -100,6 +100,16 @@ class PolicyRuntime:
                 self.reasoner.wake()
         return changed
 
+    def new_episode(self) -> int:
+        """Start reasoning afresh (openpi's policy reset between episodes); returns the epoch
+        whose chunks and reasoning belong to the new episode."""
+        epoch = self.context.restart()
+        log.info('new episode: epoch %d', epoch)
+        self.actor.wake()
+        if self.reasoner is not None:
+            self.reasoner.wake()
+        return epoch
+
     def start(self) -> PolicyRuntime:
         self.actor.start()
         if self.reasoner is not None:
