@@ -38,6 +38,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from halo_ros.reasoning import prompt
 from halo_ros.recording.episode_reader import EpisodeData
 from halo_ros.recording.primitives import (
     ArmPrimitives,
@@ -53,7 +54,6 @@ from halo_ros.recording.resample import AlignedEpisode
 logger = logging.getLogger(__name__)
 
 FORMAT = 'halo_ros.emcot/1'
-PROMPT = 'You are an embodied agent. Your task is to: {instruction}. Plan and act.'
 ARM_DIM = 6
 
 
@@ -309,6 +309,15 @@ def write_emcot_episode(
     return folder
 
 
+def thought_text(plan: list[str], subtask: str, left: str, right: str) -> str:
+    """The reasoning text HALO learns to write at one tick (the one place it is built): the
+    remaining plan, the active subtask and each arm's movement, in `halo_ros.reasoning`'s tagged
+    format so that `parse_thought` reads back exactly these parts."""
+    from halo_ros.reasoning import Thought, movement_text
+
+    return Thought('; '.join(plan), subtask, movement_text(left, right)).text()
+
+
 @dataclass(frozen=True)
 class TrainingSample:
     prompt: str
@@ -347,12 +356,5 @@ def training_sample(
     if len(actions) < chunk_size:
         actions = np.concatenate([actions, np.repeat(actions[-1:], chunk_size - len(actions), 0)])
     goal = cv2.imdecode(np.asarray(goal_row, np.uint8), cv2.IMREAD_COLOR)[..., ::-1]
-    plan = '\n'.join(entry['plan'])
-    movement = f'[LEFT]: {left}\n[RIGHT]: {right}\n'
-    thought = (
-        f'\n<|plan|>\n{plan}\n<|\\ plan|>\n\n'
-        f'<|subtask|>\n{entry["subtask"]}\n<|\\ subtask|>\n\n'
-        f'<|movement|>\n{movement}\n<|\\ movement|>\n\n'
-    )
-    prompt = PROMPT.format(instruction=ann['instruction'].lower().rstrip('.'))
-    return TrainingSample(prompt, thought, current, goal, actions)
+    thought = thought_text(entry['plan'], entry['subtask'], left, right)
+    return TrainingSample(prompt(ann['instruction']), thought, current, goal, actions)
