@@ -17,7 +17,6 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from halo_ros.model.halo import HaloModel
@@ -75,7 +74,10 @@ def fit_autoencoder(
         z = mean + torch.exp(0.5 * logvar) * torch.randn(mean.shape, generator=gen).to(device)
         out = vae.decoder(z)
         rec = (out - x).abs().mean()
-        mean_s, var_s = cfg.scale_factor * (mean - cfg.shift_factor), cfg.scale_factor**2 * logvar.exp()
+        mean_s, var_s = (
+            cfg.scale_factor * (mean - cfg.shift_factor),
+            cfg.scale_factor**2 * logvar.exp(),
+        )
         kld = 0.5 * (mean_s**2 + var_s - 1 - var_s.log()).mean()
         loss = rec + kl_weight * kld
         opt.zero_grad(set_to_none=True)
@@ -83,7 +85,7 @@ def fit_autoencoder(
         torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
         opt.step()
         step += 1
-        recon, kl = float(rec), float(kld)
+        recon, kl = float(rec.detach()), float(kld.detach())
         if step % log_every == 0 or step == 1:
             logger.info(
                 'autoencoder step %d: L1 %.4f  KL %.3f  (%.1f s)',

@@ -23,8 +23,12 @@ def add_arguments(parser) -> None:
     parser.add_argument('--model', default=d.model, help='model preset or YAML')
     parser.add_argument('--cameras', nargs='+', default=list(d.cameras), help='ViT input cameras')
     parser.add_argument('--goal-camera', default=d.goal_camera, help='camera of the subgoal image')
-    parser.add_argument('--minutes', type=float, default=d.minutes, help='time budget of the '
-                        'main stage (the autoencoder stage comes before it)')
+    parser.add_argument(
+        '--minutes',
+        type=float,
+        default=d.minutes,
+        help='time budget of the main stage (the autoencoder stage comes before it)',
+    )
     parser.add_argument('--steps', type=int, default=d.steps, help='optimiser steps at most')
     parser.add_argument('--batch', type=int, default=d.batch, help='samples per optimiser step')
     parser.add_argument('--lr', type=float, default=d.lr)
@@ -33,11 +37,22 @@ def add_arguments(parser) -> None:
     parser.add_argument('--ce-weight', type=float, default=d.ce_weight, help='reasoning text')
     parser.add_argument('--mse-weight', type=float, default=d.mse_weight, help='subgoal latents')
     parser.add_argument('--l1-weight', type=float, default=d.l1_weight, help='action chunk')
-    parser.add_argument('--subgoal-dropout', type=float, default=d.subgoal_dropout,
-                        help='share of samples trained without the subgoal')
+    parser.add_argument(
+        '--subgoal-dropout',
+        type=float,
+        default=d.subgoal_dropout,
+        help='share of samples trained without the subgoal',
+    )
+    parser.add_argument(
+        '--action-samples',
+        type=int,
+        default=d.action_samples,
+        help='noisy copies of the action chunk per sample',
+    )
     parser.add_argument('--ae-steps', type=int, default=d.ae_steps, help='autoencoder steps')
-    parser.add_argument('--ae-minutes', type=float, default=d.ae_minutes,
-                        help='autoencoder time budget')
+    parser.add_argument(
+        '--ae-minutes', type=float, default=d.ae_minutes, help='autoencoder time budget'
+    )
     parser.add_argument('--threads', type=int, default=d.threads, help='torch CPU threads')
     parser.add_argument('--device', default=d.device, help="'cpu' or 'cuda'")
     parser.add_argument('--seed', type=int, default=d.seed)
@@ -63,6 +78,7 @@ def run(args) -> int:
         mse_weight=args.mse_weight,
         l1_weight=args.l1_weight,
         subgoal_dropout=args.subgoal_dropout,
+        action_samples=args.action_samples,
         ae_steps=args.ae_steps,
         ae_minutes=args.ae_minutes,
         threads=args.threads,

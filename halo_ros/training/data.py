@@ -144,9 +144,7 @@ def load_episode(folder: Path, cameras: Sequence[str], goal_camera: str, encode)
     for t in range(n):
         entry = sub['reasoning'][keys[current[t]]]
         thoughts.append(encode(thought_text(entry['plan'], entry['subtask'], left[t], right[t])))
-    return Episode(
-        folder, ann['instruction'], actions, frames, tuple(thoughts), current, goals
-    )
+    return Episode(folder, ann['instruction'], actions, frames, tuple(thoughts), current, goals)
 
 
 class EmcotData:
@@ -162,7 +160,11 @@ class EmcotData:
         chunk_length: int = 50,
     ):
         self.folders = episode_folders(paths)
-        self.cameras, self.goal_camera, self.chunk_length = tuple(cameras), goal_camera, chunk_length
+        self.cameras, self.goal_camera, self.chunk_length = (
+            tuple(cameras),
+            goal_camera,
+            chunk_length,
+        )
         cache: dict[str, tuple[int, ...]] = {}
 
         def encode(text: str) -> tuple[int, ...]:

@@ -10,6 +10,8 @@ decodes it and before the action expert sees it. So the flow target is the encod
 1.4 and the clean copy is the encoded goal itself: what the action expert trains on is what it
 gets at inference, and the decoded subgoal is the goal image at its true scale.
 
+Each sample carries `action_samples` noisy copies of its chunk (independent flow times and
+noise, each its own noise split, so none sees another): more action signal per prefix.
 Actions are trained raw (joint radians, grippers 0..1), as the release does: no statistics to
 carry into the engines. Optimiser steps accumulate `batch` samples (one `forward_train` each);
 the checkpoint holds an EMA of the weights, as the release's ema.safetensors does.
@@ -71,6 +73,9 @@ class TrainConfig:
     mse_weight: float = 1.0
     l1_weight: float = 2.0  # the action loss is what closed-loop success depends on
     subgoal_dropout: float = 0.1  # share of samples without the subgoal (robust to a bad one)
+    # Independent noisy copies of the action chunk per sample: each is its own noise split
+    # (hidden from the others, same RoPE id), so a second flow sample costs ~52 of ~800 rows.
+    action_samples: int = 2
     ae_steps: int = 400
     ae_minutes: float = 4.0
     ae_batch: int = 8
@@ -129,6 +134,7 @@ def sample_items(
     grid: tuple[int, int],
     *,
     with_subgoal: bool = True,
+    action_samples: int = 1,
 ) -> list:
     vit = model.cfg.vit
     items: list = [
@@ -143,12 +149,54 @@ def sample_items(
             TrainLatentImage(tokens * divisor, grid, noisy=True),
             TrainLatentImage(tokens, grid, noisy=False),
         ]
-    items.append(TrainActions(torch.from_numpy(sample.actions)))
+    actions = torch.from_numpy(sample.actions)
+    items += [TrainActions(actions) for _ in range(action_samples)]
     return items
 
 
-def _value(x) -> float:
-    return float('nan') if x is None else float(x)
+def trainable(model: HaloModel) -> list[torch.nn.Parameter]:
+    """Everything but the VAE, which is fitted in its own stage and then frozen."""
+    return [p for n, p in model.named_parameters() if not n.startswith('vae.')]
+
+
+def make_optimizer(params: list[torch.nn.Parameter], cfg: TrainConfig) -> torch.optim.AdamW:
+    decay = [p for p in params if p.ndim >= 2]  # no weight decay on norms and biases
+    no_decay = [p for p in params if p.ndim < 2]
+    return torch.optim.AdamW(
+        [
+            {'params': decay, 'weight_decay': cfg.weight_decay},
+            {'params': no_decay, 'weight_decay': 0.0},
+        ],
+        lr=cfg.lr,
+        betas=(0.9, 0.95),
+    )
+
+
+def train_step(
+    model: HaloModel,
+    params: list[torch.nn.Parameter],
+    opt: torch.optim.Optimizer,
+    batch: list[list],
+    cfg: TrainConfig,
+    *,
+    generator: torch.Generator | None = None,
+) -> tuple[dict[str, list[float]], float]:
+    """One optimiser step over `batch` samples (lists of TrainItems), accumulated one at a time
+    (a dense packed mask would cost more attention than it saves on a CPU).
+    -> (per-sample losses by name, gradient norm before clipping)."""
+    opt.zero_grad(set_to_none=True)
+    losses: dict[str, list[float]] = {'ce': [], 'mse': [], 'l1': []}
+    for items in batch:
+        result: TrainOutput = forward_train(model, items, generator=generator)
+        loss = result.total(cfg.ce_weight, cfg.mse_weight, cfg.l1_weight) / len(batch)
+        loss.backward()
+        for k in losses:
+            value = getattr(result, k)
+            if value is not None:
+                losses[k].append(float(value.detach()))
+    grad_norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip))
+    opt.step()
+    return losses, grad_norm
 
 
 def train(paths, out: str | Path, cfg: TrainConfig) -> TrainResult:
@@ -186,17 +234,8 @@ def train(paths, out: str | Path, cfg: TrainConfig) -> TrainResult:
         model, data.goal_frames(), model_cfg.subgoal_latent_divisor
     )
 
-    params = [p for n, p in model.named_parameters() if not n.startswith('vae.')]
-    decay = [p for p in params if p.ndim >= 2]
-    no_decay = [p for p in params if p.ndim < 2]
-    opt = torch.optim.AdamW(
-        [
-            {'params': decay, 'weight_decay': cfg.weight_decay},
-            {'params': no_decay, 'weight_decay': 0.0},
-        ],
-        lr=cfg.lr,
-        betas=(0.9, 0.95),
-    )
+    params = trainable(model)
+    opt = make_optimizer(params, cfg)
     ema = Ema(params, cfg.ema_decay)
     model.train()
     model.vae.eval()
@@ -213,19 +252,22 @@ def train(paths, out: str | Path, cfg: TrainConfig) -> TrainResult:
             lr = lr_at(cfg, step, progress)
             for group in opt.param_groups:
                 group['lr'] = lr
-            opt.zero_grad(set_to_none=True)
+            batch = []
             for _ in range(cfg.batch):
-                sample = data.sample(rng)
                 with_subgoal = float(rng.random()) >= cfg.subgoal_dropout
-                items = sample_items(model, sample, goals, grid, with_subgoal=with_subgoal)
-                result: TrainOutput = forward_train(model, items, generator=gen)
-                loss = result.total(cfg.ce_weight, cfg.mse_weight, cfg.l1_weight) / cfg.batch
-                loss.backward()
-                for k in window:
-                    if getattr(result, k) is not None:
-                        window[k].append(float(getattr(result, k)))
-            grad_norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip))
-            opt.step()
+                batch.append(
+                    sample_items(
+                        model,
+                        data.sample(rng),
+                        goals,
+                        grid,
+                        with_subgoal=with_subgoal,
+                        action_samples=cfg.action_samples,
+                    )
+                )
+            losses, grad_norm = train_step(model, params, opt, batch, cfg, generator=gen)
+            for k, v in losses.items():
+                window[k].extend(v)
             ema.update(step)
             step += 1
             samples += cfg.batch
@@ -253,8 +295,9 @@ def train(paths, out: str | Path, cfg: TrainConfig) -> TrainResult:
                 log_file.write('\n')
                 log_file.flush()
             if time.monotonic() - last_save > cfg.save_every_minutes * 60:
-                _save(model, ema, out, cfg, data, digest, step, start, samples, last, ae,
-                      latent_stats)
+                _save(
+                    model, ema, out, cfg, data, digest, step, start, samples, last, ae, latent_stats
+                )
                 last_save = time.monotonic()
     finally:
         log_file.close()
