@@ -121,6 +121,11 @@ def test_the_data_holds_the_thought_every_tick_and_pads_chunks(emcot):
         assert tok.decode(got.prompt_ids) == want.prompt
         assert got.goal_key == (0, want.subtask_index)
         np.testing.assert_allclose(got.actions, want.actions)
+    # What the trainer uses by default: no plan steps, the subtask and the movement only.
+    short = EmcotData([emcot], tok, plan_steps=0).sample_at(0, ep.length // 2)
+    text = tok.decode(short.thought_ids)
+    assert text.startswith('<|plan|><|subtask|>') and '<|movement|>[LEFT]: ' in text
+    assert len(short.thought_ids) < len(data.sample_at(0, ep.length // 2).thought_ids)
 
 
 def test_a_folder_that_is_not_an_emcot_episode_is_rejected(tmp_path, caplog):

@@ -309,13 +309,16 @@ def write_emcot_episode(
     return folder
 
 
-def thought_text(plan: list[str], subtask: str, left: str, right: str) -> str:
+def thought_text(
+    plan: list[str], subtask: str, left: str, right: str, plan_steps: int | None = None
+) -> str:
     """The reasoning text HALO learns to write at one tick (the one place it is built): the
-    remaining plan, the active subtask and each arm's movement, in `halo_ros.reasoning`'s tagged
-    format so that `parse_thought` reads back exactly these parts."""
+    remaining plan (its first `plan_steps` steps; None = all), the active subtask and each arm's
+    movement, in `halo_ros.reasoning`'s tagged format so `parse_thought` reads these parts back."""
     from halo_ros.reasoning import Thought, movement_text
 
-    return Thought('; '.join(plan), subtask, movement_text(left, right)).text()
+    steps = plan if plan_steps is None else plan[:plan_steps]
+    return Thought('; '.join(steps), subtask, movement_text(left, right)).text()
 
 
 @dataclass(frozen=True)

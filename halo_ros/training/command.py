@@ -24,6 +24,12 @@ def add_arguments(parser) -> None:
     parser.add_argument('--cameras', nargs='+', default=list(d.cameras), help='ViT input cameras')
     parser.add_argument('--goal-camera', default=d.goal_camera, help='camera of the subgoal image')
     parser.add_argument(
+        '--plan-steps',
+        type=int,
+        default=d.plan_steps,
+        help='steps of the remaining plan in the thought (-1: all, as HALO)',
+    )
+    parser.add_argument(
         '--minutes',
         type=float,
         default=d.minutes,
@@ -68,6 +74,7 @@ def run(args) -> int:
         model=args.model,
         cameras=tuple(args.cameras),
         goal_camera=args.goal_camera,
+        plan_steps=None if args.plan_steps < 0 else args.plan_steps,
         steps=args.steps,
         minutes=args.minutes,
         batch=args.batch,

@@ -96,7 +96,9 @@ def _decode(jpeg: bytes | np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(bgr[..., ::-1])
 
 
-def load_episode(folder: Path, cameras: Sequence[str], goal_camera: str, encode) -> Episode:
+def load_episode(
+    folder: Path, cameras: Sequence[str], goal_camera: str, encode, plan_steps: int | None = None
+) -> Episode:
     """Read one annotated episode; `encode(text) -> ids` tokenizes thoughts (cached by text)."""
     import h5py
 
@@ -143,7 +145,8 @@ def load_episode(folder: Path, cameras: Sequence[str], goal_camera: str, encode)
     thoughts = []
     for t in range(n):
         entry = sub['reasoning'][keys[current[t]]]
-        thoughts.append(encode(thought_text(entry['plan'], entry['subtask'], left[t], right[t])))
+        text = thought_text(entry['plan'], entry['subtask'], left[t], right[t], plan_steps)
+        thoughts.append(encode(text))
     return Episode(folder, ann['instruction'], actions, frames, tuple(thoughts), current, goals)
 
 
@@ -158,6 +161,7 @@ class EmcotData:
         cameras: Sequence[str] = ('cam_high',),
         goal_camera: str = 'cam_high',
         chunk_length: int = 50,
+        plan_steps: int | None = None,
     ):
         self.folders = episode_folders(paths)
         self.cameras, self.goal_camera, self.chunk_length = (
@@ -172,7 +176,9 @@ class EmcotData:
                 cache[text] = tuple(tokenizer.encode(text))
             return cache[text]
 
-        self.episodes = [load_episode(f, self.cameras, goal_camera, encode) for f in self.folders]
+        self.episodes = [
+            load_episode(f, self.cameras, goal_camera, encode, plan_steps) for f in self.folders
+        ]
         instructions = {e.instruction for e in self.episodes}
         if len(instructions) != 1:
             raise DatasetError(f'episodes carry different instructions: {sorted(instructions)}')

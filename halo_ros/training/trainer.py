@@ -60,6 +60,10 @@ class TrainConfig:
     cameras: tuple[str, ...] = ('cam_high',)  # ACT's sim transfer-cube uses the top camera only
     goal_camera: str = 'cam_high'
     chunk_length: int = 50
+    # Steps of the remaining plan in the thought (None = all, as HALO). The template plan of a
+    # transfer is ~10 steps, ~350 tokens of this tokenizer; with none, the longest thought is
+    # ~100 tokens and prompt + thought fit the engines' default text_capacity of 160 rows.
+    plan_steps: int | None = 0
     steps: int = 100_000  # optimiser steps; whichever of steps / minutes ends first
     minutes: float = 40.0
     batch: int = 8  # samples per optimiser step (gradient accumulation)
@@ -213,6 +217,7 @@ def train(paths, out: str | Path, cfg: TrainConfig) -> TrainResult:
         cameras=cfg.cameras,
         goal_camera=cfg.goal_camera,
         chunk_length=cfg.chunk_length,
+        plan_steps=cfg.plan_steps,
     )
     digest = data_hash(data.folders)
     rng = np.random.default_rng(cfg.seed)
@@ -323,6 +328,7 @@ def _save(model, ema, out, cfg, data, digest, step, start, samples, last, ae, la
         'chunk_length': cfg.chunk_length,
         'instruction': data.instruction,
         'max_thought_tokens': int(data.max_thought_tokens),
+        'plan_steps': cfg.plan_steps,
         'subgoal': {
             'target': 'encoded goal x subgoal_latent_divisor; clean copy = encoded goal',
             **{k: round(v, 4) for k, v in latent_stats.items()},
