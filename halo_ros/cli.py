@@ -33,6 +33,7 @@ COMMANDS = {
     'recover-episodes': 'halo_ros.recording.recover',
     'seam-eval': 'halo_ros.runtime.seam_eval',
     'serve': 'halo_ros.transport.serve',
+    'train': 'halo_ros.training.command',
     'up': 'halo_ros.bringup.up',
     'virtual-bus': 'halo_ros.sim.virtual_bus.serve',
 }

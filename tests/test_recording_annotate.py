@@ -133,7 +133,7 @@ def test_annotate_command_writes_halo_training_data(episode, tmp_path):
     tick = (transfer['start_index'] + transfer['end_index']) // 2
     sample = training_sample(folder, tick)
     assert sample.subtask_index == 2
-    assert '<|subtask|>\nmove the object with the right arm\n' in sample.thought
+    assert '<|subtask|>move the object with the right arm<|movement|>' in sample.thought
     assert '[RIGHT]: move the arm while holding the object' in sample.thought
     assert sample.prompt.startswith('You are an embodied agent. Your task is to: pick up')
     np.testing.assert_allclose(sample.actions, aligned.action[tick : tick + 50], atol=1e-6)

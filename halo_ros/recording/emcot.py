@@ -32,13 +32,13 @@ import importlib
 import json
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import yaml
 
+from halo_ros.reasoning import prompt
 from halo_ros.recording.episode_reader import EpisodeData
 from halo_ros.recording.primitives import (
     MOVEMENT_TEXT,
@@ -55,7 +55,6 @@ from halo_ros.recording.resample import AlignedEpisode
 logger = logging.getLogger(__name__)
 
 FORMAT = 'halo_ros.emcot/1'
-PROMPT = 'You are an embodied agent. Your task is to: {instruction}. Plan and act.'
 ARM_DIM = 6
 
 
@@ -311,6 +310,18 @@ def write_emcot_episode(
     return folder
 
 
+def thought_text(
+    plan: list[str], subtask: str, left: str, right: str, plan_steps: int | None = None
+) -> str:
+    """The reasoning text HALO learns to write at one tick (the one place it is built): the
+    remaining plan (its first `plan_steps` steps; None = all), the active subtask and each arm's
+    movement, in `halo_ros.reasoning`'s tagged format so `parse_thought` reads these parts back."""
+    from halo_ros.reasoning import Thought, movement_text
+
+    steps = plan if plan_steps is None else plan[:plan_steps]
+    return Thought('; '.join(steps), subtask, movement_text(left, right)).text()
+
+
 @dataclass(frozen=True)
 class TrainingSample:
     prompt: str
@@ -318,17 +329,6 @@ class TrainingSample:
     subtask_index: int
     goal_image: np.ndarray  # (H, W, 3) uint8 RGB, the active subtask's last frame
     actions: np.ndarray  # (K, 14)
-
-
-def format_thought(plan: Sequence[str], subtask: str, left: str, right: str) -> str:
-    """The thought text exactly as HALO's RoboTwin loader writes it."""
-    plan_text = '\n'.join(plan)
-    movement = f'[LEFT]: {left}\n[RIGHT]: {right}\n'
-    return (
-        f'\n<|plan|>\n{plan_text}\n<|\\ plan|>\n\n'
-        f'<|subtask|>\n{subtask}\n<|\\ subtask|>\n\n'
-        f'<|movement|>\n{movement}\n<|\\ movement|>\n\n'
-    )
 
 
 def template_thoughts() -> list[str]:
@@ -339,7 +339,7 @@ def template_thoughts() -> list[str]:
     subtasks = [p.format(side=s) for p in _ARM_PHRASES.values() for s in ('left', 'right')]
     moves = list(MOVEMENT_TEXT.values())
     thoughts = [
-        format_thought([a, b], f'{a} and {b}', left, right)
+        thought_text([a, b], f'{a} and {b}', left, right)
         for (a, b), (left, right) in zip(
             itertools.product(subtasks, subtasks),
             itertools.cycle(itertools.product(moves, moves)),
@@ -377,6 +377,5 @@ def training_sample(
     if len(actions) < chunk_size:
         actions = np.concatenate([actions, np.repeat(actions[-1:], chunk_size - len(actions), 0)])
     goal = cv2.imdecode(np.asarray(goal_row, np.uint8), cv2.IMREAD_COLOR)[..., ::-1]
-    thought = format_thought(entry['plan'], entry['subtask'], left, right)
-    prompt = PROMPT.format(instruction=ann['instruction'].lower().rstrip('.'))
-    return TrainingSample(prompt, thought, current, goal, actions)
+    thought = thought_text(entry['plan'], entry['subtask'], left, right)
+    return TrainingSample(prompt(ann['instruction']), thought, current, goal, actions)

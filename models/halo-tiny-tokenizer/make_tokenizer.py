@@ -10,7 +10,8 @@ from pathlib import Path
 
 from halo_ros.model.config import load_config
 from halo_ros.model.tokenizer import build_tiny_tokenizer, load_tokenizer
-from halo_ros.recording.emcot import PROMPT, template_thoughts
+from halo_ros.reasoning import prompt
+from halo_ros.recording.emcot import template_thoughts
 
 VERBS = [
     'pick up',
@@ -62,7 +63,7 @@ def corpus() -> list[str]:
             'move back.'
         )
     lines += template_thoughts()
-    lines.append(PROMPT.format(instruction='transfer the cube to the other arm'))
+    lines.append(prompt('transfer the cube to the other arm'))
     lines.append(
         '0123456789 .,;:!?()[]-_/"\' abcdefghijklmnopqrstuvwxyz ABCDEFGHIJKLMNOPQRSTUVWXYZ'
     )

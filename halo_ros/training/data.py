@@ -1,0 +1,240 @@
+"""Annotated EM-CoT episodes in memory, sampled uniformly by (episode, tick).
+
+Each episode is read once: camera frames stay as their recorded JPEG bytes (decoding and the
+ViT resize happen per sample, ~2 ms, because 20k decoded ViT frames would take ~2 GB of a
+shared machine), actions as float32 rows, the thought text of every tick (built by
+`emcot.thought_text`, the same function `training_sample` uses) tokenized once per distinct
+text, and the goal frame of every subtask decoded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from halo_ros.reasoning import prompt
+from halo_ros.recording.emcot import FORMAT, thought_text
+
+logger = logging.getLogger(__name__)
+
+ANNOTATION_FILE = 'annotation.yaml'
+
+
+class DatasetError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Episode:
+    folder: Path
+    instruction: str
+    actions: np.ndarray  # (T, 14) float32
+    frames: dict[str, list]  # camera -> T JPEG frames (bytes) or raw (H, W, 3) uint8
+    thought_ids: tuple[tuple[int, ...], ...]  # per tick
+    subtask: np.ndarray  # (T,) int, active subtask per tick
+    goals: tuple[np.ndarray, ...]  # per subtask: (H, W, 3) uint8 RGB of the goal camera
+
+    @property
+    def length(self) -> int:
+        return len(self.actions)
+
+
+@dataclass(frozen=True)
+class Sample:
+    images: dict[str, np.ndarray]  # camera -> (H, W, 3) uint8 RGB as recorded
+    prompt_ids: tuple[int, ...]
+    thought_ids: tuple[int, ...]
+    goal_key: tuple[int, int]  # (episode, subtask): index of the precomputed goal latent
+    actions: np.ndarray  # (K, 14) float32, padded with the last row
+
+
+def episode_folders(paths: Sequence[str | Path]) -> list[Path]:
+    """Episode folders (holding annotation.yaml) given as themselves or as their parents."""
+    out: list[Path] = []
+    for raw in paths:
+        path = Path(raw)
+        if (path / ANNOTATION_FILE).is_file():
+            out.append(path)
+            continue
+        found = sorted(p.parent for p in path.glob(f'*/{ANNOTATION_FILE}')) if path.is_dir() else []
+        if not found:
+            raise DatasetError(
+                f'{path}: not an EM-CoT episode folder ({ANNOTATION_FILE} missing) and no '
+                f'sub-folder holds one; annotate recordings first (halo-ros annotate)'
+            )
+        out.extend(found)
+    return out
+
+
+def data_hash(folders: Sequence[Path]) -> str:
+    """sha256 over every file of the episode folders (relative names and contents, sorted)."""
+    h = hashlib.sha256()
+    for folder in folders:
+        for path in sorted(p for p in folder.rglob('*') if p.is_file()):
+            h.update(f'{folder.name}/{path.relative_to(folder)}\0'.encode())
+            with open(path, 'rb') as f:
+                while chunk := f.read(1 << 20):
+                    h.update(chunk)
+    return h.hexdigest()
+
+
+def _decode(jpeg: bytes | np.ndarray) -> np.ndarray:
+    import cv2
+
+    if isinstance(jpeg, np.ndarray) and jpeg.ndim == 3:  # recorded without JPEG
+        return jpeg
+    bgr = cv2.imdecode(np.frombuffer(bytes(jpeg), np.uint8), cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise DatasetError('a recorded frame is not a decodable JPEG')
+    return np.ascontiguousarray(bgr[..., ::-1])
+
+
+def load_episode(
+    folder: Path, cameras: Sequence[str], goal_camera: str, encode, plan_steps: int | None = None
+) -> Episode:
+    """Read one annotated episode; `encode(text) -> ids` tokenizes thoughts (cached by text)."""
+    import h5py
+
+    ann = yaml.safe_load((folder / ANNOTATION_FILE).read_text())
+    if not isinstance(ann, dict) or ann.get('format') != FORMAT:
+        got = ann.get('format') if isinstance(ann, dict) else ann
+        raise DatasetError(f'{folder}: not a {FORMAT} episode (format {got!r})')
+    h5s, subs = list(folder.glob('episode*.hdf5')), list(folder.glob('episode*_subtask.json'))
+    if len(h5s) != 1 or len(subs) != 1:
+        raise DatasetError(
+            f'{folder}: expected one episode*.hdf5 and one episode*_subtask.json, '
+            f'found {len(h5s)} and {len(subs)}'
+        )
+    sub = json.loads(subs[0].read_text())
+    keys = sorted(sub['reasoning'], key=float)
+    starts = np.array([float(k) for k in keys])
+    with h5py.File(h5s[0]) as f:
+        actions = np.asarray(f['action'], np.float32)
+        n = len(actions)
+        missing = [c for c in {*cameras, goal_camera} if f'observations/images/{c}' not in f]
+        if missing:
+            have = sorted(f['observations/images'])
+            raise DatasetError(f'{folder}: cameras {missing} not recorded (have {have})')
+        lens = f['compress_len'] if 'compress_len' in f else None
+        names = sorted(f['observations/images'])
+        frames = {}
+        for cam in cameras:
+            rows = f[f'observations/images/{cam}'][()]
+            cam_lens = lens[names.index(cam)] if lens is not None else np.full(n, rows.shape[-1])
+            if rows.ndim == 4:  # raw (T, H, W, 3) frames
+                frames[cam] = list(rows)
+                continue
+            frames[cam] = [bytes(rows[t][: int(cam_lens[t])]) for t in range(n)]
+        left = [s.decode() for s in f['Primitives/left/text'][()]]
+        right = [s.decode() for s in f['Primitives/right/text'][()]]
+        goal_rows = f[f'observations/images/{goal_camera}']
+        goals = tuple(_decode(goal_rows[int(s['end_index'])]) for s in ann['subtasks'])
+    if len(goals) != len(keys):
+        raise DatasetError(
+            f'{folder}: {len(goals)} subtasks in {ANNOTATION_FILE}, {len(keys)} in {subs[0].name}'
+        )
+    current = np.searchsorted(starts, np.arange(n) / sub['fps'] + 1e-9, side='right') - 1
+    current = np.maximum(current, 0)
+    thoughts = []
+    for t in range(n):
+        entry = sub['reasoning'][keys[current[t]]]
+        text = thought_text(entry['plan'], entry['subtask'], left[t], right[t], plan_steps)
+        thoughts.append(encode(text))
+    return Episode(folder, ann['instruction'], actions, frames, tuple(thoughts), current, goals)
+
+
+class EmcotData:
+    """Every episode of `paths` in memory; `sample(rng)` draws (episode, tick) uniformly."""
+
+    def __init__(
+        self,
+        paths: Sequence[str | Path],
+        tokenizer,
+        *,
+        cameras: Sequence[str] = ('cam_high',),
+        goal_camera: str = 'cam_high',
+        chunk_length: int = 50,
+        plan_steps: int | None = None,
+    ):
+        self.folders = episode_folders(paths)
+        self.cameras, self.goal_camera, self.chunk_length = (
+            tuple(cameras),
+            goal_camera,
+            chunk_length,
+        )
+        cache: dict[str, tuple[int, ...]] = {}
+
+        def encode(text: str) -> tuple[int, ...]:
+            if text not in cache:
+                cache[text] = tuple(tokenizer.encode(text))
+            return cache[text]
+
+        self.episodes = [
+            load_episode(f, self.cameras, goal_camera, encode, plan_steps) for f in self.folders
+        ]
+        instructions = {e.instruction for e in self.episodes}
+        if len(instructions) != 1:
+            raise DatasetError(f'episodes carry different instructions: {sorted(instructions)}')
+        self.instruction = instructions.pop()
+        self.prompt_ids = tuple(tokenizer.encode(prompt(self.instruction)))
+        self.lengths = np.array([e.length for e in self.episodes])
+        self.max_thought_tokens = max(len(ids) for ids in cache.values())
+        first = self.episodes[0]
+        self.image_hw = _decode(first.frames[self.cameras[0]][0]).shape[:2]
+        logger.info(
+            '%d episodes, %d ticks, %d distinct thoughts (longest %d tokens), frames %s',
+            len(self.episodes),
+            self.ticks,
+            len(cache),
+            self.max_thought_tokens,
+            self.image_hw,
+        )
+
+    @property
+    def ticks(self) -> int:
+        return int(self.lengths.sum())
+
+    def goal_frames(self) -> dict[tuple[int, int], np.ndarray]:
+        return {(i, k): g for i, e in enumerate(self.episodes) for k, g in enumerate(e.goals)}
+
+    def frames(self, camera: str, count: int, rng: np.random.Generator) -> list[np.ndarray]:
+        """`count` decoded frames of `camera` at uniformly drawn ticks (autoencoder data)."""
+        out = []
+        for _ in range(count):
+            e, t = self._draw(rng)
+            source = self.episodes[e]
+            if camera in source.frames:
+                out.append(_decode(source.frames[camera][t]))
+            else:
+                out.append(source.goals[int(source.subtask[t])])
+        return out
+
+    def _draw(self, rng: np.random.Generator) -> tuple[int, int]:
+        flat = int(rng.integers(self.ticks))
+        e = int(np.searchsorted(np.cumsum(self.lengths), flat, side='right'))
+        return e, flat - int(self.lengths[:e].sum())
+
+    def sample(self, rng: np.random.Generator) -> Sample:
+        e, t = self._draw(rng)
+        return self.sample_at(e, t)
+
+    def sample_at(self, e: int, t: int) -> Sample:
+        ep = self.episodes[e]
+        actions = ep.actions[t : t + self.chunk_length]
+        if len(actions) < self.chunk_length:  # padded with the last row, as HALO's loader does
+            pad = np.repeat(actions[-1:], self.chunk_length - len(actions), 0)
+            actions = np.concatenate([actions, pad])
+        return Sample(
+            {c: _decode(ep.frames[c][t]) for c in self.cameras},
+            self.prompt_ids,
+            ep.thought_ids[t],
+            (e, int(ep.subtask[t])),
+            actions,
+        )

@@ -1,0 +1,143 @@
+"""halo-ros train: the optimisation step learns, and a trained folder loads and acts."""
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from halo_ros.cli import main as cli_main
+from halo_ros.engine.interface import Observation
+from halo_ros.engine.loading import EngineConfig, build_model, load_engine
+from halo_ros.model.config import load_config
+from halo_ros.model.halo import HaloModel
+from halo_ros.model.training import (
+    TrainActions,
+    TrainLatentImage,
+    TrainText,
+    TrainViTImage,
+    forward_train,
+)
+from halo_ros.recording import synthetic
+from halo_ros.training.data import DatasetError, EmcotData, data_hash, episode_folders
+from halo_ros.training.trainer import TrainConfig, make_optimizer, train_step, trainable
+
+START_NS = 1_700_000_000_000_000_000
+
+
+@pytest.fixture(scope='module')
+def emcot(tmp_path_factory):
+    root = tmp_path_factory.mktemp('train')
+    for i in range(2):
+        synthetic.write_pick_place_episode(root / 'bags' / f'ep{i}', start_ns=START_NS, seed=i)
+    out = root / 'emcot'
+    assert cli_main(['annotate', str(root / 'bags'), '--out', str(out), '--no-progress']) == 0
+    return out
+
+
+def _fixed_sample(seed: int) -> list:
+    g = torch.Generator().manual_seed(seed)
+    grid = (2, 2)
+    return [
+        TrainViTImage(torch.rand(3, 112, 112, generator=g) * 2 - 1),
+        TrainText((5, 6, 7), loss=False),
+        TrainText(tuple(int(v) for v in torch.randint(0, 900, (12,), generator=g))),
+        TrainLatentImage(
+            torch.randn(4, 64, generator=g), grid, noisy=True, t=0.6, noise=torch.randn(4, 64)
+        ),
+        TrainLatentImage(torch.randn(4, 64, generator=g), grid, noisy=False),
+        TrainActions(torch.randn(8, 14, generator=g), t=0.6, noise=torch.randn(8, 14)),
+    ]
+
+
+def test_optimizer_steps_on_a_fixed_batch_lower_every_loss():
+    torch.manual_seed(0)
+    torch.set_num_threads(1)
+    model = HaloModel(load_config('halo-tiny'))
+    model.init_weights(seed=0)
+    cfg = TrainConfig(lr=3e-3)
+    batch = [_fixed_sample(0), _fixed_sample(1)]
+
+    def losses() -> dict[str, float]:
+        with torch.no_grad():
+            outs = [forward_train(model, items) for items in batch]
+        return {
+            k: float(np.mean([float(getattr(o, k)) for o in outs])) for k in ('ce', 'mse', 'l1')
+        }
+
+    before = losses()
+    params = trainable(model)
+    opt = make_optimizer(params, cfg)
+    for _ in range(8):
+        step_losses, grad_norm = train_step(model, params, opt, batch, cfg)
+        assert np.isfinite(grad_norm) and set(step_losses) == {'ce', 'mse', 'l1'}
+    after = losses()
+    for k in ('ce', 'mse', 'l1'):
+        assert after[k] < 0.9 * before[k], (k, before[k], after[k])
+
+
+def test_train_command_writes_a_checkpoint_that_loads_and_acts(emcot, tmp_path):
+    out = tmp_path / 'ckpt'
+    args = ['train', str(emcot), '--out', str(out), '--steps', '3', '--batch', '2']
+    assert cli_main([*args, '--ae-steps', '3', '--log-every', '1']) == 0
+
+    meta = yaml.safe_load((out / 'training.yaml').read_text())
+    folders = episode_folders([emcot])
+    assert meta['format'] == 'halo_ros.checkpoint/1' and meta['model'] == 'halo-tiny'
+    assert meta['data']['sha256'] == data_hash(folders)
+    assert meta['data']['episodes'] == 2 and meta['training']['steps'] == 3
+    assert meta['cameras'] == ['cam_high'] and meta['chunk_length'] == 50
+    hw = tuple(meta['image_hw'])
+    assert meta['max_thought_tokens'] >= 1
+    assert set(meta['training']['final_losses']) == {'ce', 'mse', 'l1'}
+    assert sum(p.stat().st_size for p in out.iterdir()) <= 20 * 2**20
+    assert len((out / 'losses.jsonl').read_text().splitlines()) == 3
+
+    # The strict loader every engine uses, then one action chunk from the eager engine.
+    config = EngineConfig(checkpoint=str(out), cameras=('cam_high',), image_hw=hw)
+    model, _, _ = build_model(config)
+    assert not torch.equal(
+        model.output_linear_layer.weight, torch.zeros_like(model.output_linear_layer.weight)
+    )  # trained, not the zero-initialised head
+    engine = load_engine(config)
+    rng = np.random.default_rng(0)
+    frame = rng.integers(0, 256, (*hw, 3), dtype=np.uint8)
+    obs = Observation(0, {'cam_high': frame}, np.zeros(14, np.float32))
+    noise = rng.standard_normal((50, 14)).astype(np.float32)
+    result = engine.act(obs, None, noise)
+    assert result.actions.shape == (50, 14) and np.isfinite(result.actions).all()
+
+
+def test_the_data_holds_the_thought_every_tick_and_pads_chunks(emcot):
+    from halo_ros.model.tokenizer import tokenizer_for
+    from halo_ros.recording.emcot import training_sample
+
+    tok = tokenizer_for(load_config('halo-tiny'))
+    data = EmcotData([emcot], tok)
+    ep = data.episodes[0]
+    for tick in (0, ep.length // 2, ep.length - 3):
+        want = training_sample(ep.folder, tick)
+        got = data.sample_at(0, tick)
+        assert tok.decode(got.thought_ids) == want.thought
+        assert tok.decode(got.prompt_ids) == want.prompt
+        assert got.goal_key == (0, want.subtask_index)
+        np.testing.assert_allclose(got.actions, want.actions)
+    # What the trainer uses by default: no plan steps, the subtask and the movement only.
+    short = EmcotData([emcot], tok, plan_steps=0).sample_at(0, ep.length // 2)
+    text = tok.decode(short.thought_ids)
+    assert text.startswith('<|plan|><|subtask|>') and '<|movement|>[LEFT]: ' in text
+    assert len(short.thought_ids) < len(data.sample_at(0, ep.length // 2).thought_ids)
+
+
+def test_a_folder_that_is_not_an_emcot_episode_is_rejected(tmp_path, caplog):
+    (tmp_path / 'junk').mkdir()
+    (tmp_path / 'junk' / 'notes.txt').write_text('hello')
+    with pytest.raises(DatasetError, match='not an EM-CoT episode folder'):
+        episode_folders([tmp_path / 'junk'])
+    assert cli_main(['train', str(tmp_path / 'junk'), '--out', str(tmp_path / 'o')]) == 2
+    assert 'annotation.yaml missing' in caplog.text
+
+    bad = tmp_path / 'bad'
+    bad.mkdir()
+    (bad / 'annotation.yaml').write_text(yaml.safe_dump({'format': 'something/else'}))
+    with pytest.raises(DatasetError, match="format 'something/else'"):
+        EmcotData([bad], None)
