@@ -138,6 +138,27 @@ def test_safety_filter_clamps_position_and_never_passes_nan():
     assert Limit.NON_FINITE in held.limited and np.isfinite(held.command).all()
 
 
+def test_a_full_turn_joint_goes_to_the_nearest_equivalent_angle():
+    # Joint 3 spans a whole turn (+-3.14): -3.13 is where +3.13 + 0.02 rad lies, so an arm at
+    # +3.13 told -3.13 must not turn all the way round; joint 1 (+-2) moves to its target.
+    lower, upper = -np.ones(14) * 2, np.ones(14) * 2
+    lower[3], upper[3] = -3.14, 3.14
+    f = SafetyFilter(limits(lower=lower, upper=upper), 0.02)
+    start = np.zeros(14)
+    start[[1, 3]] = -1.5, 3.13
+    f.reset(start)
+    target = start.copy()
+    target[[1, 3]] = 1.5, -3.13
+    for _ in range(100):
+        command = f.filter(target).command
+    assert command[1] == pytest.approx(1.5)
+    assert 3.13 <= command[3] <= 3.14  # the equivalent angle, clipped at the limit
+    target[3] = -1.0  # a real move: the short way round is back through zero
+    for _ in range(200):
+        command = f.filter(target).command
+    assert command[3] == pytest.approx(-1.0)
+
+
 def test_gripper_stops_closing_past_its_current_limit():
     f = SafetyFilter(
         limits(max_velocity=np.ones(14) * 50, max_acceleration=np.ones(14) * 1e5), 0.02

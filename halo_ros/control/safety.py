@@ -51,10 +51,20 @@ class FilterResult:
     limited: set = field(default_factory=set)  # Limit members that changed the command
 
 
+FULL_TURN_RAD = 2 * np.pi - 0.02  # a range this wide holds both ends of one turn (e.g. +-3.14)
+
+
 class SafetyFilter:
     def __init__(self, limits: JointLimits, period_s: float):
         self.limits = limits
         self.period_s = period_s
+        # Joints whose range spans a whole turn (waist, forearm roll, wrist rotate: +-3.14): +pi
+        # and -pi are one shaft angle, so a target is taken as the equivalent angle nearest the
+        # present command (ros2_control's angle_wraparound, kept inside the limits). A policy
+        # that sees only images cannot tell +pi from -pi; without this, picking the other one
+        # would command a full turn of the arm.
+        self._full_turn = (limits.upper - limits.lower) >= FULL_TURN_RAD
+        self._full_turn[list(GRIPPER_INDICES)] = False
         self._command = None  # last command sent
         self._velocity = np.zeros(DOF)
 
@@ -97,6 +107,8 @@ class SafetyFilter:
         if target.shape != (DOF,) or not np.isfinite(target).all():
             limited.add(Limit.NON_FINITE)
             target = self._command  # hold: never pass a NaN on
+        if self._full_turn.any():
+            target = self._nearest_turn(target)
         clipped = np.clip(target, lim.lower, lim.upper)
         if not np.array_equal(clipped, target):
             limited.add(Limit.POSITION)
@@ -134,6 +146,16 @@ class SafetyFilter:
         command = np.clip(self._command + self._velocity * dt, lim.lower, lim.upper)
         self._command = command
         return FilterResult(command.copy(), limited)
+
+    def _nearest_turn(self, target: np.ndarray) -> np.ndarray:
+        """On full-turn joints, of target and target +-2 pi those inside the limits (give or take
+        a few hundredths, clipped after) the one nearest the present command."""
+        lim = self.limits
+        candidates = target + np.array([[0.0], [-2 * np.pi], [2 * np.pi]])  # (3, DOF)
+        inside = (candidates >= lim.lower - 0.05) & (candidates <= lim.upper + 0.05)
+        distance = np.where(inside, np.abs(candidates - self._command), np.inf)
+        best = candidates[np.argmin(distance, axis=0), np.arange(DOF)]
+        return np.where(self._full_turn & inside.any(axis=0), best, target)
 
     def _gripper_current(self, target, effort_ma, gripper_position, limited):
         # A gripper pressing on an object beyond its current limit latches an overload after a few

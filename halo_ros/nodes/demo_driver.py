@@ -49,6 +49,8 @@ class DemoDriver(TopicMonitor):
         self.create_subscription(String, CONTROL_STATE, self._on_tick, 200)
         self.create_subscription(JointState, 'halo/command', self._on_command, 200)
         self.create_subscription(String, 'halo/reasoning', self._on_reasoning, 50)
+        self._policy_status = None  # the policy's last diagnostics (every node publishes some)
+        self.create_subscription(DiagnosticArray, 'diagnostics', self._on_diagnostics, 50)
         self._deadline = time.monotonic() + 60
 
     def close(self) -> None:
@@ -60,6 +62,10 @@ class DemoDriver(TopicMonitor):
 
     def _on_command(self, msg) -> None:
         self._commands.append((ns_from_stamp(msg.header.stamp), np.asarray(msg.position)))
+
+    def _on_diagnostics(self, msg) -> None:
+        if any(s.name == 'halo_ros: policy' for s in msg.status):
+            self._policy_status = msg
 
     def _on_reasoning(self, msg) -> None:
         self._reasonings.append(json.loads(msg.data))
@@ -289,15 +295,13 @@ class DemoDriver(TopicMonitor):
 
     def _latency(self) -> dict:
         """The policy's chunk latency percentiles as its diagnostics last reported them."""
-        diagnostics = self.stats['diagnostics'].last
-        for status in diagnostics.status if diagnostics is not None else []:
-            values = {kv.key: json.loads(kv.value) for kv in status.values}
-            if 'latency_stamp_to_publish_p50_ms' in values:
-                return {
-                    k.removeprefix('latency_').removesuffix('_ms'): v
-                    for k, v in values.items()
-                    if k.startswith('latency_') and k.endswith('_ms')
-                }
+        for status in self._policy_status.status if self._policy_status is not None else []:
+            values = {kv.key: kv.value for kv in status.values}
+            return {
+                k.removeprefix('latency_').removesuffix('_ms'): float(v)
+                for k, v in values.items()
+                if k.startswith('latency_') and k.endswith('_ms')
+            }
         return {}
 
     def _policy_lines(self, args, episodes: list[dict]) -> list[str]:
@@ -317,7 +321,8 @@ class DemoDriver(TopicMonitor):
                 f'  last reasoning v{r["context_version"]} ({r["latency_ms"]:.0f} ms): {text!r}'
             )
         for e in episodes[:1]:
-            lines.append(f'  subtasks reasoned in episode {e["episode"]}: {e["subtasks"]}')
+            shown = [t if len(t) <= 60 else t[:57] + '...' for t in e['subtasks'][:8]]
+            lines.append(f'  subtasks reasoned in episode {e["episode"]}: {shown}')
         subgoals = self.stats['halo/subgoal/image_raw']
         lines.append(
             f'  subgoal images: {subgoals.count} '
