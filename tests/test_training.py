@@ -106,6 +106,31 @@ def test_train_command_writes_a_checkpoint_that_loads_and_acts(emcot, tmp_path):
     result = engine.act(obs, None, noise)
     assert result.actions.shape == (50, 14) and np.isfinite(result.actions).all()
 
+    # More training on top: the VAE is kept and the card accounts for both runs.
+    more = tmp_path / 'more'
+    assert (
+        cli_main(
+            [
+                'train',
+                str(emcot),
+                '--init',
+                str(out),
+                '--out',
+                str(more),
+                '--steps',
+                '2',
+                '--batch',
+                '2',
+            ]
+        )
+        == 0
+    )
+    card = yaml.safe_load((more / 'training.yaml').read_text())
+    assert card['training']['continued_from']['steps'] == 3 and card['training']['steps'] == 2
+    vae = {k: v for k, v in model.state_dict().items() if k.startswith('vae.')}
+    again, _, _ = build_model(EngineConfig(checkpoint=str(more), cameras=('cam_high',)))
+    assert all(torch.equal(again.state_dict()[k], v) for k, v in vae.items())
+
 
 def test_the_data_holds_the_thought_every_tick_and_pads_chunks(emcot):
     from halo_ros.model.tokenizer import tokenizer_for
@@ -141,3 +166,20 @@ def test_a_folder_that_is_not_an_emcot_episode_is_rejected(tmp_path, caplog):
     (bad / 'annotation.yaml').write_text(yaml.safe_dump({'format': 'something/else'}))
     with pytest.raises(DatasetError, match="format 'something/else'"):
         EmcotData([bad], None)
+
+
+def test_the_shipped_checkpoint_loads_like_released_weights_and_says_how_it_was_made():
+    from halo_ros.engine.loading import checkpoint_card
+    from halo_ros.model.checkpoint import EMA_FILE, VAE_FILE, load_checkpoint
+    from halo_ros.paths import model_file
+
+    folder = model_file('halo-tiny-transfer-cube')
+    size = sum(p.stat().st_size for p in folder.iterdir() if p.is_file())
+    assert size <= 20 * 1024 * 1024, f'{size / 2**20:.1f} MiB'
+    card = checkpoint_card(str(folder))
+    assert card['model'] == 'halo-tiny' and card['cameras'] == ['cam_high']
+    assert len(card['data']['sha256']) == 64 and card['data']['episodes'] >= 20
+    assert card['training']['steps'] > 0 and card['max_thought_tokens'] > 0
+    model = HaloModel(load_config('halo-tiny'))
+    report = load_checkpoint(model, folder / EMA_FILE, folder / VAE_FILE)  # strict, as released
+    assert report.ok, report.summary()

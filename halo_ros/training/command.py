@@ -21,6 +21,7 @@ def add_arguments(parser) -> None:
     parser.add_argument('data', nargs='+', help='annotated episode folders, or folders of them')
     parser.add_argument('--out', default='models/halo-tiny-transfer-cube', help='checkpoint folder')
     parser.add_argument('--model', default=d.model, help='model preset or YAML')
+    parser.add_argument('--init', default=None, help='continue training this checkpoint folder')
     parser.add_argument('--cameras', nargs='+', default=list(d.cameras), help='ViT input cameras')
     parser.add_argument('--goal-camera', default=d.goal_camera, help='camera of the subgoal image')
     parser.add_argument(
@@ -72,6 +73,7 @@ def run(args) -> int:
 
     cfg = TrainConfig(
         model=args.model,
+        init=args.init,
         cameras=tuple(args.cameras),
         goal_camera=args.goal_camera,
         plan_steps=None if args.plan_steps is None or args.plan_steps < 0 else args.plan_steps,

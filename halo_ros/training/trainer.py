@@ -30,7 +30,7 @@ import numpy as np
 import torch
 import yaml
 
-from halo_ros.model.checkpoint import save_checkpoint
+from halo_ros.model.checkpoint import EMA_FILE, VAE_FILE, load_checkpoint, save_checkpoint
 from halo_ros.model.config import load_config
 from halo_ros.model.halo import HaloModel
 from halo_ros.model.preprocess import vit_image
@@ -57,6 +57,7 @@ MAX_CHECKPOINT_BYTES = 20 * 1024 * 1024
 @dataclass(frozen=True)
 class TrainConfig:
     model: str = 'halo-tiny'
+    init: str | None = None  # continue from this checkpoint folder (its VAE is kept as it is)
     cameras: tuple[str, ...] = ('cam_high',)  # ACT's sim transfer-cube uses the top camera only
     goal_camera: str = 'cam_high'
     chunk_length: int = 50
@@ -224,16 +225,23 @@ def train(paths, out: str | Path, cfg: TrainConfig) -> TrainResult:
 
     model = HaloModel(model_cfg)
     model.init_weights(seed=cfg.seed)
+    if cfg.init:
+        # More training on top of a checkpoint: same weights, VAE and goal latents; a fresh
+        # optimiser (warmup again) and EMA. Its card is carried into the new one.
+        report = load_checkpoint(model, Path(cfg.init) / EMA_FILE, Path(cfg.init) / VAE_FILE)
+        logger.info('continuing from %s: %s', cfg.init, report.summary())
+        ae = {'kept from': str(cfg.init)}
     model.to(device)
-    ae = fit_autoencoder(
-        model,
-        lambda n: data.frames(cfg.goal_camera, n, rng),
-        steps=cfg.ae_steps,
-        seconds=cfg.ae_minutes * 60,
-        batch=cfg.ae_batch,
-        crop=cfg.ae_crop,
-        seed=cfg.seed,
-    )
+    if not cfg.init:
+        ae = fit_autoencoder(
+            model,
+            lambda n: data.frames(cfg.goal_camera, n, rng),
+            steps=cfg.ae_steps,
+            seconds=cfg.ae_minutes * 60,
+            batch=cfg.ae_batch,
+            crop=cfg.ae_crop,
+            seed=cfg.seed,
+        )
     goals, grid, latent_stats = goal_latents(
         model, data.goal_frames(), model_cfg.subgoal_latent_divisor
     )
@@ -351,6 +359,12 @@ def _save(model, ema, out, cfg, data, digest, step, start, samples, last, ae, la
             'config': {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(cfg).items()},
         },
     }
+    if cfg.init:  # the card accounts for all the training these weights have had
+        earlier = yaml.safe_load((Path(cfg.init) / TRAINING_FILE).read_text())['training']
+        meta['training']['continued_from'] = earlier
+        meta['training']['total_seconds'] = round(
+            elapsed + earlier.get('total_seconds', earlier['seconds']), 1
+        )
     (out / TRAINING_FILE).write_text(yaml.safe_dump(meta, sort_keys=False))
     size = sum(p.stat().st_size for p in out.iterdir() if p.is_file())
     if size > MAX_CHECKPOINT_BYTES:
