@@ -66,6 +66,8 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
+    from halo_ros.engine.loading import resolve_checkpoint
+
     args.checkpoint = resolve_checkpoint(args.checkpoint)
     domain = int(os.environ.get('ROS_DOMAIN_ID') or rosenv.random_domain_id())
     rosenv.apply(domain)
@@ -101,21 +103,6 @@ def run(args) -> int:
     bags = sorted(os.listdir(episodes)) if os.path.isdir(episodes) else []
     print(f'recorded {len(bags)} episode(s): ' + ', '.join(os.path.join(episodes, b) for b in bags))
     return 0 if report['ok'] else 1
-
-
-def resolve_checkpoint(name: str) -> str:
-    """'' or 'random' -> '' (random weights); a folder name under models/ or a path -> its path."""
-    from halo_ros.paths import model_file
-
-    if name in ('', 'random'):
-        return ''
-    for path in (name, str(model_file(name))):
-        if os.path.isfile(os.path.join(path, 'ema.safetensors')):
-            return os.path.abspath(path)
-    raise FileNotFoundError(
-        f'no checkpoint {name!r} (a folder with ema.safetensors, here or under models/); '
-        'train one with `halo-ros train`, or pass --checkpoint random'
-    )
 
 
 def node(run_dir: str, module: str, name: str, params: dict) -> NodeProcess:

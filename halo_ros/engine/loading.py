@@ -68,6 +68,22 @@ class EngineConfig:
             )
 
 
+def resolve_checkpoint(name: str) -> str:
+    """'' or 'random' -> '' (random weights); a folder, or a folder name under models/ (e.g.
+    'halo-tiny-transfer-cube') -> its absolute path. Raises naming what is missing."""
+    from halo_ros.paths import model_file
+
+    if name in ('', 'random'):
+        return ''
+    for path in (Path(name).expanduser(), model_file(name)):
+        if (path / 'ema.safetensors').is_file():
+            return str(path.resolve())
+    raise FileNotFoundError(
+        f'no checkpoint {name!r} (a folder with ema.safetensors, as given or under models/); '
+        'train one with `halo-ros train`, or use random weights'
+    )
+
+
 TRAINING_CARD = 'training.yaml'  # written by `halo-ros train` next to the weights
 
 

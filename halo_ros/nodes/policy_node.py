@@ -23,7 +23,13 @@ from std_msgs.msg import String
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
-from halo_ros.engine.loading import DEFAULT_CAMERAS, EngineConfig, checkpoint_card, load_engine
+from halo_ros.engine.loading import (
+    DEFAULT_CAMERAS,
+    EngineConfig,
+    checkpoint_card,
+    load_engine,
+    resolve_checkpoint,
+)
 from halo_ros.joints import BIMANUAL_JOINTS
 from halo_ros.nodes.conversions import image_array, image_msg, ns_from_stamp, stamp_from_ns
 from halo_ros.nodes.spin import run_node
@@ -77,7 +83,8 @@ class PolicyNode(Node):
             '',
             [
                 ('model', 'halo-tiny'),  # preset under models/ or a YAML path
-                ('checkpoint', ''),  # folder with ema.safetensors; '' = random weights
+                # A folder with ema.safetensors, or its name under models/; '' = random weights.
+                ('checkpoint', ''),
                 ('backend', 'torch'),  # torch | onnxruntime | tensorrt | remote
                 ('server', 'tcp://127.0.0.1:5555'),  # backend remote: the `halo-ros serve` endpoint
                 ('server_key', ''),  # remote over CURVE: the server's .key file
@@ -115,6 +122,7 @@ class PolicyNode(Node):
 
             torch.set_num_threads(v['torch_threads'])
         image_hw = (v['image_height'], v['image_width'])
+        v['checkpoint'] = resolve_checkpoint(v['checkpoint'])
         card = checkpoint_card(v['checkpoint'])  # how the checkpoint was trained to run
         cameras = tuple(c.strip() for c in v['cameras'].split(',') if c.strip())
         cameras = cameras or tuple(card.get('cameras', DEFAULT_CAMERAS))
