@@ -93,16 +93,24 @@ class DemoDriver(TopicMonitor):
         name = topic if topic.startswith('/') else '/' + topic
         self.wait(lambda: self.count_publishers(name) > 0, f'a publisher on {name}', processes)
 
-    def call(self, service: str, request=None, srv_type=Trigger) -> str:
+    def call(self, service: str, request=None, srv_type=Trigger, *, attempts: int = 1) -> str:
+        """Call and wait for the reply; a refusal is retried `attempts` - 1 times, 0.5 s apart
+        (for requests that are safe to repeat), then raised."""
         client = self.create_client(srv_type, service)
         self.wait(lambda: client.service_is_ready(), f'the service {service}')
-        future = client.call_async(request or srv_type.Request())
-        self.wait(future.done, f'the reply of {service}')
-        result = future.result()
-        self.destroy_client(client)
-        if not result.success:
+        try:
+            for attempt in range(1, attempts + 1):
+                future = client.call_async(request or srv_type.Request())
+                self.wait(future.done, f'the reply of {service}')
+                result = future.result()
+                if result.success:
+                    return result.message
+                if attempt < attempts:
+                    self.get_logger().warning(f'{service} refused ({result.message}); again')
+                    self.spin_for(0.5)
             raise DemoError(f'{service} refused: {result.message}')
-        return result.message
+        finally:
+            self.destroy_client(client)
 
     def status(self) -> dict | None:
         last = self.stats[SIM_STATUS].last
@@ -119,11 +127,11 @@ class DemoDriver(TopicMonitor):
         after an operator repositions a real arm by hand.
         """
         self.call('/controller/hold')
-        self.call('/controller/torque', SetBool.Request(data=False), SetBool)
+        self.call('/controller/torque', SetBool.Request(data=False), SetBool, attempts=3)
         before = self.status()['episode']
         self.call('/sim/reset')
         self.wait(lambda: self.status()['episode'] > before, 'the new episode', processes)
-        self.call('/controller/torque', SetBool.Request(data=True), SetBool)
+        self.call('/controller/torque', SetBool.Request(data=True), SetBool, attempts=3)
         return self.status()['episode']
 
     def teleop_episode(self, processes=None) -> dict:
@@ -183,12 +191,15 @@ class DemoDriver(TopicMonitor):
         first_tick, first_command = len(self._ticks), len(self._commands)
         self.call('/controller/engage_policy')
         engaged = time.monotonic()
-        success_s = None
+        success_s, best = None, 0
         end = engaged + seconds
         while time.monotonic() < end:
             rclpy.spin_once(self, timeout_sec=0.05)
             now = self.status()
-            if success_s is None and now['episode'] == episode and now['success']:
+            if now['episode'] != episode:
+                continue
+            best = max(best, now['reward'])  # gym-aloha's staged reward, 4 = transferred
+            if success_s is None and now['success']:
                 success_s = time.monotonic() - engaged
                 end = min(end, time.monotonic() + 0.5)
         ticks, commands = self._ticks[first_tick:], self._commands[first_command:]
@@ -208,6 +219,7 @@ class DemoDriver(TopicMonitor):
             'episode': episode,
             'seed': status['seed'],
             'success': success_s is not None,
+            'max_reward': best,
             'seconds_to_success': None if success_s is None else round(success_s, 2),
             'policy_ticks': len(ticks),
             'chunks_executed': len(
@@ -286,7 +298,11 @@ class DemoDriver(TopicMonitor):
         ]
 
     def _episode_line(self, k: int, n: int, e: dict) -> str:
-        result = f'SUCCESS in {e["seconds_to_success"]:.1f} s' if e['success'] else 'failure'
+        result = (
+            f'SUCCESS in {e["seconds_to_success"]:.1f} s'
+            if e['success']
+            else f'failure (best reward {e["max_reward"]}/4)'
+        )
         return (
             f'policy episode {k + 1}/{n} (seed {e["seed"]}): {result}; {e["chunks_executed"]} '
             f'chunks; reasoning went through {len(e["subtasks"])} subtasks; largest step at '
@@ -311,7 +327,9 @@ class DemoDriver(TopicMonitor):
             f'\npolicy: halo-tiny on the CPU ({weights}), backend {args.backend}, seam '
             f'{args.seam}, instruction {args.instruction!r}',
             f'  closed loop: {successes}/{len(episodes)} episodes succeeded '
-            f'({args.episode_seconds:g} s each at most)',
+            f'({args.episode_seconds:g} s each at most); episodes reaching reward 1/2/3/4 '
+            f'(right grasps / lifts / left touches / left holds it up): '
+            + '/'.join(str(sum(e['max_reward'] >= r for e in episodes)) for r in (1, 2, 3, 4)),
         ]
         reasoning = self.stats['halo/reasoning'].last
         if reasoning is not None:

@@ -183,8 +183,8 @@ class DynamixelBus:
             f'WRITE of {register.label} (address {register.address}) = {value}',
             (dxl_id,),
             attempt,
-            attempts=self.max_attempts + 2,
-            backoff_s=0.005,
+            attempts=self.max_attempts + 4,
+            backoff_s=0.01,
         )
 
     def write_each(self, ids: Iterable[int], register: Register, value: int) -> None:
