@@ -19,7 +19,13 @@ from halo_ros.model.training import (
 )
 from halo_ros.recording import synthetic
 from halo_ros.training.data import DatasetError, EmcotData, data_hash, episode_folders
-from halo_ros.training.trainer import TrainConfig, make_optimizer, train_step, trainable
+from halo_ros.training.trainer import (
+    TrainConfig,
+    make_optimizer,
+    sample_items,
+    train_step,
+    trainable,
+)
 
 START_NS = 1_700_000_000_000_000_000
 
@@ -146,11 +152,24 @@ def test_the_data_holds_the_thought_every_tick_and_pads_chunks(emcot):
         assert tok.decode(got.prompt_ids) == want.prompt
         assert got.goal_key == (0, want.subtask_index)
         np.testing.assert_allclose(got.actions, want.actions)
-    # What the trainer uses by default: no plan steps, the subtask and the movement only.
+    # --plan-steps 0: the subtask and the movement only.
     short = EmcotData([emcot], tok, plan_steps=0).sample_at(0, ep.length // 2)
     text = tok.decode(short.thought_ids)
     assert text.startswith('<|plan|><|subtask|>') and '<|movement|>[LEFT]: ' in text
     assert len(short.thought_ids) < len(data.sample_at(0, ep.length // 2).thought_ids)
+
+    # A lagged context: images and actions of the tick, thought and goal of an earlier one,
+    # trained as conditioning only (no CE on that thought, no subgoal target).
+    late = ep.length - 3
+    lagged = data.sample_at(0, late, context_tick=0)
+    assert lagged.lagged and lagged.thought_ids == ep.thought_ids[0]
+    assert lagged.goal_key == (0, 0) != data.sample_at(0, late).goal_key
+    np.testing.assert_allclose(lagged.actions, data.sample_at(0, late).actions)
+    model = HaloModel(load_config('halo-tiny'))
+    goals = {lagged.goal_key: torch.zeros(4, 64)}
+    items = sample_items(model, lagged, goals, (2, 2))
+    assert not any(isinstance(i, TrainText) and i.loss for i in items)
+    assert [i.noisy for i in items if isinstance(i, TrainLatentImage)] == [False]
 
 
 def test_a_folder_that_is_not_an_emcot_episode_is_rejected(tmp_path, caplog):

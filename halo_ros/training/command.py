@@ -56,6 +56,12 @@ def add_arguments(parser) -> None:
         default=d.action_samples,
         help='noisy copies of the action chunk per sample',
     )
+    parser.add_argument(
+        '--context-lag-s',
+        type=float,
+        default=d.context_lag_s,
+        help='train actions on reasoning up to this old (a slow reasoner at inference)',
+    )
     parser.add_argument('--ae-steps', type=int, default=d.ae_steps, help='autoencoder steps')
     parser.add_argument(
         '--ae-minutes', type=float, default=d.ae_minutes, help='autoencoder time budget'
@@ -74,6 +80,7 @@ def run(args) -> int:
     cfg = TrainConfig(
         model=args.model,
         init=args.init,
+        context_lag_s=args.context_lag_s,
         cameras=tuple(args.cameras),
         goal_camera=args.goal_camera,
         plan_steps=None if args.plan_steps is None or args.plan_steps < 0 else args.plan_steps,

@@ -40,6 +40,7 @@ class Episode:
     thought_ids: tuple[tuple[int, ...], ...]  # per tick
     subtask: np.ndarray  # (T,) int, active subtask per tick
     goals: tuple[np.ndarray, ...]  # per subtask: (H, W, 3) uint8 RGB of the goal camera
+    fps: float  # control rate of the tick grid
 
     @property
     def length(self) -> int:
@@ -53,6 +54,7 @@ class Sample:
     thought_ids: tuple[int, ...]
     goal_key: tuple[int, int]  # (episode, subtask): index of the precomputed goal latent
     actions: np.ndarray  # (K, 14) float32, padded with the last row
+    lagged: bool = False  # thought and goal are from an earlier tick than images and actions
 
 
 def episode_folders(paths: Sequence[str | Path]) -> list[Path]:
@@ -147,7 +149,9 @@ def load_episode(
         entry = sub['reasoning'][keys[current[t]]]
         text = thought_text(entry['plan'], entry['subtask'], left[t], right[t], plan_steps)
         thoughts.append(encode(text))
-    return Episode(folder, ann['instruction'], actions, frames, tuple(thoughts), current, goals)
+    return Episode(
+        folder, ann['instruction'], actions, frames, tuple(thoughts), current, goals, sub['fps']
+    )
 
 
 class EmcotData:
@@ -183,6 +187,7 @@ class EmcotData:
         if len(instructions) != 1:
             raise DatasetError(f'episodes carry different instructions: {sorted(instructions)}')
         self.instruction = instructions.pop()
+        self.fps = float(self.episodes[0].fps)
         self.prompt_ids = tuple(tokenizer.encode(prompt(self.instruction)))
         self.lengths = np.array([e.length for e in self.episodes])
         self.max_thought_tokens = max(len(ids) for ids in cache.values())
@@ -221,20 +226,25 @@ class EmcotData:
         e = int(np.searchsorted(np.cumsum(self.lengths), flat, side='right'))
         return e, flat - int(self.lengths[:e].sum())
 
-    def sample(self, rng: np.random.Generator) -> Sample:
+    def sample(self, rng: np.random.Generator, max_lag: int = 0) -> Sample:
+        """A uniformly drawn tick; with max_lag > 0 its reasoning context (thought and goal) is
+        that of a tick up to max_lag earlier, as a slow reasoner leaves it at inference."""
         e, t = self._draw(rng)
-        return self.sample_at(e, t)
+        lag = int(rng.integers(max_lag + 1)) if max_lag > 0 else 0
+        return self.sample_at(e, t, context_tick=max(t - lag, 0))
 
-    def sample_at(self, e: int, t: int) -> Sample:
+    def sample_at(self, e: int, t: int, context_tick: int | None = None) -> Sample:
         ep = self.episodes[e]
+        c = t if context_tick is None else context_tick
         actions = ep.actions[t : t + self.chunk_length]
         if len(actions) < self.chunk_length:  # padded with the last row, as HALO's loader does
             pad = np.repeat(actions[-1:], self.chunk_length - len(actions), 0)
             actions = np.concatenate([actions, pad])
         return Sample(
-            {c: _decode(ep.frames[c][t]) for c in self.cameras},
+            {cam: _decode(ep.frames[cam][t]) for cam in self.cameras},
             self.prompt_ids,
-            ep.thought_ids[t],
-            (e, int(ep.subtask[t])),
+            ep.thought_ids[c],
+            (e, int(ep.subtask[c])),
             actions,
+            lagged=c != t,
         )

@@ -76,6 +76,11 @@ class TrainConfig:
     ce_weight: float = 1.0
     mse_weight: float = 1.0
     l1_weight: float = 2.0  # the action loss is what closed-loop success depends on
+    # The reasoning an action is conditioned on is as old as a reasoning cycle at inference (on
+    # a CPU, 1-3 s while a subtask lasts ~1 s): this share of samples pairs the images and
+    # actions of tick t with the thought and goal of a tick up to context_lag_s earlier.
+    context_lag_s: float = 0.0
+    context_lag_share: float = 0.5
     subgoal_dropout: float = 0.1  # share of samples without the subgoal (robust to a bad one)
     # Independent noisy copies of the action chunk per sample: each is its own noise split
     # (hidden from the others, same RoPE id), so a second flow sample costs ~52 of ~800 rows.
@@ -145,14 +150,18 @@ def sample_items(
         TrainViTImage(vit_image(img, vit.image_max_px, vit.image_min_px, vit.patch_size))
         for img in sample.images.values()
     ]
-    items += [TrainText(sample.prompt_ids, loss=False), TrainText(sample.thought_ids, loss=True)]
+    # A lagged context conditions the actions only: the thought and goal of an earlier tick are
+    # not what the model should reason about these images (no CE, no subgoal target).
+    items += [
+        TrainText(sample.prompt_ids, loss=False),
+        TrainText(sample.thought_ids, loss=not sample.lagged),
+    ]
     if with_subgoal:
         tokens = goals[sample.goal_key]
         divisor = model.cfg.subgoal_latent_divisor
-        items += [
-            TrainLatentImage(tokens * divisor, grid, noisy=True),
-            TrainLatentImage(tokens, grid, noisy=False),
-        ]
+        if not sample.lagged:
+            items.append(TrainLatentImage(tokens * divisor, grid, noisy=True))
+        items.append(TrainLatentImage(tokens, grid, noisy=False))
     actions = torch.from_numpy(sample.actions)
     items += [TrainActions(actions) for _ in range(action_samples)]
     return items
@@ -246,6 +255,7 @@ def train(paths, out: str | Path, cfg: TrainConfig) -> TrainResult:
         model, data.goal_frames(), model_cfg.subgoal_latent_divisor
     )
 
+    lag = round(cfg.context_lag_s * data.fps)
     params = trainable(model)
     opt = make_optimizer(params, cfg)
     ema = Ema(params, cfg.ema_decay)
@@ -270,7 +280,7 @@ def train(paths, out: str | Path, cfg: TrainConfig) -> TrainResult:
                 batch.append(
                     sample_items(
                         model,
-                        data.sample(rng),
+                        data.sample(rng, lag if float(rng.random()) < cfg.context_lag_share else 0),
                         goals,
                         grid,
                         with_subgoal=with_subgoal,
