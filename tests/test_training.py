@@ -114,23 +114,8 @@ def test_train_command_writes_a_checkpoint_that_loads_and_acts(emcot, tmp_path):
 
     # More training on top: the VAE is kept and the card accounts for both runs.
     more = tmp_path / 'more'
-    assert (
-        cli_main(
-            [
-                'train',
-                str(emcot),
-                '--init',
-                str(out),
-                '--out',
-                str(more),
-                '--steps',
-                '2',
-                '--batch',
-                '2',
-            ]
-        )
-        == 0
-    )
+    more_args = ['--init', str(out), '--steps', '2', '--batch', '2', '--context-lag-s', '1']
+    assert cli_main(['train', str(emcot), '--out', str(more), *more_args]) == 0
     card = yaml.safe_load((more / 'training.yaml').read_text())
     assert card['training']['continued_from']['steps'] == 3 and card['training']['steps'] == 2
     vae = {k: v for k, v in model.state_dict().items() if k.startswith('vae.')}
