@@ -133,7 +133,7 @@ def build_model(config: EngineConfig):
         folder = Path(config.checkpoint)
         vae = folder / VAE_FILE
         report = load_checkpoint(model, folder / EMA_FILE, vae if vae.is_file() else None)
-        log.info('loaded %s: %s', folder, report)
+        log.info('loaded %s: %s', folder, report.summary())
     digest = model_digest(config)
     return model.to(torch.device(config.device)).eval(), tokenizer_for(cfg), digest
 

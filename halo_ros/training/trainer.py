@@ -354,7 +354,7 @@ def _save(model, ema, out, cfg, data, digest, step, start, samples, last, ae, la
             'episodes': len(data.episodes),
             'ticks': data.ticks,
             'sha256': digest,
-            'folders': [str(f) for f in data.folders],
+            'folders': [f.name for f in data.folders],  # the sha256 names their contents
         },
         'training': {
             'steps': step,
