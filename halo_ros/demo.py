@@ -128,7 +128,7 @@ def _start_policy_side(args, run_dir: str) -> dict:
         'seed': args.seed,
         'instruction': args.instruction,
         'seam_mode': args.seam,
-        'torch_threads': 1,
+        'threads': 1,
     }
     if args.checkpoint:  # an empty string cannot be passed as a ROS parameter override
         policy['checkpoint'] = args.checkpoint

@@ -45,7 +45,7 @@ def graph(tmp_path_factory):
             'chunk_rate_hz': 4.0,
             'reasoning_period_s': 1.0,
             'max_tokens': 12,
-            'torch_threads': 1,
+            'threads': 1,
         },
         log_path=str(logs / 'policy_node.log'),
     ).start()

@@ -92,7 +92,7 @@ def run(args) -> int:
             'image_width': width,
             'image_height': height,
             'chunk_rate_hz': 5.0,
-            'torch_threads': 1,
+            'threads': 1,
             'instruction': 'transfer the cube to the other arm',
         }
         if args.checkpoint:

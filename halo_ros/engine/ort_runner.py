@@ -69,7 +69,10 @@ class OrtRunner(GraphRunner):
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if threads:
+            # A thread budget means a shared CPU (the robot's nodes beside the policy): idle
+            # threads sleep instead of spinning, which would take cores from the others.
             options.intra_op_num_threads = threads
+            options.add_session_config_entry('session.intra_op.allow_spinning', '0')
         self._sessions = {}
         self._specs = {}
         for name, entry in self.manifest['graphs'].items():

@@ -94,7 +94,7 @@ class PolicyNode(Node):
                 ('model_hash', ''),  # remote: refuse a server with another model ('' = any)
                 ('device', 'cpu'),
                 ('seed', 0),
-                ('torch_threads', 0),  # 0: torch's default
+                ('threads', 0),  # torch and onnxruntime intra-op threads; 0: their default
                 ('image_width', 320),  # what the cameras deliver
                 ('image_height', 240),
                 ('chunk_length', 50),
@@ -117,10 +117,10 @@ class PolicyNode(Node):
             ],
         )
         v = {param.name: param.value for param in p}
-        if v['torch_threads'] > 0:
+        if v['threads'] > 0:
             import torch
 
-            torch.set_num_threads(v['torch_threads'])
+            torch.set_num_threads(v['threads'])
         image_hw = (v['image_height'], v['image_width'])
         v['checkpoint'] = resolve_checkpoint(v['checkpoint'])
         card = checkpoint_card(v['checkpoint'])  # how the checkpoint was trained to run
@@ -138,6 +138,7 @@ class PolicyNode(Node):
             flow_steps=v['flow_steps'],
             seed=v['seed'],
             server=v['server'],
+            threads=v['threads'],
         )
         if v['backend'] == 'remote':
             engine = self._remote_engine(engine_config, v)
