@@ -46,6 +46,7 @@ class DemoDriver(TopicMonitor):
         self._ticks: list[dict] = []  # control_state of every tick seen
         self._commands: list[tuple[int, np.ndarray]] = []  # (stamp, halo/command) per tick
         self._reasonings: list[dict] = []  # every halo/reasoning message, parsed
+        self._intervention_ticks: list[dict] = []  # control states of the last intervention
         self.create_subscription(String, CONTROL_STATE, self._on_tick, 200)
         self.create_subscription(JointState, 'halo/command', self._on_command, 200)
         self.create_subscription(String, 'halo/reasoning', self._on_reasoning, 50)
@@ -175,9 +176,10 @@ class DemoDriver(TopicMonitor):
         episode = self.new_episode(processes)
         status = self.status()
         epoch = int(self.call('/policy/new_episode').split()[-1])
-        reasoned = lambda: [r for r in self._reasonings if r['epoch'] == epoch and r['accepted']]  # noqa: E731
-        self.wait(lambda: reasoned(), 'the first reasoning about the new episode', processes)
-        version = reasoned()[0]['context_version']
+        self.wait(
+            lambda: self._accepted(epoch), 'the first reasoning about the new episode', processes
+        )
+        version = self._accepted(epoch)[0]['context_version']
         self.wait(
             lambda: (
                 (tag := self._chunk_tag()) is not None
@@ -212,7 +214,7 @@ class DemoDriver(TopicMonitor):
         )
         self.call('/recorder_node/stop')
         subtasks = []
-        for r in reasoned():
+        for r in self._accepted(epoch):
             if not subtasks or subtasks[-1] != r['subtask']:
                 subtasks.append(r['subtask'])
         return {
@@ -245,6 +247,10 @@ class DemoDriver(TopicMonitor):
         self._intervention_ticks = self._ticks[start:]
         return len(self._intervention_ticks)
 
+    def _accepted(self, epoch: int) -> list[dict]:
+        """The reasoning results of an epoch that the policy installed, oldest first."""
+        return [r for r in self._reasonings if r['epoch'] == epoch and r['accepted']]
+
     def _chunk_tag(self) -> ChunkTag | None:
         last = self.stats['halo/action_chunk'].last
         return None if last is None else ChunkTag.parse(last.header.frame_id)
@@ -270,7 +276,7 @@ class DemoDriver(TopicMonitor):
             episodes.append(result)
             lines.append(self._episode_line(k, args.episodes, result))
         lines += self._policy_lines(args, episodes)
-        intervention = getattr(self, '_intervention_ticks', [])
+        intervention = self._intervention_ticks
         lines.append(
             f'  intervention: {len(intervention)} ticks, intervention flag '
             f'{any(t["intervention"] for t in intervention)}'
