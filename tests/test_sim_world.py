@@ -93,11 +93,15 @@ def test_arm_goal_moves_the_joint_only_while_torque_is_on(sim):
     assert arm.read().position_rad[0] == pytest.approx(-0.3, abs=0.02)
 
 
-def test_scripted_expert_success_rate_over_seeded_episodes(sim):
+def test_scripted_expert_succeeds_without_spinning_the_wrist(sim):
     expert = TransferCubeExpert(sim)
     results = [run_episode(sim, expert, seed) for seed in range(100, 120)]
     rate = np.mean([r.success for r in results])
     assert rate >= 0.9, [(r.seed, r.max_reward, r.final_reward) for r in results]
+    # One wrist branch in every demonstration: a half-turn spin (+-pi, the other branch) would
+    # make the same gripper pose two different commands.
+    spins = [(r.seed, r.forearm_roll_span_rad) for r in results if r.forearm_roll_span_rad > 1.5]
+    assert not spins, spins
 
 
 def test_insertion_task_loads_and_scores_zero_at_rest():

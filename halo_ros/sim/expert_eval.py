@@ -12,10 +12,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from halo_ros.joints import BIMANUAL_JOINTS
 from halo_ros.sim.expert import EPISODE_TICKS, TransferCubeExpert
 from halo_ros.sim.world import AlohaSim, normalized_to_shaft
 
 log = logging.getLogger(__name__)
+
+FOREARM_ROLLS = [i for i, name in enumerate(BIMANUAL_JOINTS) if name.endswith('forearm_roll')]
 
 
 @dataclass(frozen=True)
@@ -25,6 +28,9 @@ class EpisodeResult:
     max_reward: int
     final_reward: int
     wall_s: float
+    # Largest travel (max - min) of either forearm roll command: a demonstration that spins the
+    # wrist through half a turn shows ~pi here.
+    forearm_roll_span_rad: float
 
 
 def command_to_shafts(command14: np.ndarray, gripper=normalized_to_shaft):
@@ -44,17 +50,25 @@ def run_episode(
     start = time.perf_counter()
     sim.reset(seed)
     expert.reset(sim.object_position())
-    rewards = []
+    rewards, rolls = [], []
     for tick in range(EPISODE_TICKS):
-        left, right = command_to_shafts(expert.command(tick, sim.object_position()))
+        command = expert.command(tick, sim.object_position())
+        rolls.append(command[FOREARM_ROLLS])
+        left, right = command_to_shafts(command)
         sim.followers['follower_left'].set_goal(left)
         sim.followers['follower_right'].set_goal(right)
         sim.step()
         rewards.append(sim.reward())
         if on_tick is not None:
             on_tick(tick)
+    rolls = np.array(rolls)
     return EpisodeResult(
-        seed, rewards[-1] == sim.max_reward, max(rewards), rewards[-1], time.perf_counter() - start
+        seed,
+        rewards[-1] == sim.max_reward,
+        max(rewards),
+        rewards[-1],
+        time.perf_counter() - start,
+        round(float((rolls.max(0) - rolls.min(0)).max()), 4),
     )
 
 
@@ -72,17 +86,19 @@ def run(args) -> int:
         result = run_episode(sim, expert, seed)
         results.append(result)
         log.info(
-            'seed %d: %s (max reward %d, final %d, %.1f s)',
+            'seed %d: %s (max reward %d, final %d, forearm roll travel %.2f rad, %.1f s)',
             seed,
             'success' if result.success else 'FAIL',
             result.max_reward,
             result.final_reward,
+            result.forearm_roll_span_rad,
             result.wall_s,
         )
     rate = float(np.mean([r.success for r in results]))
     print(
         f'scripted transfer-cube expert: {sum(r.success for r in results)}/{len(results)} '
-        f'successful ({100 * rate:.0f} %)'
+        f'successful ({100 * rate:.0f} %); largest forearm roll travel in an episode '
+        f'{max(r.forearm_roll_span_rad for r in results):.2f} rad'
     )
     if args.json:
         with open(args.json, 'w') as f:

@@ -9,11 +9,14 @@ import numpy as np
 
 from halo_ros.sim.scene import TCP_IN_GRIPPER, ArmIndex
 
-# Near the start pose the forearm-roll and wrist-rotate axes are almost parallel, so only their
-# sum is constrained and plain DLS lets them drift apart; a weak pull towards zero in the null
-# space of the task keeps them no further apart than the pose needs.
+# Near wrist angle 0 the forearm-roll and wrist-rotate axes are almost parallel, so only their sum
+# is constrained and plain DLS lets them counter-rotate freely. Left alone, the right arm's reach
+# drifted through half a turn to the other wrist branch (roll +-pi with the wrist angle negated: the
+# same gripper pose), ending at +pi or -pi by chance (86 of 100 demonstrations): a policy that
+# sees only images cannot tell the branches apart. A pull of the forearm roll towards zero in the
+# null space of the task, at every iteration, keeps every solution on the roll ~ 0 branch.
 REST = np.zeros(6)
-REST_GAIN = np.array([0.0, 0.0, 0.0, 0.02, 0.0, 0.02])  # per solve: at most ~3 rad/s of drift
+REST_GAIN = np.array([0.0, 0.0, 0.0, 0.5, 0.0, 0.0])
 # The continuous joints' MJCF range is +-3.14158 rad; the calibrated range of the arms is
 # +-3.14 (calibration/*.yaml), and the expert's joint targets must be commands a robot accepts.
 CALIBRATED_ROLL_RAD = 3.13  # a tick inside, so encoder rounding stays in range
@@ -61,7 +64,7 @@ class ArmIK:
         q = q_init.astype(np.float64).copy()
         low, high = self._limits
         rot_err = np.zeros(3)
-        for iteration in range(iterations):
+        for _ in range(iterations):
             pos, quat = self.tcp_pose(q)
             mujoco.mju_subQuat(rot_err, target_quat, quat)  # body-frame rotation error
             rot_err_world = self._data.body(self._arm.gripper_body).xmat.reshape(3, 3) @ rot_err
@@ -78,7 +81,6 @@ class ArmIK:
             )
             inverse = jac.T @ np.linalg.inv(jac @ jac.T + self._damping**2 * np.eye(6))
             dq = inverse @ err
-            if iteration == 0:  # once per call, so the pull is a rate, not a jump
-                dq += (np.eye(6) - inverse @ jac) @ (REST_GAIN * (REST - q))
+            dq += (np.eye(6) - inverse @ jac) @ (REST_GAIN * (REST - q))
             q = np.clip(q + dq, low, high)
         return q
