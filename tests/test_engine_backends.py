@@ -4,7 +4,6 @@ import dataclasses
 
 import numpy as np
 import pytest
-import torch
 from engine_support import (
     eager_engine,
     exported,
@@ -14,8 +13,9 @@ from engine_support import (
     tiny,
 )
 
-from halo_ros.engine.interface import EngineInputError, Observation
-from halo_ros.engine.runner import GuidanceUnsupportedError, TorchRunner
+from halo_ros.engine.interface import EngineInputError, GuidanceUnsupportedError, Observation
+from halo_ros.engine.runner import TorchRunner
+from halo_ros.runtime.seam import SeamMode, SeamPlan, plan_seam
 
 pytest.importorskip('onnxruntime', reason='onnxruntime not installed')
 
@@ -64,24 +64,35 @@ def test_act_agrees_across_backends(engines, reasoning, with_reasoning):
         assert {'vit', 'prefill', 'flow', 'total'} <= set(got.timings_ms)
 
 
-class PullTowardsZero:
-    """A guidance that needs d velocity / d x_t (as real-time chunking does)."""
-
-    def velocity(self, x_t, t, step, velocity_fn):
-        x = x_t.detach().requires_grad_(True)
-        v = velocity_fn(x)
-        (grad,) = torch.autograd.grad(((x - t * v)[:4] ** 2).sum(), x)
-        return v.detach() - 0.5 * grad
+def _seam(mode: SeamMode, reference: np.ndarray, delay: int = 4) -> SeamPlan:
+    """A seam towards a tail that differs from the free chunk, so following it shows."""
+    return plan_seam(mode, reference[2:12] + 0.3, 16, delay, 6)
 
 
 def test_guided_act_uses_the_vjp_graph_and_agrees(engines, reasoning):
     eager, torch_engine, ort_engine = engines
     assert ort_engine.info.supports_guidance_gradients
-    want = eager.act(observation(), reasoning, noise(), PullTowardsZero()).actions
     plain = eager.act(observation(), reasoning, noise()).actions
+    seam = _seam(SeamMode.RTC, plain)
+    want = eager.act(observation(), reasoning, noise(), seam).actions
     assert np.abs(want - plain).max() > 1e-3  # the guidance changed the chunk
     for engine in (torch_engine, ort_engine):
-        got = engine.act(observation(), reasoning, noise(), PullTowardsZero()).actions
+        got = engine.act(observation(), reasoning, noise(), seam).actions
+        assert _rel(got, want) <= 1e-4, engine.info.backend
+
+
+def test_prefix_seam_keeps_the_executed_prefix_on_every_backend(engines, reasoning):
+    """Training-time RTC at inference: the first d actions are the old chunk's, exactly, and
+    the rest is sampled conditioned on them (per-row flow times through the exported graph)."""
+    eager, torch_engine, ort_engine = engines
+    plain = eager.act(observation(), reasoning, noise()).actions
+    seam = _seam(SeamMode.PREFIX, plain, delay=5)
+    want = eager.act(observation(), reasoning, noise(), seam).actions
+    np.testing.assert_array_equal(want[:5], seam.target[:5])
+    assert np.abs(want[5:] - plain[5:]).max() > 1e-4  # the prefix conditions the rest
+    for engine in (torch_engine, ort_engine):
+        got = engine.act(observation(), reasoning, noise(), seam).actions
+        np.testing.assert_array_equal(got[:5], seam.target[:5])
         assert _rel(got, want) <= 1e-4, engine.info.backend
 
 
@@ -98,7 +109,8 @@ def test_backend_without_vjp_refuses_guidance(tmp_path, reasoning):
     engine = graph_engine(OrtRunner(folder, threads=1))
     assert not engine.info.supports_guidance_gradients
     with pytest.raises(GuidanceUnsupportedError, match='cannot differentiate'):
-        engine.act(observation(), reasoning, noise(), PullTowardsZero())
+        engine.act(observation(), reasoning, noise(), _seam(SeamMode.RTC, noise()))
+    engine.act(observation(), reasoning, noise(), _seam(SeamMode.PREFIX, noise()))  # no gradient
     engine.act(observation(), reasoning, noise())  # unguided still works
 
 

@@ -76,6 +76,40 @@ def test_cached_action_step_equals_full_forward(model, data):
     assert rel_err(v, out.predictions[3]) <= 1e-5
 
 
+def test_cached_action_step_with_a_clean_prefix_equals_full_forward(model, data):
+    """Per-row flow times: the training forward with an executed prefix and the cached step
+    that sampling runs see the same rows."""
+    d = 3
+    out = forward_train(
+        model,
+        [
+            TrainViTImage(data['frame']),
+            TrainText(PROMPT),
+            TrainActions(data['actions'], t=0.4, noise=data['action_noise'], prefix=d),
+        ],
+    )
+    cache = model.prefill([ViTImageSegment(data['frame']), TextSegment(PROMPT)])
+    t = inference.prefix_times(torch.tensor(0.4), 8, d)
+    assert t.tolist() == pytest.approx([0, 0, 0, 0.4, 0.4, 0.4, 0.4, 0.4])
+    with torch.no_grad():
+        v = model.action_velocity(
+            out.inputs[2], t, cache.k, cache.v, cache.key_valid(), torch.tensor(cache.next_rope)
+        )
+    assert rel_err(v, out.predictions[2]) <= 1e-5
+
+
+def test_sampling_with_a_clean_prefix_keeps_it_and_conditions_the_rest(model, data):
+    cache = model.prefill([ViTImageSegment(data['frame']), TextSegment(PROMPT)])
+    noise = data['action_noise']
+    plain = model.sample_actions(cache, noise, num_steps=4)
+    prefix = data['actions'][:3]
+    out = model.sample_actions(cache, noise, num_steps=4, prefix=prefix)
+    assert torch.equal(out[:3], prefix)
+    assert (out[3:] - plain[3:]).abs().max() > 1e-5
+    with pytest.raises(ValueError, match='alternative'):
+        model.sample_actions(cache, noise, num_steps=4, prefix=prefix, guidance=_Recorder())
+
+
 def test_cached_subgoal_step_equals_full_forward(model, data):
     # [frame, prompt, noisy latent, its clean copy, actions]: the released EM-CoT order.
     out = forward_train(

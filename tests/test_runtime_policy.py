@@ -36,7 +36,7 @@ class ScriptedEngine(Engine):
     def info(self):
         return EngineInfo('scripted', 'scripted', '0', 14, H, 1, CAMERAS, (4, 4), False)
 
-    def act(self, observation, reasoning, noise, guidance=None):
+    def act(self, observation, reasoning, noise, seam=None):
         self.acted_with.append(reasoning)
         if self.during_act is not None:
             self.during_act()

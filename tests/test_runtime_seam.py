@@ -10,8 +10,8 @@ from halo_ros.model.inference import flow_schedule
 from halo_ros.runtime.guidance import (
     HardInpaintGuidance,
     RtcGuidance,
+    flow_conditioning,
     guidance_weight,
-    make_guidance,
 )
 from halo_ros.runtime.seam import SeamMode, WeightSchedule, pad_tail, plan_seam, prefix_weights
 from halo_ros.runtime.smooth_flow import GaussianChunkFlow
@@ -113,11 +113,18 @@ def test_guided_sampling_joins_the_prefix_and_hard_inpainting_lands_on_it():
     torch.testing.assert_close(hard[:4], target[:4], atol=1e-5, rtol=0)
 
 
-def test_make_guidance_follows_the_plan():
-    tail = np.ones((6, A), np.float32)
-    assert make_guidance(None) is None
-    assert isinstance(make_guidance(plan_seam(SeamMode.RTC, tail, H, 2, 3)), RtcGuidance)
-    assert isinstance(make_guidance(plan_seam(SeamMode.HARD, tail, H, 2, 3)), HardInpaintGuidance)
+def test_flow_conditioning_follows_the_plan():
+    tail = np.arange(6 * A, dtype=np.float32).reshape(6, A)
+    assert flow_conditioning(None) == (None, None)
+    rtc, no_prefix = flow_conditioning(plan_seam(SeamMode.RTC, tail, H, 2, 3, max_guidance=4.0))
+    assert isinstance(rtc, RtcGuidance) and rtc.max_weight == 4.0 and no_prefix is None
+    hard, _ = flow_conditioning(plan_seam(SeamMode.HARD, tail, H, 2, 3))
+    assert isinstance(hard, HardInpaintGuidance)
+    guidance, prefix = flow_conditioning(plan_seam(SeamMode.PREFIX, tail, H, 4, 3))
+    assert guidance is None
+    np.testing.assert_array_equal(prefix.numpy(), tail[:4])
+    assert flow_conditioning(plan_seam(SeamMode.PREFIX, tail, H, 0, 3)) == (None, None)
+    assert plan_seam(SeamMode.NONE, tail, H, 2, 3) is None
     with pytest.raises(ValueError, match='disagree'):
         RtcGuidance(torch.zeros(H, A), torch.zeros(H + 1))
 
@@ -137,7 +144,7 @@ def test_rtc_through_the_torch_engine_moves_the_chunk_toward_the_prefix():
     free = engine.act(observation, None, noise).actions
     target = free + 0.5
     plan = plan_seam(SeamMode.RTC, target[:10], 16, 3, 4)
-    guided = engine.act(observation, None, noise, make_guidance(plan, max_weight=10.0)).actions
+    guided = engine.act(observation, None, noise, plan).actions
     assert np.abs(guided[:3] - target[:3]).mean() < 0.8 * np.abs(free[:3] - target[:3]).mean()
 
 

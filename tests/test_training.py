@@ -19,6 +19,7 @@ from halo_ros.model.training import (
 )
 from halo_ros.recording import synthetic
 from halo_ros.training.data import DatasetError, EmcotData, data_hash, episode_folders
+from halo_ros.training.data import Sample as EmcotSample
 from halo_ros.training.trainer import (
     TrainConfig,
     make_optimizer,
@@ -81,6 +82,67 @@ def test_optimizer_steps_on_a_fixed_batch_lower_every_loss():
         assert after[k] < 0.9 * before[k], (k, before[k], after[k])
 
 
+def test_an_executed_prefix_is_given_clean_and_carries_no_loss():
+    """Training-time real-time chunking: the first d rows of the chunk enter the model as the
+    clean actions themselves (flow time 0) and only the rest is a flow-matching target."""
+    torch.manual_seed(0)
+    model = HaloModel(load_config('halo-tiny'))
+    model.init_weights(seed=0)
+    items = _fixed_sample(0)
+    actions = items[-1].actions
+    d = 3
+    prefixed = [*items[:-1], TrainActions(actions, t=0.6, noise=torch.randn(8, 14), prefix=d)]
+    out = forward_train(model, prefixed)
+    x_t = out.inputs[len(prefixed) - 1]
+    assert torch.equal(x_t[:d], actions[:d])  # exactly the executed actions
+    assert not torch.allclose(x_t[d:], actions[d:])  # the rest is noised
+    # No loss on the prefix rows: their predicted velocities do not reach the gradient.
+    pred = out.predictions[len(prefixed) - 1]
+    (grad,) = torch.autograd.grad(out.l1, pred)
+    assert torch.count_nonzero(grad[:d]) == 0 and torch.count_nonzero(grad[d:]) > 0
+    with pytest.raises(ValueError, match='prefix'):
+        forward_train(model, [*items[:-1], TrainActions(actions, prefix=8)])
+
+    # sample_items draws a prefix per noisy copy, within the configured bound.
+    sample = EmcotSample(
+        {'cam_high': np.zeros((60, 80, 3), np.uint8)},
+        (5,),
+        (6, 7),
+        (0, 0),
+        np.zeros((50, 14), np.float32),
+    )
+    rng = np.random.default_rng(0)
+    drawn = [
+        i.prefix
+        for _ in range(20)
+        for i in sample_items(
+            model,
+            sample,
+            {},
+            (2, 2),
+            with_subgoal=False,
+            action_samples=2,
+            max_prefix_steps=10,
+            rng=rng,
+        )
+        if isinstance(i, TrainActions)
+    ]
+    assert max(drawn) <= 10 and len(set(drawn)) > 3 and 0 in drawn
+
+
+def test_random_shift_moves_the_frame_and_keeps_its_size():
+    from halo_ros.training.trainer import random_shift
+
+    frame = np.zeros((12, 16, 3), np.uint8)
+    frame[6, 8] = 255
+    rng = np.random.default_rng(1)
+    shifted = [random_shift(frame, 2, rng) for _ in range(30)]
+    assert all(f.shape == frame.shape for f in shifted)
+    spots = {tuple(np.argwhere(f[..., 0] == 255)[0]) for f in shifted}
+    assert len(spots) > 5 and all(abs(y - 6) <= 2 and abs(x - 8) <= 2 for y, x in spots)
+    assert random_shift(frame, 0, rng) is frame
+
+
 def test_train_command_writes_a_checkpoint_that_loads_and_acts(emcot, tmp_path):
     out = tmp_path / 'ckpt'
     args = ['train', str(emcot), '--out', str(out), '--steps', '3', '--batch', '2']
@@ -93,7 +155,7 @@ def test_train_command_writes_a_checkpoint_that_loads_and_acts(emcot, tmp_path):
     assert meta['data']['episodes'] == 2 and meta['training']['steps'] == 3
     assert meta['cameras'] == ['cam_high'] and meta['chunk_length'] == 50
     hw = tuple(meta['image_hw'])
-    assert meta['max_thought_tokens'] >= 1
+    assert meta['max_thought_tokens'] >= 1 and meta['max_prefix_steps'] == 25
     assert set(meta['training']['final_losses']) == {'ce', 'mse', 'l1'}
     assert sum(p.stat().st_size for p in out.iterdir()) <= 20 * 2**20
     assert len((out / 'losses.jsonl').read_text().splitlines()) == 3

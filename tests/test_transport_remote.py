@@ -14,14 +14,13 @@ import zmq
 
 from halo_ros.engine.interface import Observation
 from halo_ros.engine.loading import EngineConfig, load_engine
-from halo_ros.runtime.guidance import make_guidance
 from halo_ros.runtime.seam import SeamMode, plan_seam
 from halo_ros.transport import protocol
 from halo_ros.transport.bench import StubEngine
 from halo_ros.transport.client import HandshakeError, RemoteConfig, RemoteEngine, RemoteUnavailable
 from halo_ros.transport.security import ClientKeys, ServerKeys, make_keys
 from halo_ros.transport.server import EngineServer, ServerConfig
-from halo_ros.transport.wire import WireLimits, encode_array, pack, unpack
+from halo_ros.transport.wire import PROTOCOL_VERSION, WireLimits, encode_array, pack, unpack
 
 HW = (120, 160)
 LOOPBACK = 'tcp://127.0.0.1:*'
@@ -68,11 +67,11 @@ def test_remote_chunks_equal_in_process_chunks(engine, served):
 
     reference = engine.act(obs, reasoning, noise).actions
     np.testing.assert_array_equal(client.act(obs, reasoning, noise).actions, reference)
-    # Seams: the RTC prior crosses the wire, the server guides with the runtime's own code.
-    for mode in (SeamMode.RTC, SeamMode.HARD):
-        guidance = make_guidance(plan_seam(mode, reference[12:], 50, 4, 6))
-        local = engine.act(obs, reasoning, noise, guidance).actions
-        np.testing.assert_array_equal(client.act(obs, reasoning, noise, guidance).actions, local)
+    # Seams: the plan crosses the wire as data, the server's engine follows it.
+    for mode in (SeamMode.RTC, SeamMode.HARD, SeamMode.PREFIX):
+        seam = plan_seam(mode, reference[12:] + 0.2, 50, 4, 6)
+        local = engine.act(obs, reasoning, noise, seam).actions
+        np.testing.assert_array_equal(client.act(obs, reasoning, noise, seam).actions, local)
         assert not np.array_equal(local, reference)  # the seam did steer the chunk
 
 
@@ -163,12 +162,15 @@ def hostile_frames(info, count: int, seed: int = 0) -> list[list[bytes]]:
             message['body']['noise'] = wrong[i % len(wrong)]
             frames.append([msgpack.packb(message)])
         elif kind == 6:  # an unknown protocol version
-            frames.append([pack({**template, 'v': int(rng.integers(2, 1000))})])
+            frames.append([pack({**template, 'v': PROTOCOL_VERSION + int(rng.integers(1, 1000))})])
         elif kind == 7:
             frames.append(
                 [
                     msgpack.packb(
-                        {'v': 1, 'x': msgpack.ExtType(int(rng.integers(0, 127)), rng.bytes(8))}
+                        {
+                            'v': PROTOCOL_VERSION,
+                            'x': msgpack.ExtType(int(rng.integers(0, 127)), rng.bytes(8)),
+                        }
                     )
                 ]
             )
@@ -212,7 +214,7 @@ def test_ten_thousand_hostile_frames_are_answered_and_nothing_reaches_the_engine
             for _ in batch:
                 assert attacker.poll(10_000), 'the server stopped answering'
                 reply = unpack(attacker.recv(), WireLimits())
-                assert reply['ok'] is False and reply['v'] == 1
+                assert reply['ok'] is False and reply['v'] == PROTOCOL_VERSION
                 codes[reply['error']['code']] = codes.get(reply['error']['code'], 0) + 1
         assert sum(codes.values()) == len(frames)
         assert set(codes) <= {'decode', 'schema', 'version', 'frames', 'too_large'}, codes

@@ -28,17 +28,20 @@ from halo_ros.engine.interface import (
     Reasoning,
     check_array,
     check_observation,
+    check_seam,
     make_reasoning,
 )
 from halo_ros.engine.layout import PrefixFeed, PrefixTooLongError, assemble
-from halo_ros.engine.runner import GraphRunner, GuidanceUnsupportedError
+from halo_ros.engine.runner import GraphRunner
 from halo_ros.model.config import HaloConfig
 from halo_ros.model.guidance import Guidance
-from halo_ros.model.inference import flow_schedule
+from halo_ros.model.inference import flow_schedule, prefix_times
 from halo_ros.model.preprocess import display_image, vit_image
 from halo_ros.model.tokenizer import HaloTokenizer
 from halo_ros.model.vit import patchify
 from halo_ros.reasoning import prompt
+from halo_ros.runtime.guidance import flow_conditioning
+from halo_ros.runtime.seam import SeamPlan
 
 SUBGOAL_SHIFT = 3.0  # released subgoal schedule (inference.sample_subgoal)
 
@@ -161,16 +164,13 @@ class GraphEngine(Engine):
         observation: Observation,
         reasoning: Reasoning | None,
         noise: np.ndarray,
-        guidance: Guidance | None = None,
+        seam: SeamPlan | None = None,
     ) -> ActionResult:
         start = time.perf_counter()
         self._check(observation)
         check_array('noise', noise, (self._info.chunk_length, self._info.action_dim), np.float32)
-        if guidance is not None and not self._runner.supports_gradients:
-            raise GuidanceUnsupportedError(
-                f'guidance: the {self._runner.backend} backend cannot differentiate the action '
-                'velocity (export the action_step_vjp graph); call act without guidance'
-            )
+        check_seam(seam, self._info)
+        guidance, clean_prefix = flow_conditioning(seam)
         texts = [self._tok.encode(prompt(reasoning.instruction if reasoning else ''))]
         latents = None
         if reasoning is not None:
@@ -183,7 +183,7 @@ class GraphEngine(Engine):
             t_prefill = time.perf_counter()
             k, v, key_valid, rope = self._prefill(vit_embeds, feed, latents)
             t_flow = time.perf_counter()
-            x = self._flow(torch.from_numpy(noise), k, v, key_valid, rope, guidance)
+            x = self._flow(torch.from_numpy(noise), k, v, key_valid, rope, guidance, clean_prefix)
             actions = x.cpu().numpy()
         return ActionResult(
             actions,
@@ -196,21 +196,33 @@ class GraphEngine(Engine):
             },
         )
 
-    def _flow(self, noise, k, v, key_valid, rope, guidance: Guidance | None) -> Tensor:
-        """fp32 Euler integration from t = 1 to 0 (as `inference.sample_actions`)."""
+    def _flow(
+        self, noise, k, v, key_valid, rope, guidance: Guidance | None, prefix: Tensor | None
+    ) -> Tensor:
+        """fp32 Euler integration from t = 1 to 0 (as `inference.sample_actions`), the clean
+        prefix (if any) fixed at flow time 0."""
         device = self._runner.device
         ts = flow_schedule(self._info.flow_steps).to(device)
         x = noise.float().to(device)
+        length = x.shape[0]
+        d = 0 if prefix is None else prefix.shape[0]
+        if d:
+            x = torch.cat([prefix.to(x), x[d:]])
         velocity_fn = self._runner.action_velocity_fn(k, v, key_valid, rope) if guidance else None
         for i in range(self._info.flow_steps):
-            t = ts[i]
+            t = prefix_times(ts[i], length, d)  # the graph takes one time per action row
             if guidance is None:
                 feeds = {'x_t': x, 't': t, 'k': k, 'v': v, 'key_valid': key_valid, 'rope': rope}
                 vel = self._runner.run('action_step', feeds)['velocity']
             else:
                 with torch.enable_grad():
-                    vel = guidance.velocity(x, float(t), i, lambda x_in, t=t: velocity_fn(x_in, t))
-            x = x - vel.detach().float() * (ts[i] - ts[i + 1])
+                    vel = guidance.velocity(
+                        x, float(ts[i]), i, lambda x_in, t=t: velocity_fn(x_in, t)
+                    )
+            vel = vel.detach().float()
+            if d:
+                vel[:d] = 0.0
+            x = x - vel * (ts[i] - ts[i + 1])
         return x
 
     # -- slow loop -------------------------------------------------------------------------------

@@ -6,11 +6,13 @@
 | `prefill` | vit_embeds, text_ids [N], latents [Tl, 64], segment/causal/positions [P] -> k, v |
 | `decode_step` | token [1], k/v_cache [L, C, KV, D], key_valid [C], rope -> logits, k/v_new |
 | `subgoal_step` | x_t [Tl, 64], t [], k, v [L, P, KV, D], key_valid [P], rope [] -> velocity |
-| `action_step` | x_t [K, 14], t [], k, v, key_valid, rope -> velocity [K, 14] |
+| `action_step` | x_t [K, 14], t [K] (per action row), k, v, key_valid, rope -> velocity [K, 14] |
 | `vae_decode` | latents [Tl, 64] -> image [3, H, W] in [-1, 1] |
 
 Shapes come from a `PrefixLayout` and the chunk length. Weights and K/V run in the graph's
 precision; flow states, times, velocities, logits and images stay fp32 (integration is fp32).
+The action graphs take one flow time per action row, so a clean executed prefix (t = 0) can sit
+beside the noisy rows (training-time real-time chunking); plain sampling repeats one time.
 """
 
 from __future__ import annotations
@@ -28,6 +30,9 @@ from halo_ros.model.halo import HaloModel
 from halo_ros.model.inference import decode_latent_image
 
 GRAPH_NAMES = ('vit', 'prefill', 'decode_step', 'subgoal_step', 'action_step', 'vae_decode')
+# The graphs' input/output contract; part of the export cache key, so a change re-exports.
+# 2: action graphs take per-row flow times t [K].
+GRAPH_FORMAT = 2
 
 
 class Precision(enum.Enum):
@@ -284,6 +289,8 @@ def example_inputs(
             x = randn(layout.latent_tokens, cfg.patch_latent_dim)
         else:
             x = randn(shapes.chunk_length, cfg.action_dim)
+            t = t.expand(shapes.chunk_length).clone()
+            t[: shapes.chunk_length // 5] = 0.0  # a clean prefix
         feeds = {'x_t': x, 't': t, 'k': k, 'v': v, 'key_valid': key_valid, 'rope': rope}
         if name == 'action_step_vjp':
             feeds['cotangent'] = randn(shapes.chunk_length, cfg.action_dim)

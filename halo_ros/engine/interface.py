@@ -8,9 +8,11 @@ One `Engine` serves two loops at once (the runtime calls them from two threads):
   reasoning text, optionally sample the subgoal latent (and decode it to an image for display).
 
 Backends (`torch`, `onnxruntime`, `tensorrt`, and a remote client) implement this ABC; the
-runtime never knows which one it talks to. Arrays cross this boundary as numpy; guidance
-(real-time chunking) works in torch tensors through `halo_ros.model.guidance.Guidance`, with a
-differentiable `velocity_fn` on every backend that claims `supports_guidance_gradients`.
+runtime never knows which one it talks to. Everything crosses this boundary as plain numpy
+data, the seam too: `act` takes the runtime's `SeamPlan` (mode, target, weights, prefix length),
+and each backend builds its own conditioning from it (torch guidance with a differentiable
+velocity on backends that claim `supports_guidance_gradients`, a fixed clean prefix, or the plan
+sent over the network as it is).
 """
 
 from __future__ import annotations
@@ -21,8 +23,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-if TYPE_CHECKING:  # torch stays out of robot-side imports
-    from halo_ros.model.guidance import Guidance
+if TYPE_CHECKING:
+    from halo_ros.runtime.seam import SeamPlan
 
 
 @dataclass(frozen=True)
@@ -106,11 +108,12 @@ class Engine(ABC):
         observation: Observation,
         reasoning: Reasoning | None,
         noise: np.ndarray,
-        guidance: Guidance | None = None,
+        seam: SeamPlan | None = None,
     ) -> ActionResult:
         """One action chunk from this observation and the newest reasoning (None before the first
         cycle finished). `noise` is (chunk_length, action_dim) float32: the caller owns the
-        randomness, so backends agree bit for bit on the same inputs."""
+        randomness, so backends agree bit for bit on the same inputs. `seam` joins the chunk to
+        the one executing (None: sample freely)."""
 
     @abstractmethod
     def reason(
@@ -132,6 +135,10 @@ class EngineInputError(ValueError):
     """An input of the wrong shape, dtype or value; the message names the input."""
 
 
+class GuidanceUnsupportedError(EngineInputError):
+    """The backend cannot differentiate the action velocity (guided sampling needs it)."""
+
+
 def check_observation(observation: Observation, info: EngineInfo) -> None:
     """Every camera the engine takes is there, at its image size, as uint8 RGB."""
     missing = set(info.cameras) - set(observation.images)
@@ -140,6 +147,21 @@ def check_observation(observation: Observation, info: EngineInfo) -> None:
     h, w = info.image_hw
     for name in info.cameras:
         check_array(f'observation.images[{name!r}]', observation.images[name], (h, w, 3), np.uint8)
+
+
+def check_seam(seam: SeamPlan | None, info: EngineInfo) -> None:
+    """A seam plan of this engine's chunk shape that the backend can follow."""
+    if seam is None:
+        return
+    h, a = info.chunk_length, info.action_dim
+    check_array('seam.target', seam.target, (h, a), np.float32)
+    check_array('seam.weights', seam.weights, (h,), np.float32)
+    if seam.mode.value == 'rtc' and not info.supports_guidance_gradients:
+        raise GuidanceUnsupportedError(
+            f'seam: mode rtc needs guidance gradients; the {info.backend} backend cannot '
+            'differentiate the action velocity (export the action_step_vjp graph, or use seam '
+            'mode prefix, hard or none)'
+        )
 
 
 def check_array(name: str, array: np.ndarray, shape: tuple, dtype) -> np.ndarray:

@@ -173,11 +173,14 @@ def graph_precision(config: EngineConfig):
 
 def onnx_folder(config: EngineConfig) -> Path:
     """`config.onnx_dir`, or a cache folder named by model hash, shapes and precision."""
+    from halo_ros.engine.graphs import GRAPH_FORMAT
+
     if config.onnx_dir is not None:
         return Path(config.onnx_dir)
     shapes, precision = graph_shapes(config), graph_precision(config)
     key = json.dumps(
-        [repr(shapes), sorted((k, p.value) for k, p in precision.items())], sort_keys=True
+        [GRAPH_FORMAT, repr(shapes), sorted((k, p.value) for k, p in precision.items())],
+        sort_keys=True,
     )
     tag = hashlib.sha256(key.encode()).hexdigest()[:12]
     root = Path(os.environ.get('XDG_CACHE_HOME', Path.home() / '.cache')) / 'halo_ros' / 'onnx'

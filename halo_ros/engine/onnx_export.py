@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 
 from halo_ros.engine.graphs import (
+    GRAPH_FORMAT,
     GRAPH_NAMES,
     GRAPHS,
     GraphShapes,
@@ -147,6 +148,7 @@ def export_all(
         )
         log.info('exported %s (%s)', name, prec.value)
     manifest = {
+        'graph_format': GRAPH_FORMAT,
         'model_name': model_name,
         'model_hash': model_hash,
         'opset': opset,
@@ -195,7 +197,13 @@ def read_manifest(folder: Path) -> dict:
     if not path.is_file():
         raise FileNotFoundError(f'{path}: no ONNX manifest; run `halo-ros export` first')
     with open(path, encoding='utf-8') as f:
-        return json.load(f)
+        manifest = json.load(f)
+    if manifest.get('graph_format', 1) != GRAPH_FORMAT:
+        raise ValueError(
+            f'{path}: graphs of format {manifest.get("graph_format", 1)}, this halo_ros runs '
+            f'format {GRAPH_FORMAT}; export again (halo-ros export)'
+        )
+    return manifest
 
 
 def manifest_shapes(manifest: dict) -> GraphShapes:

@@ -25,16 +25,12 @@ from halo_ros.engine.graphs import (
     build_graph,
     example_inputs,
 )
-from halo_ros.engine.interface import EngineInputError
+from halo_ros.engine.interface import EngineInputError, GuidanceUnsupportedError
 from halo_ros.model.halo import HaloModel
 
 log = logging.getLogger(__name__)
 
 VelocityFn = Callable[[Tensor, Tensor], Tensor]  # (x_t [K, A], t []) -> velocity [K, A]
-
-
-class GuidanceUnsupportedError(RuntimeError):
-    """The backend cannot differentiate the action velocity (guided sampling needs it)."""
 
 
 class GraphRunner(ABC):

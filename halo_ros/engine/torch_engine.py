@@ -21,15 +21,17 @@ from halo_ros.engine.interface import (
     Reasoning,
     check_array,
     check_observation,
+    check_seam,
     make_reasoning,
 )
-from halo_ros.model.guidance import Guidance
 from halo_ros.model.halo import HaloModel
 from halo_ros.model.inference import decode_latent_image
 from halo_ros.model.preprocess import display_image, target_size, vit_image
 from halo_ros.model.segments import LatentSegment, TextSegment, ViTImageSegment
 from halo_ros.model.tokenizer import HaloTokenizer
 from halo_ros.reasoning import prompt
+from halo_ros.runtime.guidance import flow_conditioning
+from halo_ros.runtime.seam import SeamPlan
 
 
 def _ms_since(start: float) -> float:
@@ -99,11 +101,13 @@ class TorchEngine(Engine):
         observation: Observation,
         reasoning: Reasoning | None,
         noise: np.ndarray,
-        guidance: Guidance | None = None,
+        seam: SeamPlan | None = None,
     ) -> ActionResult:
         start = time.perf_counter()
         self._check(observation)
         check_array('noise', noise, (self._info.chunk_length, self._info.action_dim), np.float32)
+        check_seam(seam, self._info)
+        guidance, clean_prefix = flow_conditioning(seam)
         with torch.no_grad():
             segments = self._image_segments(observation)
             instruction = reasoning.instruction if reasoning else ''
@@ -122,6 +126,7 @@ class TorchEngine(Engine):
                 torch.from_numpy(noise).to(self._device),
                 num_steps=self._info.flow_steps,
                 guidance=guidance,
+                prefix=None if clean_prefix is None else clean_prefix.to(self._device),
             )
             flow_ms = _ms_since(t_flow)
         result = actions.float().cpu().numpy()

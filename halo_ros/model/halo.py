@@ -187,9 +187,11 @@ class HaloModel(nn.Module):
         )
 
     def action_embeds(self, x: Tensor, t: Tensor) -> Tensor:
-        """Actions [K, 14], t [] -> [K, d]: input proj + time embedding + chunk-index sinusoid."""
+        """Actions [K, 14], t [] or per token [K] -> [K, d]: input proj + time embedding +
+        chunk-index sinusoid. Per-token times let a clean prefix (t = 0) sit beside noisy rows
+        (training-time real-time chunking)."""
         k = x.shape[0]
-        time = self.action_time_embedder(t.reshape(1).expand(k))  # [K, d]
+        time = self.action_time_embedder(t.reshape(-1).expand(k))  # [K, d]
         index = chunk_index_sinusoid(torch.arange(k, device=x.device), self.cfg.llm.hidden_size)
         return self.input_linear_layer(x.to(self.dtype)) + time + index.to(self.dtype)
 
@@ -233,9 +235,9 @@ class HaloModel(nn.Module):
     ) -> Tensor:
         """One action flow evaluation against the prefix, which it does not modify.
 
-        x_t [K, A] fp32, t [] fp32, past_k/v [L, P, KV, D], key_valid [P] bool, rope_id [] long
-        -> velocity [K, A] fp32 (= noise - x0 in HALO's convention). Static shapes, no
-        data-dependent control flow: exportable as one graph.
+        x_t [K, A] fp32, t [] or [K] fp32, past_k/v [L, P, KV, D], key_valid [P] bool,
+        rope_id [] long -> velocity [K, A] fp32 (= noise - x0 in HALO's convention). Static
+        shapes, no data-dependent control flow: exportable as one graph.
         """
         h, _, _ = self.run_block(self.action_block(x_t, t), past_k, past_v, key_valid, rope_id)
         return self.output_linear_layer(h[1:-1]).float()  # payload rows only

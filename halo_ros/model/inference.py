@@ -161,6 +161,12 @@ def flow_schedule(num_steps: int, shift: float = 1.0) -> Tensor:
     return ts
 
 
+def prefix_times(t: Tensor, length: int, prefix_len: int) -> Tensor:
+    """Per-token flow times [length]: 0 (clean) on the first `prefix_len` rows, t elsewhere."""
+    rows = torch.arange(length, device=t.device)
+    return torch.where(rows < prefix_len, torch.zeros_like(t), t.expand(length))
+
+
 def sample_actions(
     model: HaloModel,
     cache: KVCache,
@@ -168,18 +174,26 @@ def sample_actions(
     *,
     num_steps: int = 9,
     guidance: Guidance | None = None,
+    prefix: Tensor | None = None,
     on_step: StepCallback | None = None,
 ) -> Tensor:
     """Integrate an action chunk from noise [K, A] (t = 1) to t = 0 with Euler steps, in fp32.
 
     Released default: 9 steps on linspace(1, 0, 10), no shift, no CFG. The cache is read, never
     written. `guidance`, if given, supplies the velocity of each step (real-time chunking).
+    `prefix` [d, A] (training-time real-time chunking): the first d rows are these clean actions
+    at flow time 0 through every step, and come out unchanged.
     """
+    if guidance is not None and prefix is not None:
+        raise ValueError('sample_actions: guidance and a clean prefix are alternative seams')
     k_past, v_past, valid, rope = _cache_tensors(cache)
     ts = flow_schedule(num_steps).to(noise.device)
     x = noise.float()
+    d = 0 if prefix is None else prefix.shape[0]
+    if d:
+        x = torch.cat([prefix.to(x), x[d:]])
     for i in range(num_steps):
-        t = ts[i]
+        t = prefix_times(ts[i], x.shape[0], d) if d else ts[i]
 
         def velocity_fn(x_in: Tensor, t: Tensor = t) -> Tensor:
             return model.action_velocity(x_in, t, k_past, v_past, valid, rope)
@@ -191,8 +205,10 @@ def sample_actions(
                 else velocity_fn(x)
             )
         v = v.detach().float()
+        if d:
+            v[:d] = 0.0  # the prefix stays where it is
         if on_step is not None:
-            on_step(i, float(t), x, v)
+            on_step(i, float(ts[i]), x, v)
         x = x - v * (ts[i] - ts[i + 1])
     return x
 

@@ -23,6 +23,7 @@ from torch import Tensor
 from halo_ros.model.backbone import Route, shift_route
 from halo_ros.model.embed import grid_position_ids
 from halo_ros.model.halo import Block, HaloModel
+from halo_ros.model.inference import prefix_times
 
 
 class SplitMode(enum.Enum):
@@ -59,11 +60,14 @@ class TrainLatentImage:
 
 @dataclass(frozen=True)
 class TrainActions:
-    """An action chunk [K, A], always a noisy target with L1 loss."""
+    """An action chunk [K, A], a noisy target with L1 loss. The first `prefix` rows are given
+    clean (flow time 0) and carry no loss: the executed prefix of training-time real-time
+    chunking, which the model learns to continue."""
 
     actions: Tensor
     t: float | None = None
     noise: Tensor | None = None
+    prefix: int = 0
 
 
 TrainItem = TrainText | TrainViTImage | TrainLatentImage | TrainActions
@@ -127,6 +131,7 @@ def forward_train(
     modes: list[SplitMode] = []
     targets: dict[int, tuple[str, Tensor]] = {}
     inputs: dict[int, Tensor] = {}
+    loss_rows: dict[int, int] = {}  # action items: payload rows before this carry no loss
     for i, item in enumerate(items):
         if isinstance(item, TrainText):
             ids = [st.im_start, *item.ids] + ([st.im_end] if item.close else [])
@@ -165,10 +170,14 @@ def forward_train(
                 item.noise if item.noise is not None else torch.randn(x0.shape, generator=generator)
             )
             noise = noise.to(device).float()
+            if not 0 <= item.prefix < x0.shape[0]:
+                raise ValueError(f'TrainActions.prefix {item.prefix} outside 0..{x0.shape[0] - 1}')
+            t = prefix_times(t, x0.shape[0], item.prefix)[:, None]  # [K, 1]
             x_t = (1 - t) * x0 + t * noise
-            blocks.append(model.action_block(x_t, t))
+            blocks.append(model.action_block(x_t, t[:, 0]))
             modes.append(SplitMode.NOISE)
             targets[i], inputs[i] = ('l1', noise - x0), x_t
+            loss_rows[i] = item.prefix
         else:
             raise TypeError(f'forward_train: unknown item type {type(item).__name__}')
 
@@ -202,7 +211,7 @@ def forward_train(
         else:
             pred = model.output_linear_layer(hidden[s + 1 : e - 1]).float()
             predictions[i] = pred
-            losses['l1'].append((pred - target).abs().flatten())
+            losses['l1'].append((pred - target)[loss_rows[i] :].abs().flatten())
 
     def mean(parts: list[Tensor]) -> Tensor | None:
         return torch.cat(parts).mean() if parts else None

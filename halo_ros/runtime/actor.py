@@ -22,7 +22,7 @@ from halo_ros.runtime.context import ContextStore
 from halo_ros.runtime.delay import DelayEstimator
 from halo_ros.runtime.feedback import ExecutionFeedback
 from halo_ros.runtime.observation import DropCounter, DropReason
-from halo_ros.runtime.seam import SeamMode, WeightSchedule, plan_seam
+from halo_ros.runtime.seam import DEFAULT_MAX_GUIDANCE, SeamMode, WeightSchedule, plan_seam
 from halo_ros.runtime.stats import RuntimeStats
 from halo_ros.runtime.worker import Worker
 
@@ -38,7 +38,7 @@ class ActorConfig:
     chunk_period_s: float = 0.1  # minimum time between chunk starts; back to back when slower
     control_dt_s: float = 0.02  # the controller's period: chunk points are this far apart
     seam: SeamMode = SeamMode.RTC
-    max_guidance: float = 10.0  # RTC beta (guidance clip), ~ the number of flow steps
+    max_guidance: float = DEFAULT_MAX_GUIDANCE  # RTC beta (guidance clip), ~ the flow steps
     # LINEAR (LeRobot's default) joined chunks better than the paper's EXP in `seam_eval`.
     weight_schedule: WeightSchedule = WeightSchedule.LINEAR
     delay_percentile: float = 95.0  # a high percentile: a late chunk costs a seam, not a stall
@@ -133,16 +133,12 @@ class Actor(Worker):
             delay_steps,
             self.execution_steps(delay_steps),
             self.config.weight_schedule,
+            self.config.max_guidance,
         )
-        guidance = None
-        if plan is not None:
-            from halo_ros.runtime.guidance import make_guidance  # torch only when a seam needs it
-
-            guidance = make_guidance(plan, max_weight=self.config.max_guidance)
         noise = self._rng.standard_normal((info.chunk_length, info.action_dim), dtype=np.float32)
         planned_ms = (time.perf_counter() - start) * 1e3
         try:
-            result = self._engine.act(observation, snapshot.reasoning, noise, guidance)
+            result = self._engine.act(observation, snapshot.reasoning, noise, plan)
         except Exception:  # noqa: BLE001 (one bad chunk must not end the fast loop)
             self.drops.add(DropReason.ENGINE_ERROR, f'act on observation {observation.stamp_ns}')
             first = self.drops[DropReason.ENGINE_ERROR] == 1  # the rest are counted, not logged

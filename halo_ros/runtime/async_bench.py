@@ -29,8 +29,8 @@ class TimedEngine(Engine):
     def info(self):
         return self._engine.info
 
-    def act(self, observation, reasoning, noise, guidance=None):
-        return self._engine.act(observation, reasoning, noise, guidance)
+    def act(self, observation, reasoning, noise, seam=None):
+        return self._engine.act(observation, reasoning, noise, seam)
 
     def reason(self, observation, instruction, version, **kwargs):
         start = time.monotonic()

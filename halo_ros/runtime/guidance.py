@@ -1,4 +1,7 @@
-"""Seam modes as `halo_ros.model.guidance.Guidance` implementations (torch; HALO's convention).
+"""Seam plans as flow conditioning for the local backends (torch; HALO's convention).
+
+rtc and hard become `halo_ros.model.guidance.Guidance` implementations; prefix (training-time
+RTC) becomes the clean prefix the sampler keeps fixed at flow time 0.
 
 HALO integrates t: 1 (noise) -> 0 (data) with x <- x - v dt and x0_hat = x_t - t v. The RTC paper
 uses tau = 1 - t; its update x <- x + dtau (v_tau + lambda g) becomes v' = v - lambda g here, with
@@ -13,10 +16,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from halo_ros.model.guidance import x0_estimate
-from halo_ros.runtime.seam import SeamMode, SeamPlan
-
-DEFAULT_MAX_GUIDANCE = 10.0  # beta: the paper used 5 with 5 steps; LeRobot 10 with 10 (~flow steps)
+from halo_ros.model.guidance import Guidance, x0_estimate
+from halo_ros.runtime.seam import DEFAULT_MAX_GUIDANCE, SeamMode, SeamPlan
 
 
 def guidance_weight(t: float, max_weight: float) -> float:
@@ -80,14 +81,16 @@ class HardInpaintGuidance:
             return torch.where(self.mask.to(x_t.device), forced, v)
 
 
-def make_guidance(plan: SeamPlan | None, *, max_weight: float = DEFAULT_MAX_GUIDANCE):
-    """The Guidance for a seam plan (None: sample freely)."""
+def flow_conditioning(plan: SeamPlan | None) -> tuple[Guidance | None, Tensor | None]:
+    """(guidance, clean prefix (d, A)) for a seam plan; (None, None) samples freely."""
     if plan is None:
-        return None
+        return None, None
     target = torch.from_numpy(plan.target)
     weights = torch.from_numpy(plan.weights)
     if plan.mode is SeamMode.RTC:
-        return RtcGuidance(target, weights, max_weight=max_weight)
+        return RtcGuidance(target, weights, max_weight=plan.max_guidance), None
     if plan.mode is SeamMode.HARD:
-        return HardInpaintGuidance(target, weights)
-    raise ValueError(f'no guidance for seam mode {plan.mode}')
+        return HardInpaintGuidance(target, weights), None
+    if plan.mode is SeamMode.PREFIX:
+        return None, torch.from_numpy(plan.prefix) if plan.delay_steps else None
+    raise ValueError(f'no flow conditioning for seam mode {plan.mode}')

@@ -19,8 +19,9 @@ import torch
 
 from halo_ros.engine.interface import ActionResult, Engine, EngineInfo, Observation, Reasoning
 from halo_ros.joints import DOF, GRIPPER_INDICES
-from halo_ros.model.guidance import Guidance
 from halo_ros.model.inference import flow_schedule
+from halo_ros.runtime.guidance import flow_conditioning
+from halo_ros.runtime.seam import SeamPlan
 
 
 class GaussianChunkFlow:
@@ -110,8 +111,14 @@ class SmoothFlowEngine(Engine):
         observation: Observation,
         reasoning: Reasoning | None,
         noise: np.ndarray,
-        guidance: Guidance | None = None,
+        seam: SeamPlan | None = None,
     ) -> ActionResult:
+        guidance, prefix = flow_conditioning(seam)
+        if prefix is not None:
+            raise NotImplementedError(
+                'the analytic flow has no prefix-conditioned field (seam mode prefix needs a '
+                'model trained for it: compare it on a checkpoint with `halo-ros eval`)'
+            )
         mean = self.mean(observation.stamp_ns)
         ts = flow_schedule(self._info.flow_steps)
         x = torch.from_numpy(noise).float()

@@ -62,6 +62,18 @@ def add_arguments(parser) -> None:
         default=d.context_lag_s,
         help='train actions on reasoning up to this old (a slow reasoner at inference)',
     )
+    parser.add_argument(
+        '--max-prefix-steps',
+        type=int,
+        default=d.max_prefix_steps,
+        help='training-time RTC: executed prefixes of up to this many clean actions (0: off)',
+    )
+    parser.add_argument(
+        '--image-shift-px',
+        type=int,
+        default=d.image_shift_px,
+        help='random shift augmentation of the camera frames (0: off)',
+    )
     parser.add_argument('--ae-steps', type=int, default=d.ae_steps, help='autoencoder steps')
     parser.add_argument(
         '--ae-minutes', type=float, default=d.ae_minutes, help='autoencoder time budget'
@@ -95,6 +107,8 @@ def run(args) -> int:
         l1_weight=args.l1_weight,
         subgoal_dropout=args.subgoal_dropout,
         action_samples=args.action_samples,
+        max_prefix_steps=args.max_prefix_steps,
+        image_shift_px=args.image_shift_px,
         ae_steps=args.ae_steps,
         ae_minutes=args.ae_minutes,
         threads=args.threads,

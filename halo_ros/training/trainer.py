@@ -11,7 +11,9 @@ decodes it and before the action expert sees it. So the flow target is the encod
 gets at inference, and the decoded subgoal is the goal image at its true scale.
 
 Each sample carries `action_samples` noisy copies of its chunk (independent flow times and
-noise, each its own noise split, so none sees another): more action signal per prefix.
+noise, each its own noise split, so none sees another): more action signal per prefix. Each
+copy starts with a random executed prefix of clean actions (training-time real-time chunking:
+per-row flow time 0, no loss there), and the camera frames are randomly shifted by a few pixels.
 Actions are trained raw (joint radians, grippers 0..1), as the release does: no statistics to
 carry into the engines. Optimiser steps accumulate `batch` samples (one `forward_train` each);
 the checkpoint holds an EMA of the weights, as the release's ema.safetensors does.
@@ -82,6 +84,14 @@ class TrainConfig:
     context_lag_s: float = 0.0
     context_lag_share: float = 0.5
     subgoal_dropout: float = 0.1  # share of samples without the subgoal (robust to a bad one)
+    # Training-time real-time chunking: each noisy chunk copy gets an executed prefix of
+    # d ~ U{0..max_prefix_steps} clean actions (flow time 0, no loss), so the model learns to
+    # continue what the robot is already executing and seams need no guidance (seam: prefix).
+    # A CPU policy's latency is ~0.3-0.6 s (15-30 steps); a GPU's 2-5 steps.
+    max_prefix_steps: int = 25
+    # Random shifts of the camera frames (pad by replication, crop back; DrQ, diffusion
+    # policy): the cube is a few pixels at 160x120, and shifts keep the ViT from memorising.
+    image_shift_px: int = 4
     # Independent noisy copies of the action chunk per sample: each is its own noise split
     # (hidden from the others, same RoPE id), so a second flow sample costs ~52 of ~800 rows.
     action_samples: int = 2
@@ -136,6 +146,16 @@ def lr_at(cfg: TrainConfig, step: int, progress: float) -> float:
     return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * cos)
 
 
+def random_shift(image: np.ndarray, max_px: int, rng: np.random.Generator) -> np.ndarray:
+    """The frame moved by up to max_px pixels each way (edges replicated), same size."""
+    if max_px <= 0:
+        return image
+    h, w = image.shape[:2]
+    padded = np.pad(image, ((max_px, max_px), (max_px, max_px), (0, 0)), mode='edge')
+    dy, dx = rng.integers(0, 2 * max_px + 1, 2)
+    return padded[dy : dy + h, dx : dx + w]
+
+
 def sample_items(
     model: HaloModel,
     sample: Sample,
@@ -144,10 +164,21 @@ def sample_items(
     *,
     with_subgoal: bool = True,
     action_samples: int = 1,
+    max_prefix_steps: int = 0,
+    image_shift_px: int = 0,
+    rng: np.random.Generator | None = None,
 ) -> list:
     vit = model.cfg.vit
+    rng = rng or np.random.default_rng()
     items: list = [
-        TrainViTImage(vit_image(img, vit.image_max_px, vit.image_min_px, vit.patch_size))
+        TrainViTImage(
+            vit_image(
+                random_shift(img, image_shift_px, rng),
+                vit.image_max_px,
+                vit.image_min_px,
+                vit.patch_size,
+            )
+        )
         for img in sample.images.values()
     ]
     # A lagged context conditions the actions only: the thought and goal of an earlier tick are
@@ -163,7 +194,11 @@ def sample_items(
             items.append(TrainLatentImage(tokens * divisor, grid, noisy=True))
         items.append(TrainLatentImage(tokens, grid, noisy=False))
     actions = torch.from_numpy(sample.actions)
-    items += [TrainActions(actions) for _ in range(action_samples)]
+    longest = min(max_prefix_steps, len(actions) - 1)
+    items += [
+        TrainActions(actions, prefix=int(rng.integers(longest + 1)) if longest > 0 else 0)
+        for _ in range(action_samples)
+    ]
     return items
 
 
@@ -285,6 +320,9 @@ def train(paths, out: str | Path, cfg: TrainConfig) -> TrainResult:
                         grid,
                         with_subgoal=with_subgoal,
                         action_samples=cfg.action_samples,
+                        max_prefix_steps=cfg.max_prefix_steps,
+                        image_shift_px=cfg.image_shift_px,
+                        rng=rng,
                     )
                 )
             losses, grad_norm = train_step(model, params, opt, batch, cfg, generator=gen)
@@ -346,6 +384,8 @@ def _save(model, ema, out, cfg, data, digest, step, start, samples, last, ae, la
         'instruction': data.instruction,
         'max_thought_tokens': int(data.max_thought_tokens),
         'plan_steps': cfg.plan_steps,
+        # Seam modes the weights can follow: prefix only if trained with executed prefixes.
+        'max_prefix_steps': cfg.max_prefix_steps,
         'subgoal': {
             'target': 'encoded goal x subgoal_latent_divisor; clean copy = encoded goal',
             **{k: round(v, 4) for k, v in latent_stats.items()},

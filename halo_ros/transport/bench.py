@@ -33,7 +33,7 @@ class StubEngine(Engine):
     def info(self) -> EngineInfo:
         return self._info
 
-    def act(self, observation, reasoning, noise, guidance=None) -> ActionResult:
+    def act(self, observation, reasoning, noise, seam=None) -> ActionResult:
         return ActionResult(noise.copy(), {'total': 0.0})
 
     def reason(self, observation, instruction, version, *, subgoal=True, max_tokens=64):

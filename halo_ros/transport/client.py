@@ -8,10 +8,9 @@ Failure handling (`channel.Lane`): every request has a timeout; a lost server ma
 raise `RemoteUnavailable` and the lane reconnect with backoff, with a fresh handshake that must
 match the first one. The actor treats the raise as a dropped chunk: nothing stale is published.
 
-Seams: the runtime hands `act` a guidance object; a velocity function cannot cross the network
-once per flow step, so this module recognises the runtime's `RtcGuidance` and
-`HardInpaintGuidance` and sends their data (target, per-index weights, guidance clip, mode); the
-server rebuilds the same objects around its own engine. Any other guidance is refused.
+Seams: the runtime hands `act` its plain-data `SeamPlan`, which is sent as it is; the server's
+engine builds its own conditioning from it (a velocity function cannot cross the network once per
+flow step). A plan the server cannot follow (rtc without gradients) is refused before sending.
 """
 
 from __future__ import annotations
@@ -31,6 +30,7 @@ from halo_ros.engine.interface import (
     Observation,
     Reasoning,
     check_array,
+    check_seam,
 )
 from halo_ros.transport import protocol
 from halo_ros.transport.channel import (
@@ -103,30 +103,6 @@ def check_handshake(handshake: Handshake, config: RemoteConfig) -> None:
         raise HandshakeError(
             f'server runs {info.model_name}/{info.backend} with ' + ', '.join(wrong)
         )
-
-
-def seam_from_guidance(guidance) -> dict | None:
-    """The wire seam for the runtime's guidance objects (duck-typed: no torch import here)."""
-    if guidance is None:
-        return None
-    kind = type(guidance)
-    if kind.__module__ == 'halo_ros.runtime.guidance' and kind.__name__ == 'RtcGuidance':
-        mode, weights = 'rtc', guidance.weights[:, 0]
-        max_weight = float(guidance.max_weight)
-    elif kind.__module__ == 'halo_ros.runtime.guidance' and kind.__name__ == 'HardInpaintGuidance':
-        mode, weights, max_weight = 'hard', guidance.mask[:, 0].float(), 1.0
-    else:
-        raise EngineInputError(
-            f'guidance {kind.__module__}.{kind.__name__} cannot be sent to a remote engine '
-            "(only the runtime's RtcGuidance and HardInpaintGuidance)"
-        )
-    as_numpy = lambda t: np.ascontiguousarray(t.detach().cpu().numpy(), dtype=np.float32)  # noqa: E731
-    return {
-        'mode': mode,
-        'target': encode_array(as_numpy(guidance.target)),
-        'weights': encode_array(as_numpy(weights)),
-        'max_weight': max_weight,
-    }
 
 
 class RemoteEngine(Engine):
@@ -219,17 +195,18 @@ class RemoteEngine(Engine):
         )
         return {'stamp_ns': observation.stamp_ns, 'images': images, 'state': encode_array(state)}
 
-    def act(self, observation, reasoning, noise, guidance=None) -> ActionResult:
+    def act(self, observation, reasoning, noise, seam=None) -> ActionResult:
         start = time.perf_counter()
         info = self._handshake.info
         check_array('noise', noise, (info.chunk_length, info.action_dim), np.float32)
+        check_seam(seam, info)
         body = {
             'observation': self._observation(observation),
             'reasoning': None
             if reasoning is None
             else protocol.reasoning_body(reasoning, image=False),
             'noise': encode_array(noise),
-            'seam': seam_from_guidance(guidance),
+            'seam': protocol.seam_body(seam),
         }
         encode_ms = (time.perf_counter() - start) * 1e3
         reply, server, rtt_ms = self._lanes['act'].call(

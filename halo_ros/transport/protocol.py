@@ -6,9 +6,10 @@ Reply    {v, op, id, ok, body | error: {code, message}, server: {recv_ns, send_n
 
 `id` is the client's request counter (replies to a timed-out request are recognised and dropped),
 `stamp_ns` its wall clock at sending. Bodies per op are below; unknown keys are refused so a
-misspelt field fails loudly instead of being ignored. The real-time-chunking seam travels as data
-(the old chunk's tail, per-index weights, the guidance clip, the mode) and the server builds the
-guidance itself: a differentiable velocity function cannot cross the network once per flow step.
+misspelt field fails loudly instead of being ignored. The seam travels as the runtime's plan (the
+old chunk's tail, per-index weights, the executed prefix length, the guidance clip, the mode) and
+the server's engine builds its own conditioning from it: a differentiable velocity function
+cannot cross the network once per flow step.
 """
 
 from __future__ import annotations
@@ -20,8 +21,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from halo_ros.engine.interface import EngineInfo, Observation, Reasoning
+from halo_ros.runtime.seam import SeamMode, SeamPlan
 from halo_ros.transport.images import decode_frame
-from halo_ros.transport.wire import PROTOCOL_VERSION, ProtocolError, decode_array
+from halo_ros.transport.wire import PROTOCOL_VERSION, ProtocolError, decode_array, encode_array
 
 
 class Op(enum.Enum):
@@ -45,27 +47,12 @@ class ErrorCode(enum.Enum):
     INTERNAL = 'internal'  # validation itself failed on this input: a server bug, logged
 
 
-class SeamWireMode(enum.Enum):
-    RTC = 'rtc'
-    HARD = 'hard'
-
-
-@dataclass(frozen=True)
-class SeamRequest:
-    """The RTC prior: steer the chunk toward `target` (H, A) with per-index `weights` (H,)."""
-
-    mode: SeamWireMode
-    target: np.ndarray
-    weights: np.ndarray
-    max_weight: float
-
-
 @dataclass(frozen=True)
 class ActRequest:
     observation: Observation
     reasoning: Reasoning | None
     noise: np.ndarray
-    seam: SeamRequest | None
+    seam: SeamPlan | None
 
 
 @dataclass(frozen=True)
@@ -356,24 +343,40 @@ def parse_reasoning(value, *, image: bool) -> Reasoning:
     )
 
 
-def parse_seam(value, info: EngineInfo) -> SeamRequest:
-    s = fields('seam', value, {'mode', 'target', 'weights', 'max_weight'})
+def seam_body(plan: SeamPlan | None) -> dict | None:
+    if plan is None:
+        return None
+    return {
+        'mode': plan.mode.value,
+        'target': encode_array(plan.target),
+        'weights': encode_array(plan.weights),
+        'delay_steps': plan.delay_steps,
+        'valid_steps': plan.valid_steps,
+        'max_weight': plan.max_guidance,
+    }
+
+
+def parse_seam(value, info: EngineInfo) -> SeamPlan:
+    keys = {'mode', 'target', 'weights', 'delay_steps', 'valid_steps', 'max_weight'}
+    s = fields('seam', value, keys)
     try:
-        mode = SeamWireMode(s['mode'])
+        mode = SeamMode(s['mode'])
     except (ValueError, TypeError):
-        raise ProtocolError(
-            'schema', f'seam.mode: expected rtc or hard, got {s["mode"]!r}'
-        ) from None
+        raise ProtocolError('schema', f'seam.mode: unknown mode {s["mode"]!r}') from None
+    if mode is SeamMode.NONE:
+        raise ProtocolError('schema', 'seam.mode: none is sent as seam = null')
     h, a = info.chunk_length, info.action_dim
     weights = decode_array('seam.weights', s['weights'], (h,), np.float32)
     if weights.min() < 0 or weights.max() > 1:
         raise ProtocolError('schema', 'seam.weights: must lie in [0, 1]')
-    return SeamRequest(
+    return SeamPlan(
         mode,
         decode_array('seam.target', s['target'], (h, a), np.float32),
         weights,
+        integer('seam.delay_steps', s['delay_steps'], 0, h),
+        integer('seam.valid_steps', s['valid_steps'], 0, h),
         number('seam.max_weight', s['max_weight'], 1e-6, 1e6),
-    )
+    )  # every field checked above: the plan's own checks cannot fail here
 
 
 def parse_act(body, info: EngineInfo) -> ActRequest:

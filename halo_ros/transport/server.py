@@ -21,9 +21,10 @@ from dataclasses import dataclass, field
 import zmq
 
 from halo_ros.engine.interface import Engine, EngineInputError
+from halo_ros.runtime.seam import SeamMode
 from halo_ros.transport import protocol
 from halo_ros.transport.fair_queue import FairQueue
-from halo_ros.transport.protocol import ErrorCode, Op, SeamWireMode
+from halo_ros.transport.protocol import ErrorCode, Op
 from halo_ros.transport.security import ServerKeys, check_bind, secure_server
 from halo_ros.transport.wire import ProtocolError, WireLimits, pack, unpack
 
@@ -206,7 +207,7 @@ class EngineServer:
             if (
                 op is Op.ACT
                 and parsed.seam is not None
-                and parsed.seam.mode is SeamWireMode.RTC
+                and parsed.seam.mode is SeamMode.RTC
                 and not self.info.supports_guidance_gradients
             ):
                 raise ProtocolError(
@@ -323,10 +324,9 @@ class EngineServer:
         return [client, pack(protocol.reply(job.op.value, job.request_id, body, timing))]
 
     def _act(self, request: protocol.ActRequest) -> dict:
-        guidance = None
-        if request.seam is not None:
-            guidance = _guidance(request.seam)
-        result = self.engine.act(request.observation, request.reasoning, request.noise, guidance)
+        result = self.engine.act(
+            request.observation, request.reasoning, request.noise, request.seam
+        )
         return {'actions': result.actions, 'timings_ms': dict(result.timings_ms)}
 
     def _reason(self, request: protocol.ReasonRequest) -> dict:
@@ -338,15 +338,3 @@ class EngineServer:
             max_tokens=request.max_tokens,
         )
         return protocol.reasoning_body(reasoning, image=True)
-
-
-def _guidance(seam: protocol.SeamRequest):
-    """The runtime's own guidance, rebuilt from the prior the robot sent (torch: server side)."""
-    import torch
-
-    from halo_ros.runtime.guidance import HardInpaintGuidance, RtcGuidance
-
-    target, weights = torch.from_numpy(seam.target), torch.from_numpy(seam.weights)
-    if seam.mode is SeamWireMode.RTC:
-        return RtcGuidance(target, weights, max_weight=seam.max_weight)
-    return HardInpaintGuidance(target, weights)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import msgpack
 import numpy as np
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2  # 2: the seam is the runtime's plan (prefix mode, delay steps)
 
 # The only dtypes a frame may carry: images, actions/noise/latents, nothing else.
 WIRE_DTYPES = {'|u1': np.dtype(np.uint8), '<f4': np.dtype('<f4')}
