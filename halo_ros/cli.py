@@ -25,6 +25,7 @@ COMMANDS = {
     'calibrate': 'halo_ros.calibrate.command',
     'collect': 'halo_ros.collect',
     'demo': 'halo_ros.demo',
+    'eval': 'halo_ros.evaluation.command',
     'expert-eval': 'halo_ros.sim.expert_eval',
     'export': 'halo_ros.engine.export_cmd',
     'export-dataset': 'halo_ros.recording.export_dataset',

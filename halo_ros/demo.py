@@ -54,7 +54,12 @@ def add_arguments(parser) -> None:
         help='remote: the engine runs in its own `halo-ros serve` process',
     )
     parser.add_argument('--instruction', default='transfer the cube to the other arm')
-    parser.add_argument('--seam', default='rtc', choices=('rtc', 'hard', 'none'))
+    parser.add_argument(
+        '--seam',
+        default='auto',
+        choices=('auto', 'prefix', 'rtc', 'hard', 'none'),
+        help='auto: prefix (training-time RTC) if the checkpoint was trained for it, else rtc',
+    )
     parser.add_argument(
         '--camera-size',
         type=int,

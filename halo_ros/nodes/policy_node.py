@@ -8,8 +8,9 @@ stamp, points at k * dt; epoch/seq/context version in header.frame_id, see
 `halo_ros.runtime.chunk`), `halo/reasoning` (String JSON), `halo/subgoal/image_raw` (rgb8) and
 `diagnostics` (1 Hz). Service `~/new_episode` (Trigger): forget the reasoning about the last
 episode (a new epoch; its chunks and reasoning carry it). A trained checkpoint's `training.yaml`
-names the cameras it sees and its longest thought. All the logic is in `halo_ros.runtime`; this
-file only translates.
+names the cameras it sees, its longest thought and whether it was trained for the prefix seam.
+Parameters and their defaults: `halo_ros.runtime.settings`. All the logic is in
+`halo_ros.runtime`; this file only translates.
 """
 
 import json
@@ -23,20 +24,12 @@ from std_msgs.msg import String
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
-from halo_ros.engine.loading import (
-    DEFAULT_CAMERAS,
-    EngineConfig,
-    checkpoint_card,
-    load_engine,
-    resolve_checkpoint,
-)
 from halo_ros.joints import BIMANUAL_JOINTS
 from halo_ros.nodes.conversions import image_array, image_msg, ns_from_stamp, stamp_from_ns
 from halo_ros.nodes.spin import run_node
-from halo_ros.runtime.actor import ActorConfig
-from halo_ros.runtime.observation import AssemblyConfig, DropReason
-from halo_ros.runtime.policy import PolicyConfig, PolicyRuntime
-from halo_ros.runtime.seam import SeamMode, WeightSchedule
+from halo_ros.runtime.observation import DropReason
+from halo_ros.runtime.policy import PolicyRuntime
+from halo_ros.runtime.settings import POLICY_DEFAULTS, load_policy_engine, policy_settings
 
 FOLLOWER_STATE_TOPICS = ('follower_left/joint_states', 'follower_right/joint_states')
 
@@ -79,92 +72,11 @@ def reasoning_json(reasoning, accepted: bool, epoch: int) -> str:
 class PolicyNode(Node):
     def __init__(self):
         super().__init__('policy')
-        p = self.declare_parameters(
-            '',
-            [
-                ('model', 'halo-tiny'),  # preset under models/ or a YAML path
-                # A folder with ema.safetensors, or its name under models/; '' = random weights.
-                ('checkpoint', ''),
-                ('backend', 'torch'),  # torch | onnxruntime | tensorrt | remote
-                ('server', 'tcp://127.0.0.1:5555'),  # backend remote: the `halo-ros serve` endpoint
-                ('server_key', ''),  # remote over CURVE: the server's .key file
-                ('client_key', ''),  # remote over CURVE: this robot's .key_secret file
-                ('jpeg_quality', 0),  # remote: 0 = raw frames, 1..100 = JPEG
-                ('remote_timeout_s', 1.0),  # remote: a chunk later than this is dropped
-                ('model_hash', ''),  # remote: refuse a server with another model ('' = any)
-                ('device', 'cpu'),
-                ('seed', 0),
-                ('threads', 0),  # torch and onnxruntime intra-op threads; 0: their default
-                ('image_width', 320),  # what the cameras deliver
-                ('image_height', 240),
-                ('chunk_length', 50),
-                ('flow_steps', 9),
-                ('control_rate_hz', 50.0),  # the controller's rate: chunk points are 1/rate apart
-                ('chunk_rate_hz', 10.0),  # at most this many chunks per second
-                ('seam_mode', 'rtc'),  # rtc | hard | none
-                ('max_guidance', 10.0),
-                ('rtc_schedule', 'linear'),  # linear | exp: RTC's soft weights after the delay
-                ('reasoning', True),
-                ('reasoning_period_s', 1.0),
-                ('subgoal', True),
-                ('max_tokens', 0),  # 0: the checkpoint's longest thought + 16, else 64
-                ('cameras', ''),  # comma-separated; '': the checkpoint's, else all three
-                ('instruction', ''),
-                ('max_skew_ms', 50.0),
-                ('max_age_ms', 250.0),
-                ('state_topic', ''),  # '' = the two follower topics; else one 14-joint topic
-                ('diagnostics_rate_hz', 1.0),
-            ],
-        )
-        v = {param.name: param.value for param in p}
-        if v['threads'] > 0:
-            import torch
-
-            torch.set_num_threads(v['threads'])
-        image_hw = (v['image_height'], v['image_width'])
-        v['checkpoint'] = resolve_checkpoint(v['checkpoint'])
-        card = checkpoint_card(v['checkpoint'])  # how the checkpoint was trained to run
-        cameras = tuple(c.strip() for c in v['cameras'].split(',') if c.strip())
-        cameras = cameras or tuple(card.get('cameras', DEFAULT_CAMERAS))
-        max_tokens = v['max_tokens'] or (card['max_thought_tokens'] + 16 if card else 64)
-        engine_config = EngineConfig(
-            model=v['model'],
-            checkpoint=v['checkpoint'] or None,
-            backend=v['backend'],
-            device=v['device'],
-            cameras=cameras,
-            image_hw=image_hw,
-            chunk_length=v['chunk_length'],
-            flow_steps=v['flow_steps'],
-            seed=v['seed'],
-            server=v['server'],
-            threads=v['threads'],
-        )
-        if v['backend'] == 'remote':
-            engine = self._remote_engine(engine_config, v)
-        else:
-            engine = load_engine(engine_config)
-        config = PolicyConfig(
-            assembly=AssemblyConfig(
-                cameras=cameras,
-                image_hw=image_hw,
-                max_skew_ms=v['max_skew_ms'],
-                max_age_ms=v['max_age_ms'],
-            ),
-            actor=ActorConfig(
-                chunk_period_s=1.0 / v['chunk_rate_hz'],
-                control_dt_s=1.0 / v['control_rate_hz'],
-                seam=SeamMode(v['seam_mode']),
-                max_guidance=v['max_guidance'],
-                weight_schedule=WeightSchedule(v['rtc_schedule']),
-                seed=v['seed'],
-            ),
-            reasoning=v['reasoning'],
-            reasoning_period_s=v['reasoning_period_s'],
-            subgoal=v['subgoal'],
-            max_tokens=max_tokens,
-            instruction=v['instruction'],
-        )
+        declared = self.declare_parameters('', list(POLICY_DEFAULTS.items()))
+        settings = policy_settings({param.name: param.value for param in declared})
+        v = settings.values
+        cameras, config = settings.policy.assembly.cameras, settings.policy
+        engine = load_policy_engine(settings)
         self._chunks = self.create_publisher(JointTrajectory, 'halo/action_chunk', 10)
         self._reasoning = self.create_publisher(String, 'halo/reasoning', QoSProfile(depth=10))
         self._subgoal = self.create_publisher(Image, 'halo/subgoal/image_raw', 2)
@@ -197,26 +109,6 @@ class PolicyNode(Node):
             f'{info.chunk_length} at {v["control_rate_hz"]:g} Hz, up to {v["chunk_rate_hz"]:g} '
             f'chunks/s, seam {v["seam_mode"]}, reasoning {reasoning}, state from '
             f'{list(state_topics)}'
-        )
-
-    @staticmethod
-    def _remote_engine(engine_config: EngineConfig, v: dict):
-        from halo_ros.transport.client import RemoteConfig, remote_engine
-        from halo_ros.transport.security import ClientKeys
-
-        if bool(v['server_key']) != bool(v['client_key']):
-            raise ValueError('server_key and client_key go together (CURVE needs both)')
-        keys = ClientKeys(v['client_key'], v['server_key']) if v['server_key'] else None
-        return remote_engine(
-            engine_config,
-            RemoteConfig(
-                act_timeout_s=v['remote_timeout_s'],
-                connect_timeout_s=30.0,
-                jpeg_quality=v['jpeg_quality'],
-                keys=keys,
-                model_hash=v['model_hash'],
-                control_period_s=1.0 / v['control_rate_hz'],
-            ),
         )
 
     def _on_image(self, camera: str):

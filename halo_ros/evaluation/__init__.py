@@ -1,0 +1,1 @@
+"""Closed-loop evaluation of a policy on the simulator (`halo-ros eval`)."""
