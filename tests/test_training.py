@@ -219,6 +219,32 @@ def test_the_data_holds_the_thought_every_tick_and_pads_chunks(emcot):
     assert [i.noisy for i in items if isinstance(i, TrainLatentImage)] == [False]
 
 
+def test_still_ticks_are_drawn_less(emcot):
+    from halo_ros.model.tokenizer import tokenizer_for
+    from halo_ros.training.data import _still
+
+    moving = np.linspace(0, 1, 30)[:, None] * np.ones((1, 14))
+    actions = np.concatenate([moving, np.ones((30, 14))]).astype(np.float32)
+    still = _still(actions)
+    assert not still[:15].any() and still[35:].all()
+
+    tok = tokenizer_for(load_config('halo-tiny'))
+    uniform = EmcotData([emcot], tok)
+    rare = EmcotData([emcot], tok, still_weight=0.05)
+    assert rare.still_ticks > 0
+    flags = np.concatenate([_still(e.actions) for e in rare.episodes])
+    rng = np.random.default_rng(0)
+
+    def share(data):
+        draws = [data._draw(rng) for _ in range(2000)]
+        offsets = np.cumsum([0, *data.lengths[:-1]])
+        return np.mean([flags[offsets[e] + t] for e, t in draws])
+
+    assert share(rare) < 0.5 * share(uniform)
+    with pytest.raises(ValueError, match='still_weight'):
+        EmcotData([emcot], tok, still_weight=0)
+
+
 def test_a_folder_that_is_not_an_emcot_episode_is_rejected(tmp_path, caplog):
     (tmp_path / 'junk').mkdir()
     (tmp_path / 'junk' / 'notes.txt').write_text('hello')

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -60,6 +63,21 @@ def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
     return (xf * cos[:, None, :] + _rotate_half(xf) * sin[:, None, :]).to(x.dtype)
 
 
+_FUSED = contextvars.ContextVar('halo_fused_attention', default=False)
+
+
+@contextlib.contextmanager
+def fused_attention():
+    """Inside: `attend` runs torch's fused scaled_dot_product_attention (about twice as fast
+    forward and backward on a CPU). For training, where every row sees at least itself; the
+    explicit form below stays what inference runs and exports."""
+    token = _FUSED.set(True)
+    try:
+        yield
+    finally:
+        _FUSED.reset(token)
+
+
 def attend(q: Tensor, k: Tensor, v: Tensor, mask: Tensor) -> Tensor:
     """Softmax attention with an explicit boolean mask and grouped-query heads.
 
@@ -69,6 +87,15 @@ def attend(q: Tensor, k: Tensor, v: Tensor, mask: Tensor) -> Tensor:
     """
     n, heads, dim = q.shape
     kv_heads = k.shape[1]
+    if _FUSED.get():
+        group = heads // kv_heads
+        out = F.scaled_dot_product_attention(
+            q.float().transpose(0, 1),  # [H, N, D]
+            k.float().repeat_interleave(group, dim=1).transpose(0, 1),
+            v.float().repeat_interleave(group, dim=1).transpose(0, 1),
+            attn_mask=mask,
+        )
+        return out.transpose(0, 1).reshape(n, heads * dim).to(q.dtype)
     qg = q.float().view(n, kv_heads, heads // kv_heads, dim)  # [N, KV, G, D]
     scores = torch.einsum('nkgd,mkd->kgnm', qg, k.float()) * dim**-0.5  # [KV, G, N, M]
     scores = scores.masked_fill(~mask, torch.finfo(torch.float32).min)

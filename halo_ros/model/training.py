@@ -24,6 +24,7 @@ from halo_ros.model.backbone import Route, shift_route
 from halo_ros.model.embed import grid_position_ids
 from halo_ros.model.halo import Block, HaloModel
 from halo_ros.model.inference import prefix_times
+from halo_ros.model.layers import fused_attention
 
 
 class SplitMode(enum.Enum):
@@ -192,9 +193,10 @@ def forward_train(
         start += n
     embeds = torch.cat([b.embeds for b in blocks])  # [N, d]
     mask = training_mask([e - s for s, e in spans], modes).to(device)
-    hidden, _, _ = model.language_model.model(
-        embeds, _merge(tuple(route)), torch.cat(positions), None, None, mask
-    )
+    with fused_attention():  # every row sees itself: no all-masked rows
+        hidden, _, _ = model.language_model.model(
+            embeds, _merge(tuple(route)), torch.cat(positions), None, None, mask
+        )
 
     losses: dict[str, list[Tensor]] = {'ce': [], 'mse': [], 'l1': []}
     predictions: dict[int, Tensor] = {}

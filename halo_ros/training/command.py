@@ -74,6 +74,12 @@ def add_arguments(parser) -> None:
         default=d.image_shift_px,
         help='random shift augmentation of the camera frames (0: off)',
     )
+    parser.add_argument(
+        '--still-weight',
+        type=float,
+        default=d.still_weight,
+        help='sampling weight of ticks where nothing moves (1: uniform)',
+    )
     parser.add_argument('--ae-steps', type=int, default=d.ae_steps, help='autoencoder steps')
     parser.add_argument(
         '--ae-minutes', type=float, default=d.ae_minutes, help='autoencoder time budget'
@@ -109,6 +115,7 @@ def run(args) -> int:
         action_samples=args.action_samples,
         max_prefix_steps=args.max_prefix_steps,
         image_shift_px=args.image_shift_px,
+        still_weight=args.still_weight,
         ae_steps=args.ae_steps,
         ae_minutes=args.ae_minutes,
         threads=args.threads,

@@ -1,4 +1,4 @@
-"""Annotated EM-CoT episodes in memory, sampled uniformly by (episode, tick).
+"""Annotated EM-CoT episodes in memory, sampled by (episode, tick), still ticks down-weighted.
 
 Each episode is read once: camera frames stay as their recorded JPEG bytes (decoding and the
 ViT resize happen per sample, ~2 ms, because 20k decoded ViT frames would take ~2 GB of a
@@ -154,8 +154,20 @@ def load_episode(
     )
 
 
+STILL_TICKS = 10  # 0.2 s at 50 Hz
+STILL_RAD = 0.01  # largest change of any action over STILL_TICKS that counts as not moving
+
+
+def _still(actions: np.ndarray) -> np.ndarray:
+    """(T,) bool: the action stays within STILL_RAD for the next STILL_TICKS ticks."""
+    n = len(actions)
+    ahead = np.minimum(np.arange(n) + STILL_TICKS, n - 1)
+    return np.abs(actions[ahead] - actions).max(axis=1) < STILL_RAD
+
+
 class EmcotData:
-    """Every episode of `paths` in memory; `sample(rng)` draws (episode, tick) uniformly."""
+    """Every episode of `paths` in memory; `sample(rng)` draws (episode, tick) uniformly, still
+    ticks down-weighted by `still_weight`."""
 
     def __init__(
         self,
@@ -166,7 +178,10 @@ class EmcotData:
         goal_camera: str = 'cam_high',
         chunk_length: int = 50,
         plan_steps: int | None = None,
+        still_weight: float = 1.0,
     ):
+        if not 0 < still_weight <= 1:
+            raise ValueError(f'still_weight must be in (0, 1], got {still_weight}')
         self.folders = episode_folders(paths)
         self.cameras, self.goal_camera, self.chunk_length = (
             tuple(cameras),
@@ -190,6 +205,13 @@ class EmcotData:
         self.fps = float(self.episodes[0].fps)
         self.prompt_ids = tuple(tokenizer.encode(prompt(self.instruction)))
         self.lengths = np.array([e.length for e in self.episodes])
+        # Ticks where nothing moves for the next STILL_TICKS (waiting, the hold at the end) are
+        # near-duplicates of each other: drawn with weight `still_weight` (1 = uniform).
+        weights = np.concatenate(
+            [np.where(_still(e.actions), still_weight, 1.0) for e in self.episodes]
+        )
+        self._cumulative = np.cumsum(weights)
+        self.still_ticks = int((weights < 1.0).sum())
         self.max_thought_tokens = max(len(ids) for ids in cache.values())
         first = self.episodes[0]
         self.image_hw = _decode(first.frames[self.cameras[0]][0]).shape[:2]
@@ -222,12 +244,13 @@ class EmcotData:
         return out
 
     def _draw(self, rng: np.random.Generator) -> tuple[int, int]:
-        flat = int(rng.integers(self.ticks))
+        u = float(rng.random()) * self._cumulative[-1]
+        flat = min(int(np.searchsorted(self._cumulative, u, side='right')), self.ticks - 1)
         e = int(np.searchsorted(np.cumsum(self.lengths), flat, side='right'))
         return e, flat - int(self.lengths[:e].sum())
 
     def sample(self, rng: np.random.Generator, max_lag: int = 0) -> Sample:
-        """A uniformly drawn tick; with max_lag > 0 its reasoning context (thought and goal) is
+        """A drawn tick; with max_lag > 0 its reasoning context (thought and goal) is
         that of a tick up to max_lag earlier, as a slow reasoner leaves it at inference."""
         e, t = self._draw(rng)
         lag = int(rng.integers(max_lag + 1)) if max_lag > 0 else 0

@@ -74,7 +74,7 @@ class TrainConfig:
     warmup_steps: int = 50
     weight_decay: float = 0.01
     grad_clip: float = 1.0
-    ema_decay: float = 0.995
+    ema_decay: float = 0.998
     ce_weight: float = 1.0
     mse_weight: float = 1.0
     l1_weight: float = 2.0  # the action loss is what closed-loop success depends on
@@ -92,6 +92,8 @@ class TrainConfig:
     # Random shifts of the camera frames (pad by replication, crop back; DrQ, diffusion
     # policy): the cube is a few pixels at 160x120, and shifts keep the ViT from memorising.
     image_shift_px: int = 4
+    # Ticks where no action moves for 0.2 s (waiting, the final hold) are drawn this much less.
+    still_weight: float = 0.3
     # Independent noisy copies of the action chunk per sample: each is its own noise split
     # (hidden from the others, same RoPE id), so a second flow sample costs ~52 of ~800 rows.
     action_samples: int = 2
@@ -262,6 +264,7 @@ def train(paths, out: str | Path, cfg: TrainConfig) -> TrainResult:
         goal_camera=cfg.goal_camera,
         chunk_length=cfg.chunk_length,
         plan_steps=cfg.plan_steps,
+        still_weight=cfg.still_weight,
     )
     digest = data_hash(data.folders)
     rng = np.random.default_rng(cfg.seed)
