@@ -61,6 +61,13 @@ def add_arguments(parser) -> None:
         help='auto: prefix (training-time RTC) if the checkpoint was trained for it, else rtc',
     )
     parser.add_argument(
+        '--real-time-factor',
+        type=float,
+        default=1.0,
+        help='simulated seconds per second (< 1: every node runs on the simulated /clock, so '
+        'a CPU policy acts as a faster one would; 0.1 ~ ten times faster)',
+    )
+    parser.add_argument(
         '--camera-size',
         type=int,
         nargs=2,
@@ -72,6 +79,10 @@ def add_arguments(parser) -> None:
 
 def run(args) -> int:
     from halo_ros.engine.loading import resolve_checkpoint
+
+    if not 0 < args.real_time_factor <= 1:
+        print(f'--real-time-factor must be in (0, 1], got {args.real_time_factor}')
+        return 2
 
     args.checkpoint = resolve_checkpoint(args.checkpoint)
     domain = int(os.environ.get('ROS_DOMAIN_ID') or rosenv.random_domain_id())
@@ -110,8 +121,15 @@ def run(args) -> int:
     return 0 if report['ok'] else 1
 
 
-def node(run_dir: str, module: str, name: str, params: dict) -> NodeProcess:
+def sim_time(args) -> bool:
+    """Below real time every node runs on the simulator's /clock."""
+    return getattr(args, 'real_time_factor', 1.0) < 1.0
+
+
+def node(run_dir: str, module: str, name: str, params: dict, *, use_sim_time=False):
     log_path = os.path.join(run_dir, f'{name}.log')
+    if use_sim_time:
+        params = {**params, 'use_sim_time': True}
     return NodeProcess(f'halo_ros.nodes.{module}', params, log_path=log_path).start()
 
 
@@ -123,7 +141,10 @@ def _start_policy_side(args, run_dir: str) -> dict:
         'robot': 'sim_aloha',
         'instruction': args.instruction,
     }
-    processes = {'recorder': node(run_dir, 'recorder_node', 'recorder', recorder)}
+    slow = sim_time(args)
+    processes = {
+        'recorder': node(run_dir, 'recorder_node', 'recorder', recorder, use_sim_time=slow)
+    }
     if args.backend == 'remote':
         processes['server'] = _serve(args, run_dir)
     policy = {
@@ -137,7 +158,7 @@ def _start_policy_side(args, run_dir: str) -> dict:
     }
     if args.checkpoint:  # an empty string cannot be passed as a ROS parameter override
         policy['checkpoint'] = args.checkpoint
-    processes['policy'] = node(run_dir, 'policy_node', 'policy', policy)
+    processes['policy'] = node(run_dir, 'policy_node', 'policy', policy, use_sim_time=slow)
     return processes
 
 
@@ -146,8 +167,11 @@ def start_robot_side(args, run_dir: str) -> dict:
     width, height = args.camera_size
     controller = {'calibration': 'sim_aloha.yaml', 'config': _demo_controller_config(run_dir)}
     sim = {'operator': 'leaders', 'seed': args.seed, 'camera_width': width, 'camera_height': height}
+    slow = sim_time(args)
+    if slow:
+        sim |= {'sim_time': True, 'real_time_factor': float(args.real_time_factor)}
     return {
-        'controller': node(run_dir, 'controller_node', 'controller', controller),
+        'controller': node(run_dir, 'controller_node', 'controller', controller, use_sim_time=slow),
         'sim': node(run_dir, 'sim_node', 'sim', sim),
     }
 

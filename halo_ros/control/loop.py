@@ -1,9 +1,11 @@
 """The 50 Hz control loop: read, choose the command by mode, filter, write, publish.
 
 It runs on its own thread against a monotonic deadline (not an executor timer, which a busy
-callback would delay). Every tick: perform an accepted mode switch, one sync read per bus, check
-freshness and hardware alerts, take newly arrived chunks, choose this tick's target by mode,
-limit it with the SafetyFilter, one sync write per bus, hand a `TickRecord` to the node.
+callback would delay), or, in a simulation with sim time, against the simulated clock
+(`pace_clock_ns`): then it ticks at 50 Hz of simulated time, whatever the real-time factor.
+Every tick: perform an accepted mode switch, one sync read per bus, check freshness and hardware
+alerts, take newly arrived chunks, choose this tick's target by mode, limit it with the
+SafetyFilter, one sync write per bus, hand a `TickRecord` to the node.
 
 Policy mode, when the chunk stream stops (the policy process died): the chunk in use plays on
 until it runs out (then the arms hold its last action) or until the watchdog fires
@@ -77,10 +79,12 @@ class ControlLoop(ModeSwitching, TargetSelection):
         *,
         clock_ns: Callable[[], int] = time.time_ns,
         on_tick: Callable[[TickRecord], None] | None = None,
+        pace_clock_ns: Callable[[], int] | None = None,
     ):
         self.arms = arms
         self.config = config
         self.clock_ns = clock_ns
+        self._pacer = _WallPacer() if pace_clock_ns is None else _ClockPacer(pace_clock_ns)
         self.on_tick = on_tick
         self.stats = ControlStats()
         self.limits = config.follower_limits(calibration)
@@ -135,18 +139,21 @@ class ControlLoop(ModeSwitching, TargetSelection):
     def _run(self) -> None:
         if self.config.realtime_priority > 0:
             self._make_realtime(self.config.realtime_priority)
-        period = self.config.period_s
-        deadline = time.monotonic()
+        period = self.config.period_ns
+        pacer = self._pacer
+        pacer.wait_started(self._stop)
+        deadline = pacer.now_ns()
         while not self._stop.is_set():
-            delay = deadline - time.monotonic()
-            if delay > 0:
-                time.sleep(delay)
-            error = time.monotonic() - deadline
-            missed = int(error // period) if error >= period else 0
+            pacer.sleep_until(deadline, self._stop)
+            error = pacer.now_ns() - deadline
+            if error < -10 * period:  # the clock went back (a restarted simulation): follow it
+                deadline = pacer.now_ns()
+                error = 0
+            missed = error // period if error >= period else 0
             deadline += missed * period  # skip the deadlines already lost
-            self.stats.tick(error * 1e3, missed)
+            self.stats.tick(error / 1e6, missed)
             try:
-                self.tick(self.clock_ns(), error * 1e3)
+                self.tick(self.clock_ns(), error / 1e6)
             except Exception:  # the loop must outlive any one bad tick
                 self.stats.count('events', 'tick_error')
                 log.exception('control tick %d failed', self._tick)
@@ -362,3 +369,39 @@ class ControlLoop(ModeSwitching, TargetSelection):
         self._last_chunk_ns = now_ns
         if self.phase is Phase.WATCHDOG:
             log.info('chunks again (seq %d): resuming', chunk.seq)
+
+
+class _WallPacer:
+    """Ticks on the monotonic clock (a robot)."""
+
+    def now_ns(self) -> int:
+        return time.monotonic_ns()
+
+    def wait_started(self, stop: threading.Event) -> None:
+        pass
+
+    def sleep_until(self, deadline_ns: int, stop: threading.Event) -> None:
+        delay = (deadline_ns - time.monotonic_ns()) / 1e9
+        if delay > 0:
+            time.sleep(delay)
+
+
+class _ClockPacer:
+    """Ticks on a simulated clock (ROS time from /clock): polls it every millisecond of wall
+    time, which at any real-time factor <= 1 is finer than a 20 ms simulated period."""
+
+    POLL_S = 0.001
+
+    def __init__(self, clock_ns: Callable[[], int]):
+        self._clock_ns = clock_ns
+
+    def now_ns(self) -> int:
+        return self._clock_ns()
+
+    def wait_started(self, stop: threading.Event) -> None:
+        while self._clock_ns() <= 0 and not stop.is_set():  # no /clock message yet
+            stop.wait(0.01)
+
+    def sleep_until(self, deadline_ns: int, stop: threading.Event) -> None:
+        while self._clock_ns() < deadline_ns and not stop.is_set():
+            time.sleep(self.POLL_S)

@@ -130,12 +130,15 @@ class ControllerNode(Node):
         self._diagnostics = self.create_publisher(DiagnosticArray, 'diagnostics', 10)
         self._last_mode: Mode | None = None
         self._trouble_counts = (0, 0)
+        ros_now = lambda: self.get_clock().now().nanoseconds  # noqa: E731
+        sim_time = self.get_parameter('use_sim_time').value
         self.loop = ControlLoop(
             ArmSetArms(self.arm_set),
             self.config,
             calibration,
-            clock_ns=lambda: self.get_clock().now().nanoseconds,
+            clock_ns=ros_now,
             on_tick=self._publish_tick,
+            pace_clock_ns=ros_now if sim_time else None,  # 50 Hz of simulated time
         )
         self.create_subscription(JointTrajectory, 'halo/action_chunk', self._on_chunk, 10)
         for name, request in (
@@ -151,7 +154,8 @@ class ControllerNode(Node):
         self.loop.start()
         self.get_logger().info(
             f'controlling {[a.value for a in calibration.arms]} from {calibration_path} at '
-            f'{self.config.rate_hz:g} Hz, mode {self.loop.mode.value}'
+            f'{self.config.rate_hz:g} Hz' + (' of simulated time' if sim_time else '') + ', mode '
+            f'{self.loop.mode.value}'
         )
 
     def _connect(self, calibration_path: Path, timeout_s: float) -> ArmSet:

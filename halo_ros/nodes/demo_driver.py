@@ -22,6 +22,7 @@ from halo_ros.runtime.chunk import ChunkTag
 
 SIM_STATUS = 'sim/status'
 CONTROL_STATE = 'halo/control_state'
+TICK_S = 0.02  # the simulator's control period
 
 
 class DemoError(RuntimeError):
@@ -192,18 +193,21 @@ class DemoDriver(TopicMonitor):
         self.call('/recorder_node/start')
         first_tick, first_command = len(self._ticks), len(self._commands)
         self.call('/controller/engage_policy')
-        engaged = time.monotonic()
-        success_s, best = None, 0
-        end = engaged + seconds
-        while time.monotonic() < end:
+        # Episode time is simulated time (the simulator's tick count): at a real-time factor
+        # below 1 an episode takes longer on the wall clock, not fewer control steps.
+        success_s, best, start_tick, elapsed = None, 0, None, 0.0
+        end = seconds
+        while elapsed < end:
             rclpy.spin_once(self, timeout_sec=0.05)
             now = self.status()
             if now['episode'] != episode:
                 continue
+            start_tick = now['tick'] if start_tick is None else start_tick
+            elapsed = (now['tick'] - start_tick) * TICK_S
             best = max(best, now['reward'])  # gym-aloha's staged reward, 4 = transferred
             if success_s is None and now['success']:
-                success_s = time.monotonic() - engaged
-                end = min(end, time.monotonic() + 0.5)
+                success_s = elapsed
+                end = min(end, elapsed + 0.5)
         ticks, commands = self._ticks[first_tick:], self._commands[first_command:]
         if intervene:
             self.intervention()

@@ -4,19 +4,28 @@ Publishes the three cameras (Image rgb8 + CameraInfo), the task reward and succe
 status, and the physics ground truth of the follower joints (`sim/joint_states`, for evaluation:
 the control stack reads the arms through their servos). Service `~/reset` (Trigger) starts the next
 seeded episode.
+
+With `sim_time` it is the graph's clock: it publishes `/clock` every physics tick and stamps
+everything on simulated time, and `real_time_factor` r < 1 slows the world down (nodes started
+with use_sim_time then run at its pace). The node itself keeps the wall clock: it makes time.
 """
 
 import json
-import time
 
 from rclpy.node import Node
-from rclpy.qos import qos_profile_sensor_data
+from rclpy.qos import QoSProfile, qos_profile_sensor_data
+from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import CameraInfo, Image, JointState
 from std_msgs.msg import Bool, Float32, String
 from std_srvs.srv import Trigger
 
 from halo_ros.joints import BIMANUAL_JOINTS
-from halo_ros.nodes.conversions import camera_info_msg, image_msg, joint_state_msg
+from halo_ros.nodes.conversions import (
+    camera_info_msg,
+    image_msg,
+    joint_state_msg,
+    stamp_from_ns,
+)
 from halo_ros.nodes.spin import run_node
 from halo_ros.sim.runner import Operator, SimConfig, SimRunner, ground_truth_joints
 from halo_ros.sim.scene import Task
@@ -37,6 +46,8 @@ class SimNode(Node):
                 ('virtual_buses', True),  # arms reachable only as Dynamixel buses on ptys
                 ('calibration', 'sim_aloha.yaml'),
                 ('status_rate_hz', 10.0),
+                ('sim_time', False),  # publish /clock and stamp on simulated time
+                ('real_time_factor', 1.0),  # simulated seconds per wall second (needs sim_time)
             ],
         )
         v = {param.name: param.value for param in p}
@@ -49,6 +60,13 @@ class SimNode(Node):
             operator=Operator(v['operator']),
             virtual_buses=v['virtual_buses'],
             calibration=v['calibration'],
+            real_time_factor=v['real_time_factor'],
+            sim_time=v['sim_time'],
+        )
+        self._clock_publisher = (
+            self.create_publisher(Clock, '/clock', QoSProfile(depth=10))
+            if config.sim_time
+            else None
         )
         self._images = {
             c: self.create_publisher(Image, f'{c}/image_raw', qos_profile_sensor_data)
@@ -72,6 +90,7 @@ class SimNode(Node):
             f'simulating {config.task.value} with cameras {list(config.cameras)} at '
             f'{config.width}x{config.height} {config.camera_rate_hz:g} Hz, operator '
             f'{config.operator.value}'
+            + (f', sim time at {config.real_time_factor:g}x real time' if config.sim_time else '')
         )
 
     def _publish_frames(self, frames, stamp_ns: int) -> None:
@@ -82,9 +101,12 @@ class SimNode(Node):
             self._infos[name].publish(camera_info_msg(k.width, k.height, k.k, stamp_ns, frame_id))
 
     def _publish_joints(self, sim, tick: int) -> None:
+        stamp_ns = self.runner.clock_ns()
+        if self._clock_publisher is not None:
+            self._clock_publisher.publish(Clock(clock=stamp_from_ns(stamp_ns)))
         position, velocity = ground_truth_joints(sim)
         self._joints.publish(
-            joint_state_msg(BIMANUAL_JOINTS, position, velocity, stamp_ns=time.time_ns())
+            joint_state_msg(BIMANUAL_JOINTS, position, velocity, stamp_ns=stamp_ns)
         )
 
     def _publish_status(self) -> None:

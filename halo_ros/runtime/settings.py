@@ -3,8 +3,9 @@ from those flat values (the policy node's ROS parameters, `halo-ros eval` flags)
 engine and runtime configs. Pure: no ROS, no torch.
 
 A trained checkpoint's card (`training.yaml`) fills what it knows: the cameras it was trained
-on, the instruction of its data, its longest thought (the reasoning budget), and whether it learned to continue an executed
-prefix (seam mode `auto` then means `prefix`, training-time real-time chunking, else `rtc`).
+on, the instruction of its data, its longest thought (the reasoning budget), and whether it
+learned to continue an executed prefix (seam mode `auto` then means `prefix`, training-time
+real-time chunking, else `rtc`).
 """
 
 from __future__ import annotations

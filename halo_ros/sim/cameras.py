@@ -76,17 +76,18 @@ class CameraRig:
         self._renderer.close()
 
 
-# frames, wall-clock ns of the snapshot they show
+# frames, stamp (ns) of the snapshot they show
 FrameSink = Callable[[dict[str, np.ndarray], int], None]
 
 
 class RenderLoop(threading.Thread):
-    """Renders snapshots at a fixed rate and hands the frames to `sink` (on this thread)."""
+    """Renders snapshots at a fixed (wall-clock) rate and hands the frames to `sink` (on this
+    thread). `snapshot()` returns (qpos, stamp_ns): the stamp is the time the snapshot shows."""
 
     def __init__(
         self,
         make_rig: Callable[[], CameraRig],
-        snapshot: Callable[[], np.ndarray],
+        snapshot: Callable[[], tuple[np.ndarray, int]],
         sink: FrameSink,
         *,
         rate_hz: float,
@@ -118,8 +119,8 @@ class RenderLoop(threading.Thread):
         deadline = time.monotonic()
         try:
             while not self._halt.is_set():
-                stamp_ns = time.time_ns()
-                self._sink(rig.render(self._snapshot()), stamp_ns)
+                qpos, stamp_ns = self._snapshot()
+                self._sink(rig.render(qpos), stamp_ns)
                 self.frames += 1
                 deadline += self._period
                 delay = deadline - time.monotonic()

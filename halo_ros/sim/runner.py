@@ -1,8 +1,14 @@
 """The simulator as a running service: real-time physics, cameras, a scripted operator, episodes.
 
 ROS-free; `nodes/sim_node.py` only wires it to topics. Physics runs on its own thread on a
-monotonic deadline (one 20 ms control period per tick); cameras render on their own thread from
-physics snapshots; the scripted operator, when enabled, moves the arms every tick.
+monotonic deadline (one 20 ms control period per tick, or period / r at a real-time factor r);
+cameras render on their own thread from physics snapshots; the scripted operator, when enabled,
+moves the arms every tick.
+
+Simulated time (`sim_time`): tick k of the run (episodes do not reset it) is
+`start_ns + k * period`, start_ns the wall clock when the runner was made. With `sim_time` every
+stamp (frames, joints) is on that clock and the node publishes it as /clock, so nodes with
+use_sim_time run at the simulation's pace: at r = 0.1 a CPU policy looks ten times faster.
 """
 
 import logging
@@ -56,12 +62,23 @@ class SimConfig:
     # Serve the four arms as Dynamixel buses on pseudo-terminals (the ports in this calibration).
     virtual_buses: bool = False
     calibration: str = 'sim_aloha.yaml'
+    # Simulated seconds per wall-clock second (<= 1); the cameras keep their rate in sim time.
+    real_time_factor: float = 1.0
+    # Stamp everything on the simulated clock (published as /clock) instead of the wall clock.
+    sim_time: bool = False
 
     def __post_init__(self):
         if self.width < 16 or self.height < 16:
             raise ValueError(f'camera size {self.width}x{self.height} is too small (min 16x16)')
         if not 0 < self.camera_rate_hz <= 120:
             raise ValueError(f'camera_rate_hz {self.camera_rate_hz} must be in (0, 120]')
+        if not 0 < self.real_time_factor <= 1:
+            raise ValueError(f'real_time_factor {self.real_time_factor} must be in (0, 1]')
+        if self.real_time_factor != 1 and not self.sim_time:
+            raise ValueError(
+                'real_time_factor below 1 needs sim_time: stamps on the wall clock would say '
+                'the robot moves slowly, not that the world runs slowly'
+            )
         if self.operator is Operator.FOLLOWERS and self.virtual_buses:
             raise ValueError(
                 'operator=followers drives the followers directly and virtual_buses serves them to '
@@ -126,6 +143,8 @@ class SimRunner:
         self.period = PeriodStats()
         self._episode = 0
         self._reward = 0
+        self._start_ns = time.time_ns()
+        self._ticks_run = 0  # physics ticks since start: the simulated clock
         self.reset(config.seed)
 
     # -- episodes ---------------------------------------------------------------------------------
@@ -143,6 +162,15 @@ class SimRunner:
             self._reward = 0
         log.info('episode %d: seed %d', self._episode, seed)
         return seed
+
+    def sim_time_ns(self) -> int:
+        """The simulated clock: start + ticks run x period (never reset by episodes)."""
+        with self.sim.lock:
+            return self._start_ns + round(self._ticks_run * self.sim.control_period_s * 1e9)
+
+    def clock_ns(self) -> int:
+        """What stamps are on: the simulated clock with sim_time, else the wall clock."""
+        return self.sim_time_ns() if self.config.sim_time else time.time_ns()
 
     def status(self) -> EpisodeStatus:
         with self.sim.lock:
@@ -170,9 +198,9 @@ class SimRunner:
         if self._on_frames is not None:
             self._render = RenderLoop(
                 self._make_rig,
-                self.sim.snapshot,
+                self._snapshot,
                 self._on_frames,
-                rate_hz=self.config.camera_rate_hz,
+                rate_hz=self.config.camera_rate_hz * self.config.real_time_factor,
             )
             self._render.start()
             if not self._rig_ready.wait(render_timeout_s) or self._render.error is not None:
@@ -210,8 +238,13 @@ class SimRunner:
         self._rig_ready.set()
         return rig
 
+    def _snapshot(self) -> tuple[np.ndarray, int]:
+        """(qpos, its stamp) for the renderer, taken together."""
+        with self.sim.lock:
+            return self.sim.snapshot(), self.clock_ns()
+
     def _physics_loop(self) -> None:
-        period = self.sim.control_period_s
+        period = self.sim.control_period_s / self.config.real_time_factor  # wall seconds
         deadline = time.monotonic()
         while not self._stop.is_set():
             delay = deadline - time.monotonic()
@@ -254,6 +287,7 @@ class SimRunner:
                 self._move_hand('leader_left', left)
                 self._move_hand('leader_right', right)
             self.sim.step()
+            self._ticks_run += 1
             # Contacts are cheap to scan but not free; 10 Hz is plenty for a staged reward.
             if tick % 5 == 0:
                 self._reward = self.sim.reward()
