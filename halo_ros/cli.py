@@ -19,6 +19,7 @@ COMMANDS = {
     'bench-dynamixel': 'halo_ros.drivers.dynamixel.bench',
     'bench-policy': 'halo_ros.runtime.async_bench',
     'bench-recording': 'halo_ros.recording.bench',
+    'bench-seams': 'halo_ros.engine.seam_bench',
     'bench-sim': 'halo_ros.sim.bench',
     'bench-transport': 'halo_ros.transport.bench',
     'build-engine': 'halo_ros.engine.build_engine_cmd',

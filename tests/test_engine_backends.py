@@ -99,12 +99,13 @@ def test_prefix_seam_keeps_the_executed_prefix_on_every_backend(engines, reasoni
 def test_backend_without_vjp_refuses_guidance(tmp_path, reasoning):
     import shutil
 
-    from halo_ros.engine.onnx_export import MANIFEST, VJP_GRAPH, read_manifest
+    from halo_ros.engine.graphs import RTC_GRAPH
+    from halo_ros.engine.onnx_export import MANIFEST, read_manifest
 
-    folder = tmp_path / 'novjp'
+    folder = tmp_path / 'nortc'
     shutil.copytree(exported(), folder)
     manifest = read_manifest(folder)
-    del manifest['graphs'][VJP_GRAPH]
+    del manifest['graphs'][RTC_GRAPH]
     (folder / MANIFEST).write_text(__import__('json').dumps(manifest))
     engine = graph_engine(OrtRunner(folder, threads=1))
     assert not engine.info.supports_guidance_gradients

@@ -7,9 +7,9 @@ import pytest
 import torch
 from engine_support import exported, shapes, tiny
 
-from halo_ros.engine.graphs import GRAPH_NAMES, GRAPHS, build_graph, example_inputs
+from halo_ros.engine.graphs import GRAPH_NAMES, GRAPHS, RTC_GRAPH, build_graph, example_inputs
 from halo_ros.engine.layout import PrefixLayout, PrefixTooLongError, assemble
-from halo_ros.engine.onnx_export import MANIFEST, OPSET, VJP_GRAPH, manifest_shapes
+from halo_ros.engine.onnx_export import MANIFEST, OPSET, manifest_shapes
 from halo_ros.model.preprocess import vit_image
 from halo_ros.model.segments import LatentSegment, TextSegment, ViTImageSegment
 
@@ -66,7 +66,7 @@ def test_manifest_records_shapes_dtypes_opset_and_hash():
     folder = exported()
     manifest = json.loads((folder / MANIFEST).read_text())
     assert manifest['opset'] == OPSET and manifest['model_hash'] == 'tiny-test'
-    assert set(manifest['graphs']) == {*GRAPH_NAMES, VJP_GRAPH}
+    assert set(manifest['graphs']) == {*GRAPH_NAMES, RTC_GRAPH}
     assert manifest_shapes(manifest) == shapes()
     action = manifest['graphs']['action_step']
     p = shapes().layout.prefix_rows
@@ -83,14 +83,14 @@ def test_manifest_records_shapes_dtypes_opset_and_hash():
         ], f'{name}: the exported graph is not static'
 
 
-@pytest.mark.parametrize('name', [*GRAPH_NAMES, VJP_GRAPH])
+@pytest.mark.parametrize('name', [*GRAPH_NAMES, RTC_GRAPH])
 def test_exported_graph_matches_torch_on_fresh_inputs(name):
     model, folder = tiny(), exported()
     feeds = example_inputs(name, model, shapes(), seed=12345)  # not the export's inputs
     session = ort.InferenceSession(str(folder / f'{name}.onnx'), providers=['CPUExecutionProvider'])
     outputs = session.run(None, {n: t.numpy() for n, t in feeds.items()})
     module = build_graph(name, model, shapes())
-    with torch.enable_grad() if name == VJP_GRAPH else torch.no_grad():
+    with torch.enable_grad() if name == RTC_GRAPH else torch.no_grad():
         ref = module(*(feeds[n] for n in GRAPHS[name][1]))
     ref = ref if isinstance(ref, tuple) else (ref,)
     for out_name, got, want in zip(GRAPHS[name][2], outputs, ref, strict=True):
@@ -99,20 +99,29 @@ def test_exported_graph_matches_torch_on_fresh_inputs(name):
         assert rel <= 1e-4, f'{name}.{out_name}: relative error {rel:.2e}'
 
 
-def test_vjp_graph_is_the_gradient_of_the_action_step():
+def test_rtc_graph_is_the_guided_velocity_of_the_runtime():
+    """The fused graph computes what `RtcGuidance` computes with autograd around action_step."""
+    from halo_ros.runtime.guidance import RtcGuidance, guidance_weight
+
     model = tiny()
-    feeds = example_inputs(VJP_GRAPH, model, shapes(), seed=7)
+    feeds = example_inputs(RTC_GRAPH, model, shapes(), seed=7)
+    feeds['t'] = torch.full_like(feeds['t'], 0.6)  # RTC runs without an executed prefix
+    feeds['guidance'] = torch.tensor(guidance_weight(0.6, 10.0))
     session = ort.InferenceSession(
-        str(exported() / f'{VJP_GRAPH}.onnx'), providers=['CPUExecutionProvider']
+        str(exported() / f'{RTC_GRAPH}.onnx'), providers=['CPUExecutionProvider']
     )
-    _, grad = session.run(None, {n: t.numpy() for n, t in feeds.items()})
-    x = feeds['x_t'].clone().requires_grad_(True)
-    v = model.action_velocity(
-        x, feeds['t'], feeds['k'], feeds['v'], feeds['key_valid'], feeds['rope']
-    )
-    (want,) = torch.autograd.grad(v, x, feeds['cotangent'])
-    assert np.abs(want.numpy()).max() > 1e-3  # a real gradient, not zeros
-    np.testing.assert_allclose(grad, want.numpy(), rtol=0, atol=1e-4 * np.abs(want.numpy()).max())
+    (got,) = session.run(None, {n: t.numpy() for n, t in feeds.items()})
+    guidance = RtcGuidance(feeds['target'], feeds['weights'], max_weight=10.0)
+
+    def velocity(x):
+        return model.action_velocity(
+            x, feeds['t'], feeds['k'], feeds['v'], feeds['key_valid'], feeds['rope']
+        )
+
+    want = guidance.velocity(feeds['x_t'], 0.6, 0, velocity)
+    plain = velocity(feeds['x_t']).detach()
+    assert (want - plain).abs().max() > 1e-3  # the guidance moved it
+    np.testing.assert_allclose(got, want.numpy(), rtol=0, atol=1e-4 * np.abs(want.numpy()).max())
 
 
 @pytest.mark.parametrize('dtype', [torch.bfloat16, torch.float16])

@@ -18,7 +18,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_engine_arguments(parser, backend=False)
     parser.add_argument('--out', help='output folder (default: --onnx-dir, else the cache folder)')
     parser.add_argument(
-        '--graphs', nargs='+', help='export only these graphs (default: all + action_step_vjp)'
+        '--graphs', nargs='+', help='export only these graphs (default: all + action_step_rtc)'
     )
     parser.add_argument(
         '--exporter',
@@ -31,19 +31,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from halo_ros.engine.graphs import GRAPH_NAMES
+    from halo_ros.engine.graphs import GRAPH_NAMES, RTC_GRAPH
     from halo_ros.engine.loading import (
         build_model,
         graph_precision,
         graph_shapes,
         onnx_folder,
     )
-    from halo_ros.engine.onnx_export import VJP_GRAPH, Exporter, export_all
+    from halo_ros.engine.onnx_export import Exporter, export_all
 
     config = engine_config(args, device='cpu', onnx_dir=args.out or args.onnx_dir)
     folder = onnx_folder(config)
     model, _, digest = build_model(config)
-    graphs = args.graphs or [*GRAPH_NAMES, VJP_GRAPH]
+    graphs = args.graphs or [*GRAPH_NAMES, RTC_GRAPH]
     manifest = export_all(
         model,
         graph_shapes(config),

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from halo_ros.engine.graphs import GraphShapes
+from halo_ros.engine.graphs import RTC_GRAPH, GraphShapes
 from halo_ros.engine.interface import (
     ActionResult,
     Engine,
@@ -34,14 +34,13 @@ from halo_ros.engine.interface import (
 from halo_ros.engine.layout import PrefixFeed, PrefixTooLongError, assemble
 from halo_ros.engine.runner import GraphRunner
 from halo_ros.model.config import HaloConfig
-from halo_ros.model.guidance import Guidance
 from halo_ros.model.inference import flow_schedule, prefix_times
 from halo_ros.model.preprocess import display_image, vit_image
 from halo_ros.model.tokenizer import HaloTokenizer
 from halo_ros.model.vit import patchify
 from halo_ros.reasoning import prompt
-from halo_ros.runtime.guidance import flow_conditioning
-from halo_ros.runtime.seam import SeamPlan
+from halo_ros.runtime.guidance import guidance_weight, hard_inpaint
+from halo_ros.runtime.seam import SeamMode, SeamPlan
 
 SUBGOAL_SHIFT = 3.0  # released subgoal schedule (inference.sample_subgoal)
 
@@ -170,7 +169,6 @@ class GraphEngine(Engine):
         self._check(observation)
         check_array('noise', noise, (self._info.chunk_length, self._info.action_dim), np.float32)
         check_seam(seam, self._info)
-        guidance, clean_prefix = flow_conditioning(seam)
         texts = [self._tok.encode(prompt(reasoning.instruction if reasoning else ''))]
         latents = None
         if reasoning is not None:
@@ -183,7 +181,7 @@ class GraphEngine(Engine):
             t_prefill = time.perf_counter()
             k, v, key_valid, rope = self._prefill(vit_embeds, feed, latents)
             t_flow = time.perf_counter()
-            x = self._flow(torch.from_numpy(noise), k, v, key_valid, rope, guidance, clean_prefix)
+            x = self._flow(torch.from_numpy(noise), k, v, key_valid, rope, seam)
             actions = x.cpu().numpy()
         return ActionResult(
             actions,
@@ -196,32 +194,34 @@ class GraphEngine(Engine):
             },
         )
 
-    def _flow(
-        self, noise, k, v, key_valid, rope, guidance: Guidance | None, prefix: Tensor | None
-    ) -> Tensor:
-        """fp32 Euler integration from t = 1 to 0 (as `inference.sample_actions`), the clean
-        prefix (if any) fixed at flow time 0."""
+    def _flow(self, noise, k, v, key_valid, rope, seam: SeamPlan | None) -> Tensor:
+        """fp32 Euler integration from t = 1 to 0 (as `inference.sample_actions`) with the seam:
+        prefix keeps the executed rows fixed at flow time 0, hard forces them onto the old
+        tail, rtc runs the fused guided step (`action_step_rtc`)."""
         device = self._runner.device
         ts = flow_schedule(self._info.flow_steps).to(device)
         x = noise.float().to(device)
         length = x.shape[0]
-        d = 0 if prefix is None else prefix.shape[0]
+        mode = None if seam is None else seam.mode
+        d = seam.delay_steps if mode is SeamMode.PREFIX else 0
+        if seam is not None:
+            target = torch.from_numpy(seam.target).to(device)
+            weights = torch.from_numpy(seam.weights).to(device)
         if d:
-            x = torch.cat([prefix.to(x), x[d:]])
-        velocity_fn = self._runner.action_velocity_fn(k, v, key_valid, rope) if guidance else None
+            x = torch.cat([target[:d], x[d:]])
         for i in range(self._info.flow_steps):
-            t = prefix_times(ts[i], length, d)  # the graph takes one time per action row
-            if guidance is None:
-                feeds = {'x_t': x, 't': t, 'k': k, 'v': v, 'key_valid': key_valid, 'rope': rope}
-                vel = self._runner.run('action_step', feeds)['velocity']
+            t = prefix_times(ts[i], length, d)  # the graphs take one time per action row
+            feeds = {'x_t': x, 't': t, 'k': k, 'v': v, 'key_valid': key_valid, 'rope': rope}
+            if mode is SeamMode.RTC:
+                lam = guidance_weight(float(ts[i]), seam.max_guidance)
+                feeds |= {'target': target, 'weights': weights, 'guidance': torch.tensor(lam)}
+                vel = self._runner.run(RTC_GRAPH, feeds)['velocity'].float()
             else:
-                with torch.enable_grad():
-                    vel = guidance.velocity(
-                        x, float(ts[i]), i, lambda x_in, t=t: velocity_fn(x_in, t)
-                    )
-            vel = vel.detach().float()
+                vel = self._runner.run('action_step', feeds)['velocity'].float()
+                if mode is SeamMode.HARD:
+                    vel = hard_inpaint(x, float(ts[i]), vel, target, (weights >= 0.5)[:, None])
             if d:
-                vel[:d] = 0.0
+                vel[:d] = 0.0  # the executed prefix stays where it is
             x = x - vel * (ts[i] - ts[i + 1])
         return x
 

@@ -30,9 +30,19 @@ from halo_ros.model.halo import HaloModel
 from halo_ros.model.inference import decode_latent_image
 
 GRAPH_NAMES = ('vit', 'prefill', 'decode_step', 'subgoal_step', 'action_step', 'vae_decode')
+# Guided RTC in one graph (forward + vector-Jacobian product): exported where a backend has no
+# autograd; optional (a backend without it offers seams prefix, hard and none).
+RTC_GRAPH = 'action_step_rtc'
+
+
+def graph_precision_key(name: str) -> str:
+    """The graph whose precision a graph runs in (the RTC step: the action step's)."""
+    return 'action_step' if name == RTC_GRAPH else name
+
+
 # The graphs' input/output contract; part of the export cache key, so a change re-exports.
-# 2: action graphs take per-row flow times t [K].
-GRAPH_FORMAT = 2
+# 2: action graphs take per-row flow times t [K]; 3: action_step_rtc replaces action_step_vjp.
+GRAPH_FORMAT = 3
 
 
 class Precision(enum.Enum):
@@ -170,21 +180,29 @@ class ActionStepGraph(nn.Module):
         return self.model.action_velocity(x_t, t, k, v, key_valid, rope)
 
 
-class ActionStepVjpGraph(nn.Module):
-    """(velocity, cotangent^T d velocity / d x_t): the backward of `action_step` w.r.t. x_t only,
-    for guided sampling (real-time chunking) on backends without autograd."""
+class ActionStepRtcGraph(nn.Module):
+    """One guided real-time-chunking step in one graph: the velocity and its vector-Jacobian
+    product through the action expert against the cached prefix (one forward, one backward),
+    combined as `runtime.guidance.RtcGuidance` does:
+
+        x0_hat = x_t - t v,  e = w * (target - x0_hat),  g = (d x0_hat / d x_t)^T e
+        velocity = v - guidance * g
+
+    `guidance` is lambda(t), clipped (computed by the caller). For backends without autograd."""
 
     def __init__(self, model: HaloModel, shapes: GraphShapes) -> None:
         super().__init__()
         self.model = model
 
-    def forward(self, x_t, t, k, v, key_valid, rope, cotangent):
+    def forward(self, x_t, t, k, v, key_valid, rope, target, weights, guidance):
         def velocity(x: Tensor) -> Tensor:
             return self.model.action_velocity(x, t, k, v, key_valid, rope)
 
-        out, pullback = torch.func.vjp(velocity, x_t)
-        (grad,) = pullback(cotangent)
-        return out, grad
+        vel, pullback = torch.func.vjp(velocity, x_t)  # [K, A]
+        rows_t = t[:, None]  # [K, 1]
+        error = weights[:, None] * (target - (x_t - rows_t * vel))
+        (jv_t_e,) = pullback(rows_t * error)  # J_v^T (t * e)
+        return vel - guidance * (error - jv_t_e)
 
 
 class VaeDecodeGraph(nn.Module):
@@ -214,10 +232,10 @@ GRAPHS: dict[str, tuple[type[nn.Module], tuple[str, ...], tuple[str, ...]]] = {
         ('velocity',),
     ),
     'action_step': (ActionStepGraph, ('x_t', 't', 'k', 'v', 'key_valid', 'rope'), ('velocity',)),
-    'action_step_vjp': (
-        ActionStepVjpGraph,
-        ('x_t', 't', 'k', 'v', 'key_valid', 'rope', 'cotangent'),
-        ('velocity', 'grad_x_t'),
+    RTC_GRAPH: (
+        ActionStepRtcGraph,
+        ('x_t', 't', 'k', 'v', 'key_valid', 'rope', 'target', 'weights', 'guidance'),
+        ('velocity',),
     ),
     'vae_decode': (VaeDecodeGraph, ('latents',), ('image',)),
 }
@@ -282,7 +300,7 @@ def example_inputs(
         key_valid, rope = valid(layout.decode_rows)
         token = torch.randint(0, llm.vocab_size, (1,), generator=gen).to(device)
         return {'token': token, 'k_cache': k, 'v_cache': v, 'key_valid': key_valid, 'rope': rope}
-    if name in ('subgoal_step', 'action_step', 'action_step_vjp'):
+    if name in ('subgoal_step', 'action_step', RTC_GRAPH):
         k, v = kv(layout.prefix_rows)
         key_valid, rope = valid(layout.prefix_rows)
         if name == 'subgoal_step':
@@ -292,8 +310,10 @@ def example_inputs(
             t = t.expand(shapes.chunk_length).clone()
             t[: shapes.chunk_length // 5] = 0.0  # a clean prefix
         feeds = {'x_t': x, 't': t, 'k': k, 'v': v, 'key_valid': key_valid, 'rope': rope}
-        if name == 'action_step_vjp':
-            feeds['cotangent'] = randn(shapes.chunk_length, cfg.action_dim)
+        if name == RTC_GRAPH:
+            feeds['target'] = randn(shapes.chunk_length, cfg.action_dim)
+            feeds['weights'] = torch.rand(shapes.chunk_length, generator=gen).to(device)
+            feeds['guidance'] = torch.tensor(3.0, device=device)
         return feeds
     if name == 'vae_decode':
         return {'latents': randn(layout.latent_tokens, cfg.patch_latent_dim)}

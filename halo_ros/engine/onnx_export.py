@@ -24,10 +24,12 @@ from halo_ros.engine.graphs import (
     GRAPH_FORMAT,
     GRAPH_NAMES,
     GRAPHS,
+    RTC_GRAPH,
     GraphShapes,
     Precision,
     build_graph,
     example_inputs,
+    graph_precision_key,
 )
 from halo_ros.engine.layout import PrefixLayout
 from halo_ros.model.halo import HaloModel
@@ -36,7 +38,6 @@ log = logging.getLogger(__name__)
 
 OPSET = 18
 MANIFEST = 'manifest.json'
-VJP_GRAPH = 'action_step_vjp'
 
 
 def _dtype_name(dtype: torch.dtype) -> str:
@@ -69,13 +70,13 @@ def export_graph(
     _, input_names, output_names = GRAPHS[name]
     feeds = example_inputs(name, model, shapes)
     args = tuple(feeds[n] for n in input_names)
-    with torch.no_grad() if name != VJP_GRAPH else torch.enable_grad():
+    with torch.no_grad() if name != RTC_GRAPH else torch.enable_grad():
         outputs = module(*args)
     outputs = outputs if isinstance(outputs, tuple) else (outputs,)
     with warnings.catch_warnings(), _quiet_exporter_logs():
         warnings.simplefilter('ignore')  # tracer / pytree deprecation chatter
-        if name == VJP_GRAPH:
-            _export_vjp(module, feeds, output_names, path, opset)
+        if name == RTC_GRAPH:
+            _export_functional(module, feeds, output_names, path, opset)
         elif exporter is Exporter.DYNAMO:
             program = torch.onnx.export(
                 module,
@@ -100,7 +101,7 @@ def export_graph(
     return {
         'file': path.name,
         'precision': _precision_of(model).value,
-        'exporter': Exporter.DYNAMO.value if name == VJP_GRAPH else exporter.value,
+        'exporter': Exporter.DYNAMO.value if name == RTC_GRAPH else exporter.value,
         'inputs': _describe(input_names, args),
         'outputs': _describe(output_names, outputs),
         'sha256': _sha256(path),
@@ -129,7 +130,7 @@ def export_all(
     model_name: str,
     model_hash: str,
     precision: dict[str, Precision],
-    graphs: Iterable[str] = (*GRAPH_NAMES, VJP_GRAPH),
+    graphs: Iterable[str] = (*GRAPH_NAMES, RTC_GRAPH),
     opset: int = OPSET,
     exporter: Exporter = Exporter.DYNAMO,
     progress: Callable[[Iterable], Iterable] = lambda it: it,
@@ -139,7 +140,7 @@ def export_all(
     copies: dict[Precision, HaloModel] = {}
     entries = {}
     for name in progress(list(graphs)):
-        prec = precision.get(name.removesuffix('_vjp'), Precision.FP32)
+        prec = precision.get(graph_precision_key(name), Precision.FP32)
         if prec not in copies:
             copies[prec] = model if prec.dtype == model.dtype else _cast(model, prec)
         path = folder / f'{name}.onnx'
@@ -162,7 +163,7 @@ def export_all(
     return manifest
 
 
-def _export_vjp(module, feeds: dict, output_names, path: Path, opset: int) -> None:
+def _export_functional(module, feeds: dict, output_names, path: Path, opset: int) -> None:
     """torch.func.vjp is traced to plain aten ops first (make_fx), since neither exporter traces
     a functorch transform; the resulting graph computes the backward without autograd."""
     from torch.fx.experimental.proxy_tensor import make_fx

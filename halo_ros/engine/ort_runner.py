@@ -1,7 +1,7 @@
 """ONNX Runtime backend: one session per exported graph (CPU, CUDA or TensorRT provider).
 
-Guided sampling works through the exported `action_step_vjp` graph (`runner.VjpActionVelocity`),
-so the same `Guidance` code runs here as on the torch backend.
+Guided RTC runs the exported `action_step_rtc` graph (the velocity and its vector-Jacobian
+product in one call), the same arithmetic as the torch backend's `RtcGuidance`.
 """
 
 from __future__ import annotations
@@ -12,7 +12,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from halo_ros.engine.onnx_export import VJP_GRAPH, read_manifest
+from halo_ros.engine.graphs import RTC_GRAPH
+from halo_ros.engine.onnx_export import read_manifest
 from halo_ros.engine.runner import GraphRunner, check_feeds
 
 log = logging.getLogger(__name__)
@@ -83,7 +84,7 @@ class OrtRunner(GraphRunner):
 
     @property
     def supports_gradients(self) -> bool:
-        return VJP_GRAPH in self._sessions
+        return RTC_GRAPH in self._sessions
 
     def run(self, graph: str, feeds: dict[str, Tensor]) -> dict[str, Tensor]:
         spec = self._specs[graph]

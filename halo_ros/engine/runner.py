@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Callable
 
 import torch
 from torch import Tensor
@@ -20,17 +19,17 @@ from halo_ros.engine.graphs import (
     GPU_PRECISION,
     GRAPH_NAMES,
     GRAPHS,
+    RTC_GRAPH,
     GraphShapes,
     Precision,
     build_graph,
     example_inputs,
+    graph_precision_key,
 )
-from halo_ros.engine.interface import EngineInputError, GuidanceUnsupportedError
+from halo_ros.engine.interface import EngineInputError
 from halo_ros.model.halo import HaloModel
 
 log = logging.getLogger(__name__)
-
-VelocityFn = Callable[[Tensor, Tensor], Tensor]  # (x_t [K, A], t []) -> velocity [K, A]
 
 
 class GraphRunner(ABC):
@@ -46,60 +45,11 @@ class GraphRunner(ABC):
 
     @property
     def supports_gradients(self) -> bool:
+        """Whether the `action_step_rtc` graph (guided RTC) can run."""
         return False
-
-    def action_velocity_fn(
-        self, k: Tensor, v: Tensor, key_valid: Tensor, rope: Tensor
-    ) -> VelocityFn:
-        """The action velocity against this prefix; differentiable w.r.t. x_t where
-        `supports_gradients` (by default through the `action_step_vjp` graph)."""
-        if self.supports_gradients:
-
-            def differentiable(x_t: Tensor, t: Tensor) -> Tensor:
-                return VjpActionVelocity.apply(x_t, self, t, k, v, key_valid, rope)
-
-            return differentiable
-
-        def velocity(x_t: Tensor, t: Tensor) -> Tensor:
-            if torch.is_grad_enabled() and x_t.requires_grad:
-                raise GuidanceUnsupportedError(
-                    f'the {self.backend} backend cannot differentiate action_step '
-                    '(no action_step_vjp graph): guided sampling is unavailable'
-                )
-            feeds = {'x_t': x_t, 't': t, 'k': k, 'v': v, 'key_valid': key_valid, 'rope': rope}
-            return self.run('action_step', feeds)['velocity']
-
-        return velocity
 
     def close(self) -> None:  # noqa: B027 (optional hook)
         """Free sessions and device buffers."""
-
-
-class VjpActionVelocity(torch.autograd.Function):
-    """velocity(x_t) by `action_step`, its vector-Jacobian product by `action_step_vjp`."""
-
-    @staticmethod
-    def forward(ctx, x_t, runner, t, k, v, key_valid, rope):
-        ctx.runner, ctx.prefix = runner, (t, k, v, key_valid, rope)
-        ctx.save_for_backward(x_t)
-        feeds = {'x_t': x_t.detach(), 't': t, 'k': k, 'v': v, 'key_valid': key_valid, 'rope': rope}
-        return runner.run('action_step', feeds)['velocity']
-
-    @staticmethod
-    def backward(ctx, grad_velocity):
-        (x_t,) = ctx.saved_tensors
-        t, k, v, key_valid, rope = ctx.prefix
-        feeds = {
-            'x_t': x_t.detach(),
-            't': t,
-            'k': k,
-            'v': v,
-            'key_valid': key_valid,
-            'rope': rope,
-            'cotangent': grad_velocity.contiguous().float(),
-        }
-        grad = ctx.runner.run('action_step_vjp', feeds)['grad_x_t']
-        return grad, None, None, None, None, None, None
 
 
 def check_feeds(graph: str, spec: dict, feeds: dict[str, Tensor]) -> None:
@@ -178,8 +128,8 @@ class TorchRunner(GraphRunner):
         precision = precision or default_precision(self.device)
         copies: dict[torch.dtype, HaloModel] = {model.dtype: model}
         self._graphs = {}
-        for name in GRAPH_NAMES:
-            dtype = precision[name].dtype
+        for name in (*GRAPH_NAMES, RTC_GRAPH):
+            dtype = precision[graph_precision_key(name)].dtype
             if dtype not in copies:
                 copies[dtype] = _cast(model, dtype)
             self._graphs[name] = build_graph(name, copies[dtype], shapes)
@@ -216,15 +166,6 @@ class TorchRunner(GraphRunner):
                 out = self._graphs[graph](**feeds)
         out = out if isinstance(out, tuple) else (out,)
         return dict(zip(names, out, strict=True))
-
-    def action_velocity_fn(self, k, v, key_valid, rope) -> VelocityFn:
-        step = self._graphs['action_step']
-
-        def velocity(x_t: Tensor, t: Tensor) -> Tensor:
-            # Eager (not the captured graph) so autograd sees it when guidance asks.
-            return step(x_t, t, k, v, key_valid, rope)
-
-        return velocity
 
 
 def _cast(model: HaloModel, dtype: torch.dtype) -> HaloModel:

@@ -28,7 +28,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from halo_ros.engine.onnx_export import VJP_GRAPH, read_manifest
+from halo_ros.engine.graphs import RTC_GRAPH
+from halo_ros.engine.onnx_export import read_manifest
 from halo_ros.engine.runner import GraphRunner, check_feeds
 
 log = logging.getLogger(__name__)
@@ -200,7 +201,7 @@ class TrtRunner(GraphRunner):
 
     @property
     def supports_gradients(self) -> bool:
-        return VJP_GRAPH in self._engines
+        return RTC_GRAPH in self._engines
 
     def run(self, graph: str, feeds: dict[str, Tensor]) -> dict[str, Tensor]:
         check_feeds(graph, self._specs[graph], feeds)

@@ -74,11 +74,15 @@ class HardInpaintGuidance:
         self, x_t: Tensor, t: float, step: int, velocity_fn: Callable[[Tensor], Tensor]
     ) -> Tensor:
         with torch.no_grad():
-            v = velocity_fn(x_t).float()
-            if t <= 0.0:
-                return v
-            forced = (x_t.float() - self.target.to(x_t.device)) / t
-            return torch.where(self.mask.to(x_t.device), forced, v)
+            return hard_inpaint(x_t, t, velocity_fn(x_t).float(), self.target, self.mask)
+
+
+def hard_inpaint(x_t: Tensor, t: float, v: Tensor, target: Tensor, mask: Tensor) -> Tensor:
+    """The velocity v with masked rows replaced by the straight path to `target` (mask [K, 1])."""
+    if t <= 0.0:
+        return v
+    forced = (x_t.float() - target.to(x_t.device)) / t
+    return torch.where(mask.to(x_t.device), forced, v)
 
 
 def flow_conditioning(plan: SeamPlan | None) -> tuple[Guidance | None, Tensor | None]:
