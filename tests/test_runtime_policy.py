@@ -182,3 +182,42 @@ def test_halo_tiny_chunks_keep_their_period_while_reasoning_runs(tiny_engine):
     )
     assert np.median(during) <= 1.25 * period
     assert during.max() <= 2.0 * period  # a blocked actor would wait out a whole cycle
+
+
+def test_prefix_seam_conditions_on_at_most_the_trained_prefix():
+    """With seam prefix the plan's executed prefix is the delay estimate, capped at what the
+    checkpoint was trained to continue (`max_prefix_steps` of its card)."""
+    engine = ScriptedEngine()
+    seams = []
+    engine.during_act = None
+    real_act = engine.act
+
+    def act(observation, reasoning, noise, seam=None):
+        seams.append(seam)
+        return real_act(observation, reasoning, noise, seam)
+
+    engine.act = act
+    clock = {'ns': 0}
+    schedule = ChunkSchedule(20_000_000)
+
+    def observe(now_ns, after_ns):
+        return Observation(now_ns, {}, np.zeros(14, np.float32)) if now_ns > after_ns else None
+
+    actor = Actor(
+        engine,
+        ContextStore('go'),
+        observe,
+        schedule,
+        config=ActorConfig(seam=SeamMode.PREFIX, max_prefix_steps=2, delay_warmup=0),
+        clock_ns=lambda: clock['ns'],
+        on_chunk=schedule.record,
+    )
+    for k in range(6):  # every chunk lands 5 ticks (100 ms) after its observation
+        clock['ns'] = 1_000_000_000 + k * 100_000_000
+        start = clock['ns']
+        engine.during_act = lambda start=start: clock.update(ns=start + 100_000_000)
+        assert actor.step() is not None
+    assert actor.delay.steps() == 5
+    planned = [s for s in seams if s is not None]
+    assert planned and all(s.mode is SeamMode.PREFIX for s in planned)
+    assert max(s.delay_steps for s in planned) == 2

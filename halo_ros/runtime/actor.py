@@ -46,6 +46,9 @@ class ActorConfig:
     delay_warmup: int = 3  # first chunks (cold caches) never enter the window
     poll_s: float = 0.005  # how often to look for a new observation when none is there
     seed: int = 0  # the noise generator (the caller owns the randomness, see Engine.act)
+    # Seam prefix: the longest executed prefix the checkpoint was trained to continue; a longer
+    # delay conditions on this many steps (the controller drops the rest by stamp anyway).
+    max_prefix_steps: int | None = None
 
     def __post_init__(self):
         if self.chunk_period_s <= 0 or self.control_dt_s <= 0 or self.poll_s <= 0:
@@ -125,6 +128,8 @@ class Actor(Worker):
         snapshot = self._context.snapshot()
 
         delay_steps = self.delay.steps()
+        if self.config.seam is SeamMode.PREFIX and self.config.max_prefix_steps is not None:
+            delay_steps = min(delay_steps, self.config.max_prefix_steps)
         tail = self._feedback.planned(observation.stamp_ns, info.chunk_length)
         plan = plan_seam(
             self.config.seam,

@@ -125,6 +125,7 @@ def policy_settings(values: dict | None = None) -> PolicySettings:
             max_guidance=float(v['max_guidance']),
             weight_schedule=WeightSchedule(v['rtc_schedule']),
             seed=int(v['seed']),
+            max_prefix_steps=card.get('max_prefix_steps'),
         ),
         reasoning=bool(v['reasoning']),
         reasoning_period_s=float(v['reasoning_period_s']),
