@@ -189,10 +189,10 @@ class CountingEngine(StubEngine):
         self.calls = []
         self._delay_s = delay_s
 
-    def act(self, observation, reasoning, noise, guidance=None):
+    def act(self, observation, reasoning, noise, seam=None):
         self.calls.append(observation.stamp_ns)
         time.sleep(self._delay_s)
-        return super().act(observation, reasoning, noise, guidance)
+        return super().act(observation, reasoning, noise, seam)
 
 
 def test_ten_thousand_hostile_frames_are_answered_and_nothing_reaches_the_engine():
@@ -320,6 +320,99 @@ def test_a_flooding_robot_cannot_starve_another():
         flood.close()
         context.term()
         server.stop()
+
+
+class HeldEngine(StubEngine):
+    """act() waits until the test lets it go: requests pile up in the server's queue."""
+
+    def __init__(self, image_hw):
+        super().__init__(image_hw)
+        self.release = threading.Event()
+
+    def act(self, observation, reasoning, noise, seam=None):
+        assert self.release.wait(30), 'the test never released the engine'
+        return super().act(observation, reasoning, noise, seam)
+
+
+def test_many_identities_cannot_grow_the_queue_without_bound():
+    """One host, many DEALER sockets (one identity each): the server queues at most
+    max_pending_jobs of their requests and answers the rest 'busy' at once."""
+    engine = HeldEngine(HW)
+    config = ServerConfig(bind=LOOPBACK, max_pending_jobs=4)
+    server = EngineServer(engine, config).start()
+    context = zmq.Context()
+    sockets = []
+    try:
+        frame = pack(_valid_act(engine.info))
+        for _ in range(30):
+            dealer = context.socket(zmq.DEALER)
+            dealer.linger = 0
+            dealer.connect(server.endpoint)
+            dealer.send(frame)
+            sockets.append(dealer)
+        busy = []
+        deadline = time.monotonic() + 30
+        while len(busy) < 25 and time.monotonic() < deadline:
+            for dealer in sockets:
+                if dealer.poll(0):
+                    busy.append(unpack(dealer.recv(), WireLimits()))
+            time.sleep(0.01)
+        # one request runs (held), four wait: every other identity was told at once
+        assert len(busy) == 25, len(busy)
+        assert all(r['ok'] is False and r['error']['code'] == 'busy' for r in busy)
+        assert server.health()['queued_act'] == 4
+        engine.release.set()
+    finally:
+        engine.release.set()
+        for dealer in sockets:
+            dealer.close()
+        context.term()
+        server.stop()
+
+
+def test_a_state_vector_has_a_size_limit():
+    engine = StubEngine(HW)
+    request = _valid_act(engine.info)
+    request['body']['observation']['state'] = encode_array(np.zeros(1 << 20, np.float32))
+    body = unpack(pack(request), WireLimits())['body']  # as the server receives it
+    with pytest.raises(protocol.ProtocolError, match='observation.state: 1048576 values'):
+        protocol.parse_act(body, engine.info)
+
+
+def test_the_client_sends_no_plaintext_beyond_loopback_unless_told(tmp_path):
+    with pytest.raises(PermissionError, match='plaintext'):
+        RemoteEngine('tcp://192.0.2.1:5555', RemoteConfig())  # refused before connecting
+    from halo_ros.transport.security import check_connect
+
+    check_connect('tcp://192.0.2.1:5555', None, insecure=True)  # explicitly accepted
+    check_connect('tcp://127.0.0.1:5555', None)
+    _, secret = make_keys(tmp_path, 'robot')
+    keys = ClientKeys(str(secret), str(tmp_path / 'robot.key'))
+    check_connect('tcp://192.0.2.1:5555', keys)
+
+
+def test_secret_keys_are_private_from_their_creation(tmp_path, monkeypatch):
+    import os
+    import pathlib
+
+    from halo_ros.transport.security import load_secret
+
+    def no_chmod(*args, **kwargs):
+        raise AssertionError('the secret key was created readable and narrowed afterwards')
+
+    monkeypatch.setattr(os, 'chmod', no_chmod)
+    monkeypatch.setattr(pathlib.Path, 'chmod', no_chmod)
+    old = os.umask(0)  # a permissive umask must not matter
+    try:
+        public, secret = make_keys(tmp_path, 'server')
+    finally:
+        os.umask(old)
+    monkeypatch.undo()
+    assert secret.stat().st_mode & 0o777 == 0o600
+    assert load_secret(secret)[0] == zmq.auth.load_certificate(str(public))[0]
+    secret.chmod(0o644)
+    with pytest.raises(PermissionError, match='readable by other users'):
+        load_secret(secret)
 
 
 class OtherModel(StubEngine):

@@ -35,6 +35,7 @@ POLICY_DEFAULTS: dict[str, object] = {
     'server': _ENGINE.server,  # backend remote: the `halo-ros serve` endpoint
     'server_key': '',  # remote over CURVE: the server's .key file
     'client_key': '',  # remote over CURVE: this robot's .key_secret file
+    'insecure': False,  # remote: allow plaintext to a server beyond loopback (not advised)
     'jpeg_quality': 0,  # remote: 0 = raw frames, 1..100 = JPEG
     'remote_timeout_s': 1.0,  # remote: a chunk later than this is dropped
     'model_hash': '',  # remote: refuse a server with another model ('' = any)
@@ -153,6 +154,7 @@ def load_policy_engine(settings: PolicySettings):
                 connect_timeout_s=30.0,
                 jpeg_quality=int(v['jpeg_quality']),
                 keys=keys,
+                insecure=bool(v['insecure']),
                 model_hash=v['model_hash'],
                 control_period_s=settings.policy.actor.control_dt_s,
             ),

@@ -41,7 +41,7 @@ from halo_ros.transport.channel import (
 )
 from halo_ros.transport.images import encode_frame, fit
 from halo_ros.transport.protocol import Handshake, Op
-from halo_ros.transport.security import ClientKeys
+from halo_ros.transport.security import ClientKeys, check_connect
 from halo_ros.transport.wire import ProtocolError, WireLimits, encode_array
 
 __all__ = ['HandshakeError', 'RemoteConfig', 'RemoteEngine', 'RemoteError', 'RemoteUnavailable']
@@ -59,6 +59,10 @@ class RemoteConfig:
     max_backoff_s: float = 2.0
     jpeg_quality: int = 0  # 0: raw frames (bit-exact); 1..100: JPEG at that quality
     keys: ClientKeys | None = None  # CURVE; required when the server binds beyond loopback
+    # Plaintext to a server beyond loopback (observations, commands and the model's answers
+    # readable and forgeable on the network): refused unless this is set, as the server refuses
+    # an open bind.
+    insecure: bool = False
     # What the robot needs; a mismatch refuses the server. None/'' = accept what it reports.
     model_hash: str = ''
     chunk_length: int | None = None
@@ -107,6 +111,7 @@ def check_handshake(handshake: Handshake, config: RemoteConfig) -> None:
 
 class RemoteEngine(Engine):
     def __init__(self, endpoint: str, config: RemoteConfig = RemoteConfig()):
+        check_connect(endpoint, config.keys, insecure=config.insecure)
         self.endpoint = endpoint
         self.config = config
         self._context = zmq.Context()

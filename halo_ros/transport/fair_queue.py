@@ -2,7 +2,8 @@
 
 A robot that floods the server replaces its own queued request (the newest observation is the one
 worth computing) instead of growing a queue or starving the other robots: whoever waited longest
-goes next.
+goes next. Across clients the queue is bounded too, in jobs and in bytes: identities are cheap
+(one per connection), so a host opening many sockets must not grow the server's memory.
 """
 
 from __future__ import annotations
@@ -14,18 +15,35 @@ from typing import Generic, TypeVar
 Job = TypeVar('Job')
 
 
+class QueueFull(Exception):
+    """The queue already holds its limit of jobs or bytes from other clients."""
+
+
 class FairQueue(Generic[Job]):
-    def __init__(self):
+    def __init__(self, max_jobs: int = 64, max_bytes: int = 1 << 30):
+        if max_jobs < 1 or max_bytes < 1:
+            raise ValueError(f'max_jobs {max_jobs} and max_bytes {max_bytes} must be positive')
+        self.max_jobs, self.max_bytes = max_jobs, max_bytes
         self._pending: OrderedDict[bytes, Job] = OrderedDict()
+        self._sizes: dict[bytes, int] = {}
         self._running: set[bytes] = set()
         self._cond = threading.Condition()
         self._closed = False
 
-    def put(self, client: bytes, job: Job) -> Job | None:
-        """Queue `job`; returns the client's previously queued job it replaced, if any."""
+    def put(self, client: bytes, job: Job, nbytes: int = 0) -> Job | None:
+        """Queue `job` (holding `nbytes` of decoded input); returns the client's previously
+        queued job it replaced, if any. QueueFull when it would exceed the limits."""
         with self._cond:
+            others = len(self._pending) - (client in self._pending)
+            held = sum(self._sizes.values()) - self._sizes.get(client, 0)
+            if others + 1 > self.max_jobs or held + nbytes > self.max_bytes:
+                raise QueueFull(
+                    f'{others} requests ({held} bytes) are queued already, the limit is '
+                    f'{self.max_jobs} ({self.max_bytes} bytes)'
+                )
             old = self._pending.pop(client, None)
             self._pending[client] = job  # to the back of the ring
+            self._sizes[client] = nbytes
             self._cond.notify()
             return old
 
@@ -40,6 +58,7 @@ class FairQueue(Generic[Job]):
             if client is None:  # closed
                 return None
             self._running.add(client)
+            self._sizes.pop(client, None)
             return client, self._pending.pop(client)
 
     def done(self, client: bytes) -> None:
@@ -64,5 +83,6 @@ class FairQueue(Generic[Job]):
             self._closed = True
             jobs = list(self._pending.items())
             self._pending.clear()
+            self._sizes.clear()
             self._cond.notify_all()
             return jobs

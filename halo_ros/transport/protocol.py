@@ -41,6 +41,7 @@ class ErrorCode(enum.Enum):
     SCHEMA = 'schema'  # a field missing, unknown, of the wrong type, dtype, shape or value
     UNSUPPORTED = 'unsupported'  # e.g. an RTC seam on a server without guidance gradients
     SUPERSEDED = 'superseded'  # a newer request from the same client replaced this queued one
+    BUSY = 'busy'  # the server's queue is full (requests of many clients): try again later
     INPUT = 'input'  # the engine refused the input (EngineInputError)
     ENGINE = 'engine'  # the engine failed
     SHUTDOWN = 'shutdown'
@@ -65,6 +66,7 @@ class ReasonRequest:
 
 
 MAX_TOKENS = 1024
+MAX_STATE = 64  # the robot's joint state: 14 for ALOHA; a bound, so a frame cannot make it large
 MAX_LATENT_TOKENS = 16384
 MAX_LATENT_WIDTH = 1024
 
@@ -258,6 +260,10 @@ def parse_observation(value, info: EngineInfo) -> Observation:
     o = fields('observation', value, {'stamp_ns', 'images', 'state'})
     stamp_ns = integer('observation.stamp_ns', o['stamp_ns'], 0)
     state = decode_array('observation.state', o['state'], (None,), np.float32)
+    if state.size > MAX_STATE:
+        raise ProtocolError(
+            'schema', f'observation.state: {state.size} values, at most {MAX_STATE}'
+        )
     images = fields('observation.images', o['images'], set(info.cameras))
     return Observation(  # images last: decoding them (JPEG) is the expensive part
         stamp_ns=stamp_ns,
@@ -267,6 +273,18 @@ def parse_observation(value, info: EngineInfo) -> Observation:
         },
         state=state,
     )
+
+
+def decoded_bytes(request: ActRequest | ReasonRequest) -> int:
+    """What a parsed request holds in memory while it waits (frames, state, noise, seam)."""
+    arrays = [*request.observation.images.values(), request.observation.state]
+    if isinstance(request, ActRequest):
+        arrays.append(request.noise)
+        if request.seam is not None:
+            arrays += [request.seam.target, request.seam.weights]
+        if request.reasoning is not None and request.reasoning.subgoal_tokens is not None:
+            arrays.append(request.reasoning.subgoal_tokens)
+    return sum(int(a.nbytes) for a in arrays)
 
 
 REASONING_KEYS = {

@@ -8,8 +8,10 @@ all (the ZAP handler drops it during the handshake).
 
 from __future__ import annotations
 
+import datetime
 import ipaddress
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,21 +38,50 @@ def is_loopback(endpoint: str) -> bool:
 
 
 def make_keys(folder: str | Path, name: str) -> tuple[Path, Path]:
-    """Create `<name>.key` (public) and `<name>.key_secret` in `folder`; refuses to overwrite."""
+    """Create `<name>.key` (public) and `<name>.key_secret` (mode 600 from its creation: no
+    moment where another user could read it) in `folder`; refuses to overwrite."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    for suffix in ('.key', '.key_secret'):
-        if (folder / f'{name}{suffix}').exists():
-            raise FileExistsError(f'{folder / (name + suffix)} exists; not overwriting a key')
-    public, secret = zmq.auth.create_certificates(str(folder), name)
-    Path(secret).chmod(0o600)
-    return Path(public), Path(secret)
+    public_path, secret_path = folder / f'{name}.key', folder / f'{name}.key_secret'
+    for path in (public_path, secret_path):
+        if path.exists():
+            raise FileExistsError(f'{path} exists; not overwriting a key')
+    public, secret = zmq.curve_keypair()
+    _write_certificate(secret_path, public, secret, mode=0o600)
+    _write_certificate(public_path, public, None, mode=0o644)
+    return public_path, secret_path
+
+
+def _write_certificate(path: Path, public: bytes, secret: bytes | None, *, mode: int) -> None:
+    """A ZeroMQ certificate file (the ZPL layout `zmq.auth.load_certificate` reads), created
+    exclusively with `mode` (the process umask can only narrow it)."""
+    kind = 'Secret' if secret is not None else 'Public'
+    lines = [
+        f'#   ****  Generated on {datetime.datetime.now():%Y-%m-%d %H:%M:%S} by halo_ros  ****',
+        f'#   ZeroMQ CURVE **{kind}** Certificate',
+        '#   DO NOT PROVIDE THIS FILE TO OTHER USERS nor change its permissions.'
+        if secret is not None
+        else '#   Exchange securely, or use a secure mechanism to verify the contents.',
+        '',
+        'metadata',
+        'curve',
+        f'    public-key = "{public.decode("ascii")}"',
+    ]
+    if secret is not None:
+        lines.append(f'    secret-key = "{secret.decode("ascii")}"')
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    with os.fdopen(fd, 'w', encoding='ascii') as f:
+        f.write('\n'.join(lines) + '\n')
 
 
 def load_secret(path: str | Path) -> tuple[bytes, bytes]:
-    """(public, secret) from a `.key_secret` file."""
-    if Path(path).stat().st_mode & 0o077:
-        log.warning('%s is readable by other users: chmod 600 it', path)
+    """(public, secret) from a `.key_secret` file, which only its owner may read."""
+    mode = Path(path).stat().st_mode
+    if mode & 0o077:
+        raise PermissionError(
+            f'{path} is readable by other users (mode {mode & 0o777:o}): a secret key anyone can '
+            f'read is no secret; chmod 600 {path} (or make a new pair with `halo-ros keys`)'
+        )
     public, secret = zmq.auth.load_certificate(str(path))
     if secret is None:
         raise ValueError(f'{path} holds no secret key (use the .key_secret file)')
@@ -79,6 +110,16 @@ def check_bind(endpoint: str, keys: ServerKeys | None) -> None:
         raise PermissionError(
             f'refusing to bind {endpoint} without CURVE keys: anything beyond loopback needs '
             '--server-key and --authorized-keys (create them with `halo-ros keys`)'
+        )
+
+
+def check_connect(endpoint: str, keys: ClientKeys | None, *, insecure: bool = False) -> None:
+    """The client's side of check_bind: plaintext leaves this host only when asked for."""
+    if keys is None and not insecure and not is_loopback(endpoint):
+        raise PermissionError(
+            f'refusing to send plaintext to {endpoint}: beyond loopback use CURVE keys '
+            '(server_key and client_key, made with `halo-ros keys`), or set insecure to accept '
+            'that anyone on the network can read and forge the traffic'
         )
 
 

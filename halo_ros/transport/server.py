@@ -23,7 +23,7 @@ import zmq
 from halo_ros.engine.interface import Engine, EngineInputError
 from halo_ros.runtime.seam import SeamMode
 from halo_ros.transport import protocol
-from halo_ros.transport.fair_queue import FairQueue
+from halo_ros.transport.fair_queue import FairQueue, QueueFull
 from halo_ros.transport.protocol import ErrorCode, Op
 from halo_ros.transport.security import ServerKeys, check_bind, secure_server
 from halo_ros.transport.wire import ProtocolError, WireLimits, pack, unpack
@@ -40,10 +40,16 @@ class ServerConfig:
     keys: ServerKeys | None = None  # required for any non-loopback bind
     limits: WireLimits = field(default_factory=WireLimits)
     control_period_s: float = 0.02  # the dt between chunk actions the model was trained for
+    # Per lane, over all clients: decoded requests waiting for the engine. A robot holds at most
+    # one queued request per lane; these bound many identities (one per connection) together.
+    max_pending_jobs: int = 64
+    max_pending_bytes: int = 512 * 1024 * 1024
 
     def __post_init__(self):
         if self.control_period_s <= 0:
             raise ValueError(f'control_period_s must be positive, got {self.control_period_s}')
+        if self.max_pending_jobs < 1 or self.max_pending_bytes < 1:
+            raise ValueError('max_pending_jobs and max_pending_bytes must be positive')
 
 
 @dataclass
@@ -63,7 +69,10 @@ class EngineServer:
         self.config = config
         self.info = engine.info
         self.counts: Counter[str] = Counter()  # served ops and error codes
-        self._lanes = {Op.ACT: FairQueue(), Op.REASON: FairQueue()}
+        self._lanes = {
+            op: FairQueue(config.max_pending_jobs, config.max_pending_bytes)
+            for op in (Op.ACT, Op.REASON)
+        }
         self._context = zmq.Context()
         self._stop = threading.Event()
         self._ready = threading.Event()
@@ -234,7 +243,10 @@ class EngineServer:
             return [client, pack(reply)]
         decode_ms = (time.perf_counter() - recv_s) * 1e3
         job = _Job(op, request_id, recv_ns, recv_s, decode_ms, parsed)
-        replaced = self._lanes[op].put(client, job)
+        try:
+            replaced = self._lanes[op].put(client, job, protocol.decoded_bytes(parsed))
+        except QueueFull as error:
+            return self._error_frames(client, job, ErrorCode.BUSY, f'server busy: {error}')
         if replaced is not None:
             return self._error_frames(
                 client, replaced, ErrorCode.SUPERSEDED, f'request {request_id} replaced it'
