@@ -1,17 +1,15 @@
 """Episode writer: independent read-back, drops, metadata, killed recorder, full disk."""
 
 import json
-import os
 import signal
 import subprocess
-import sys
-import textwrap
 import time
 import uuid
 from pathlib import Path
 
 import pytest
 import yaml
+from recording_helpers import start_writer_process, streamed_messages, wait_for_puts
 
 from halo_ros.recording import synthetic
 from halo_ros.recording import topics as T
@@ -23,8 +21,6 @@ from halo_ros.recording.episode_writer import (
     WriterConfig,
 )
 from halo_ros.recording.recover import is_complete, mcap_file, recover_episode
-
-REPO = Path(__file__).resolve().parent.parent
 
 
 def _decoded(bag_dir: Path):
@@ -135,47 +131,11 @@ def test_discard_removes_the_bag(tmp_path):
     assert not (tmp_path / 'ep').exists()
 
 
-_KILL_CHILD = textwrap.dedent("""
-    import sys, time
-    import numpy as np
-    from rosbags.typesys import Stores, get_typestore
-    from halo_ros.recording.episode_meta import EpisodeMeta
-    from halo_ros.recording.episode_writer import EpisodeWriter, WriterConfig
-    ts = get_typestore(Stores.ROS2_JAZZY)
-    Header, Time = ts.types['std_msgs/msg/Header'], ts.types['builtin_interfaces/msg/Time']
-    JS = ts.types['sensor_msgs/msg/JointState']
-    w = EpisodeWriter(sys.argv[1], EpisodeMeta('killed', instruction='survive'),
-                      config=WriterConfig(flush_period_s=0.1))
-    w.start()
-    k = 0
-    while True:
-        msg = JS(header=Header(stamp=Time(sec=k, nanosec=0), frame_id=''), name=['j'],
-                 position=np.array([float(k)]), velocity=np.zeros(1), effort=np.zeros(1))
-        w.put('joint_states', 'sensor_msgs/msg/JointState', 10**9 + k, ts.serialize_cdr(
-            msg, 'sensor_msgs/msg/JointState'))
-        w.put('cam/image_raw', 'sensor_msgs/msg/Image', 10**9 + k, bytes(20000))
-        if k % 10 == 0:
-            print(k, flush=True)
-        k += 1
-        time.sleep(0.004)
-""")
-
-
 def test_killed_recorder_leaves_a_bag_readable_up_to_its_last_flushed_chunk(tmp_path):
     bag = tmp_path / 'killed'
-    env = dict(os.environ, PYTHONPATH=str(REPO))
-    child = subprocess.Popen(
-        [sys.executable, '-c', _KILL_CHILD, str(bag)], env=env, stdout=subprocess.PIPE, text=True
-    )
-    put_at: list[tuple[int, float]] = []
+    child = start_writer_process(bag)
     try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            line = child.stdout.readline()
-            assert line, 'writer child exited early'
-            put_at.append((int(line), time.monotonic()))
-            if put_at[-1][0] >= 150:
-                break
+        put_at = wait_for_puts(child, 150)
         killed_at = time.monotonic()
         child.send_signal(signal.SIGKILL)
     finally:
@@ -185,16 +145,7 @@ def test_killed_recorder_leaves_a_bag_readable_up_to_its_last_flushed_chunk(tmp_
     assert not is_complete(path)
 
     # The independent reader sees the flushed messages of the unfinished file.
-    from mcap.exceptions import EndOfFile
-    from mcap.records import Message
-    from mcap.stream_reader import StreamReader
-
-    streamed = 0
-    try:
-        for record in StreamReader(open(path, 'rb')).records:
-            streamed += isinstance(record, Message)
-    except EndOfFile:
-        pass
+    streamed = len(streamed_messages(path))
 
     report = recover_episode(bag)
     assert report.needed and report.messages == streamed

@@ -13,10 +13,9 @@ Data safety:
   metadata.yaml, sidecar with status `disk_full` and the error), so everything written before
   the error stays readable. The messages of the lost chunk are counted as dropped (`disk_full`).
 
-The bag is written with rosbags' MCAP writer. Two of its internals are used on purpose, both
-guarded by `_check_rosbags_internals`: its output file object is swapped for one that checks
-every write (the default buffered file can report a short write on a full disk as success),
-and its pending chunk is closed on the flush timer (rosbags only closes chunks by size).
+The bag goes through `mcap_sink.McapSink`, the one place that touches rosbags' internals (checked
+writes, chunks closed by time, roll back after a failed write). The folder's `episode_lock` is
+held from the moment the bag exists until it is closed, so recovery never touches a live episode.
 """
 
 import enum
@@ -24,15 +23,15 @@ import errno
 import logging
 import os
 import shutil
-import struct
 import threading
 import time
 from collections import defaultdict, deque
 from dataclasses import dataclass
-from io import BytesIO
 from pathlib import Path
 
+from halo_ros.recording.episode_lock import EpisodeLock, LiveEpisodeError
 from halo_ros.recording.episode_meta import EpisodeMeta, EpisodeStatus, write_sidecar
+from halo_ros.recording.mcap_sink import McapSink
 from halo_ros.recording.topics import EPISODE_META_TOPIC, STRING, OfferedQos
 
 logger = logging.getLogger(__name__)
@@ -117,83 +116,6 @@ class EpisodeSummary:
     duration_s: float  # wall time from start to stop
 
 
-class _CheckedFile:
-    """An unbuffered file for rosbags' MCAP writer: writes all bytes or raises, can roll back."""
-
-    def __init__(self, path: Path, offset: int):
-        self._fd = os.open(path, os.O_WRONLY)
-        os.lseek(self._fd, offset, os.SEEK_SET)
-        self._pos = offset
-
-    def write(self, data) -> int:
-        view = memoryview(data).cast('B')
-        done = 0
-        while done < len(view):
-            n = os.write(self._fd, view[done:])
-            if n == 0:
-                raise OSError(errno.ENOSPC, 'write returned 0 bytes')
-            done += n
-        self._pos += done
-        return done
-
-    def tell(self) -> int:
-        return self._pos
-
-    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
-        self._pos = os.lseek(self._fd, offset, whence)
-        return self._pos
-
-    def flush(self) -> None:
-        pass  # nothing buffered here
-
-    def fsync(self) -> None:
-        os.fdatasync(self._fd)
-
-    def truncate(self, offset: int) -> None:
-        os.ftruncate(self._fd, offset)
-        self.seek(offset)
-
-    def close(self) -> None:
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
-
-
-def _rosbags_qos(offered: OfferedQos):
-    from rosbags.interfaces import (
-        Qos,
-        QosDurability,
-        QosHistory,
-        QosLiveliness,
-        QosReliability,
-        QosTime,
-    )
-
-    infinite = QosTime(9223372036, 854775807)  # RMW_DURATION_INFINITE, as Jazzy writes it
-    return Qos(
-        history=QosHistory.KEEP_LAST,
-        depth=offered.depth,
-        reliability=QosReliability.RELIABLE if offered.reliable else QosReliability.BEST_EFFORT,
-        durability=QosDurability.TRANSIENT_LOCAL
-        if offered.transient_local
-        else QosDurability.VOLATILE,
-        deadline=infinite,
-        lifespan=infinite,
-        liveliness=QosLiveliness.AUTOMATIC,
-        liveliness_lease_duration=infinite,
-        avoid_ros_namespace_conventions=False,
-    )
-
-
-def _check_rosbags_internals(storage) -> None:
-    for name in ('bio', 'chunk', 'chunks', 'channel_stats', 'close_chunk'):
-        if not hasattr(storage, name):
-            raise RuntimeError(
-                f'rosbags MCAP writer has no {name!r}: this rosbags version is not supported by '
-                'halo_ros.recording (tested with 0.10-0.11)'
-            )
-
-
 class _BoundedQueue:
     """FIFO bounded by message count and total bytes; `put` never blocks."""
 
@@ -263,8 +185,8 @@ class EpisodeWriter:
         self._queue = _BoundedQueue(config.queue_max_messages, config.queue_max_bytes)
         self._accepting = False
         self._error: OSError | None = None
-        self._bag = None
-        self._file: _CheckedFile | None = None
+        self._sink: McapSink | None = None
+        self._lock = EpisodeLock(self.bag_dir, owner='recorder')
         self._connections: dict[tuple[str, str], object] = {}
         self._unknown_types: set[str] = set()
         self._offered_qos: dict[str, tuple[OfferedQos, ...]] = {}
@@ -278,43 +200,34 @@ class EpisodeWriter:
     # ---- lifecycle -------------------------------------------------------------------------
 
     def start(self) -> None:
-        from rosbags.rosbag2 import StoragePlugin, Writer
-
         if self.bag_dir.exists():
             raise FileExistsError(f'episode bag {self.bag_dir} exists already; not overwriting')
         self.bag_dir.parent.mkdir(parents=True, exist_ok=True)
-        bag = Writer(self.bag_dir, version=9, storage_plugin=StoragePlugin.MCAP)
-        if self.config.compression is Compression.ZSTD:
-            from rosbags.rosbag2 import CompressionFormat, CompressionMode
-
-            bag.set_compression(CompressionMode.STORAGE, CompressionFormat.ZSTD)  # before open()
+        sink = McapSink(
+            self.bag_dir,
+            typestore=self._typestore,
+            zstd=self.config.compression is Compression.ZSTD,
+        )
         try:
-            bag.open()
-            storage = bag.storage
-            _check_rosbags_internals(storage)
-            offset = storage.bio.tell()
-            storage.bio.close()
-            self._file = storage.bio = _CheckedFile(storage.path, offset)
-            self._bag = bag
-            if self.config.disk_reserve_bytes:
-                reserve = self.bag_dir / _RESERVE_NAME
-                fd = os.open(reserve, os.O_WRONLY | os.O_CREAT, 0o644)
-                try:
-                    os.posix_fallocate(fd, 0, self.config.disk_reserve_bytes)
-                finally:
-                    os.close(fd)
-            write_sidecar(self.bag_dir, self._meta)
+            sink.open()  # creates the folder and its .mcap; removes what it made on failure
+            try:
+                self._claim(sink)  # LiveEpisodeError: the folder is a recovery's, left alone
+                self._reserve_space()
+                write_sidecar(self.bag_dir, self._meta)
+            except OSError:
+                # Nothing was recorded yet: leave no half-made bag behind.
+                sink.abandon()
+                self._lock.release()
+                shutil.rmtree(self.bag_dir, ignore_errors=True)
+                raise
         except OSError as err:
-            # Nothing was recorded yet: leave no half-made bag behind.
-            if self._file is not None:
-                self._file.close()
-            shutil.rmtree(self.bag_dir, ignore_errors=True)
             raise OSError(
                 err.errno,
                 f'cannot start episode {self._meta.episode_id} in {self.bag_dir}: '
                 f'{os.strerror(err.errno or errno.EIO)} (it needs '
                 f'{self.config.disk_reserve_bytes} bytes of reserve to close cleanly)',
             ) from err
+        self._sink = sink
         now = self._clock_ns()
         with self._meta_lock:
             self._meta = self._meta.with_(start_time_ns=now, status=EpisodeStatus.RECORDING)
@@ -391,6 +304,7 @@ class EpisodeWriter:
             self._queue.put(_STOP, 0, force=True)
             self._thread.join(timeout_s)
         shutil.rmtree(self.bag_dir, ignore_errors=True)
+        self._lock.release()
         logger.info('discarded episode %s', self._meta.episode_id)
 
     # ---- writer thread -----------------------------------------------------------------------
@@ -419,6 +333,30 @@ class EpisodeWriter:
         finally:
             self._writer_cpu_s = time.thread_time() - cpu0
 
+    def _reserve_space(self) -> None:
+        if self.config.disk_reserve_bytes:
+            fd = os.open(self.bag_dir / _RESERVE_NAME, os.O_WRONLY | os.O_CREAT, 0o644)
+            try:
+                os.posix_fallocate(fd, 0, self.config.disk_reserve_bytes)
+            finally:
+                os.close(fd)
+
+    def _claim(self, sink: McapSink) -> None:
+        """Lock the new folder. A recovery run over the output folder may have found it first,
+        between its creation and this lock; then the folder is the recovery's."""
+        try:
+            self._lock.acquire()
+        except LiveEpisodeError:
+            sink.abandon()
+            raise
+        if not sink.owns_path():
+            self._lock.release(unlink=True)
+            sink.abandon()
+            raise LiveEpisodeError(
+                f'episode {self.bag_dir} was rewritten by a recovery while it started; '
+                'not recording into it'
+            )
+
     def _connection(self, topic: str, msgtype: str):
         key = (topic, msgtype)
         conn = self._connections.get(key)
@@ -429,10 +367,7 @@ class EpisodeWriter:
                     'topic %s: type %s is not in the Jazzy typestore; not recorded', topic, msgtype
                 )
                 return None
-            qos = [_rosbags_qos(q) for q in self._offered_qos.get(topic, ())]
-            conn = self._bag.add_connection(
-                topic, msgtype, typestore=self._typestore, offered_qos_profiles=qos
-            )
+            conn = self._sink.add_connection(topic, msgtype, self._offered_qos.get(topic, ()))
             self._connections[key] = conn
         return conn
 
@@ -441,9 +376,9 @@ class EpisodeWriter:
         if conn is None:
             self.drops.add(topic, DropReason.UNKNOWN_TYPE)
             return
-        safe_offset = self._file.tell()
+        safe_offset = self._sink.tell()
         try:
-            self._bag.write(conn, stamp_ns, data)
+            self._sink.write(conn, stamp_ns, data)
         except OSError as err:
             self._on_write_error(err, safe_offset, topic)
             return
@@ -451,42 +386,28 @@ class EpisodeWriter:
         self._written_bytes += len(data)
 
     def _flush(self, *, fsync: bool) -> None:
-        storage = self._bag.storage
-        safe_offset = self._file.tell()
+        safe_offset = self._sink.tell()
         try:
-            if storage.chunk.bio.tell():
-                storage.close_chunk()
+            self._sink.flush_chunk()
         except OSError as err:
             self._on_write_error(err, safe_offset)
             return
         if fsync:
             try:
-                self._file.fsync()
+                self._sink.fsync()
             except OSError as err:  # the chunk is written and indexed: keep it
-                self._on_write_error(err, self._file.tell())
+                self._on_write_error(err, self._sink.tell())
 
     def _on_write_error(self, err: OSError, safe_offset: int, current_topic: str = '') -> None:
         """Cut the failed chunk off the file and account for the messages it held."""
         self._accepting = False
         self._error = err
-        storage = self._bag.storage
         reason = DropReason.DISK_FULL if err.errno in _DISK_FULL_ERRNOS else DropReason.WRITE_ERROR
-        topic_by_id = {c.id: c.topic for c in self._bag.connections}
-        for cid, msgs in storage.chunk.msgs.items():
-            topic = topic_by_id[cid]
-            lost = len(msgs)
-            storage.channel_stats[cid] -= lost
-            self._bag.counts[cid] = storage.channel_stats[cid]
+        self._release_reserve()
+        for topic, lost in self._sink.roll_back(safe_offset).items():
             # The message being written when the error hit was never counted as written.
             self._written[topic] -= lost - (topic == current_topic)
             self.drops.add(topic, reason, lost)
-        from rosbags.rosbag2.storage_mcap import PendingChunk
-
-        storage.chunk = PendingChunk(2**63 - 1, 0, BytesIO(), defaultdict(list))
-        ends = [struct.unpack_from('<QQ', c.getbuffer())[1] for c in storage.chunks]
-        storage.message_end_time = self._bag.max_timestamp = max(ends, default=0)
-        self._release_reserve()
-        self._file.truncate(safe_offset)
         logger.error(
             'episode %s: %s writing %s; stopping the episode and keeping what was written',
             self._meta.episode_id,
@@ -544,10 +465,8 @@ class EpisodeWriter:
         self._close_bag(self._final_meta())
 
     def _close_bag(self, meta: EpisodeMeta) -> None:
-        for key, value in meta.custom_data().items():
-            self._bag.set_custom_data(key, value)
         try:
-            self._bag.close()
+            self._sink.close(meta.custom_data())
         except OSError as err:
             # Even the summary did not fit: the file stays as it is; `recover` can salvage it.
             logger.error(
@@ -556,13 +475,13 @@ class EpisodeWriter:
                 self.bag_dir,
                 err,
             )
-            self._file.close()
             meta = meta.with_(error=f'{meta.error}; finalising failed: {err}'.lstrip('; '))
         self._release_reserve()
         try:
             write_sidecar(self.bag_dir, meta)
         except OSError as err:
             logger.error('episode %s: could not write the sidecar: %s', meta.episode_id, err)
+        self._lock.release(unlink=True)  # the folder is final: recovery may have it now
         if meta.status is EpisodeStatus.COMPLETE:
             logger.info(
                 'episode %s closed: %d messages, %d dropped',

@@ -3,7 +3,8 @@
 Each episode is resampled from its real stamps onto the control-rate grid (default 50 Hz):
 every row holds the latest follower state, camera frames and executed command stamped at or
 before that tick. Episodes are kept whatever their outcome; success and reward go with them.
-Bags left unfinished by a killed recorder are skipped unless --recover salvages them first.
+Bags left unfinished by a killed recorder are skipped unless --recover salvages them first; a bag
+still being recorded is always skipped, and never touched.
 
     halo-ros export-dataset episodes/ --out datasets/cups --format both
 """
@@ -71,6 +72,7 @@ def add_arguments(parser) -> None:
 
 def load_episodes(bags, *, fps: float, recover: bool, only_success: bool):
     """Yield (EpisodeData, AlignedEpisode) for each usable bag, logging why others are skipped."""
+    from halo_ros.recording.episode_lock import LiveEpisodeError, lock_holder
     from halo_ros.recording.episode_reader import read_episode
     from halo_ros.recording.recover import is_complete, mcap_file, recover_episode
     from halo_ros.recording.resample import align_episode
@@ -78,9 +80,15 @@ def load_episodes(bags, *, fps: float, recover: bool, only_success: bool):
     for bag in bags:
         if not is_complete(mcap_file(bag)):
             if not recover:
-                logger.warning('%s is unfinished (recorder killed?); skipped, use --recover', bag)
+                holder = lock_holder(bag)
+                why = f'being recorded by {holder}' if holder else 'unfinished (recorder killed?)'
+                logger.warning('%s is %s; skipped%s', bag, why, '' if holder else ', use --recover')
                 continue
-            recover_episode(bag)
+            try:
+                recover_episode(bag)
+            except LiveEpisodeError as err:
+                logger.warning('skipping %s', err)
+                continue
         try:
             status = read_sidecar(bag).status
         except FileNotFoundError:
