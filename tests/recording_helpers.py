@@ -58,6 +58,16 @@ def wait_for_puts(child: subprocess.Popen, count: int, timeout_s: float = 30.0):
     raise AssertionError(f'writer child did not put {count} messages within {timeout_s} s')
 
 
+def string_cdr(text: str) -> bytes:
+    """A std_msgs/String as the recorder receives it: CDR bytes."""
+    from rosbags.typesys import Stores, get_typestore
+
+    ts = get_typestore(Stores.ROS2_JAZZY)
+    return bytes(
+        ts.serialize_cdr(ts.types['std_msgs/msg/String'](data=text), 'std_msgs/msg/String')
+    )
+
+
 def streamed_messages(path: Path) -> list:
     """Message records of an MCAP file read front to back by the `mcap` package's stream reader,
     up to where the file ends or a record is cut off."""

@@ -2,6 +2,7 @@
 
 import pytest
 import yaml
+from recording_helpers import string_cdr
 
 from halo_ros.recording import topics as T
 from halo_ros.recording.episode_meta import EpisodeStatus, Outcome, read_sidecar
@@ -9,22 +10,15 @@ from halo_ros.recording.recorder import EpisodeRecorder, RecorderConfig
 from halo_ros.recording.topics import OfferedQos
 
 
-def _string_cdr(text: str) -> bytes:
-    from rosbags.typesys import Stores, get_typestore
-
-    ts = get_typestore(Stores.ROS2_JAZZY)
-    return bytes(ts.serialize_cdr(ts.types[T.STRING](data=text), T.STRING))
-
-
 def test_sessions_start_stop_mark_and_discard(tmp_path):
     rec = EpisodeRecorder(RecorderConfig(output_dir=tmp_path, robot='rig', model_hash='m1'))
     rec.set_instruction('open the drawer')
     rec.set_offered_qos('/halo/mode', (OfferedQos(reliable=True, transient_local=True, depth=1),))
-    rec.on_message('/halo/mode', T.STRING, 1, _string_cdr('HOLD'))  # between episodes: ignored
+    rec.on_message('/halo/mode', T.STRING, 1, string_cdr('HOLD'))  # between episodes: ignored
     first = rec.start()
     with pytest.raises(RuntimeError, match='still recording'):
         rec.start()
-    rec.on_message('/halo/mode', T.STRING, 2, _string_cdr('POLICY'))
+    rec.on_message('/halo/mode', T.STRING, 2, string_cdr('POLICY'))
     rec.set_operator_note('slow start')
     rec.set_reward(2.5)
     summary = rec.stop()

@@ -8,7 +8,12 @@ import tracemalloc
 from pathlib import Path
 
 import pytest
-from recording_helpers import start_writer_process, streamed_messages, wait_for_puts
+from recording_helpers import (
+    start_writer_process,
+    streamed_messages,
+    string_cdr,
+    wait_for_puts,
+)
 
 from halo_ros.cli import main as cli_main
 from halo_ros.recording import topics as T
@@ -108,13 +113,6 @@ def test_a_recovery_that_finds_a_starting_episode_first_keeps_it(tmp_path, monke
 # ---- damage ------------------------------------------------------------------------------------
 
 
-def _string_cdr(text: str) -> bytes:
-    from rosbags.typesys import Stores, get_typestore
-
-    ts = get_typestore(Stores.ROS2_JAZZY)
-    return bytes(ts.serialize_cdr(ts.types[T.STRING](data=text), T.STRING))
-
-
 def _unfinished_bag(bag: Path, *, messages: int, size: int, compression=Compression.NONE):
     """A real bag of distinct random String messages (rosbags chunks them at 1 MiB), cut where a
     killed recorder's file ends: after the last chunk, before the summary. Returns the chunks'
@@ -127,7 +125,7 @@ def _unfinished_bag(bag: Path, *, messages: int, size: int, compression=Compress
     writer.start()
     rng = random.Random(7)
     for k in range(messages):
-        assert writer.put('blob', T.STRING, 10**9 + k, _string_cdr(rng.randbytes(size // 2).hex()))
+        assert writer.put('blob', T.STRING, 10**9 + k, string_cdr(rng.randbytes(size // 2).hex()))
     assert writer.stop().dropped_messages == 0
     path = mcap_file(bag)
     with open(path, 'rb') as f:

@@ -9,7 +9,12 @@ from pathlib import Path
 
 import pytest
 import yaml
-from recording_helpers import start_writer_process, streamed_messages, wait_for_puts
+from recording_helpers import (
+    start_writer_process,
+    streamed_messages,
+    string_cdr,
+    wait_for_puts,
+)
 
 from halo_ros.recording import synthetic
 from halo_ros.recording import topics as T
@@ -184,13 +189,7 @@ def test_full_disk_stops_the_episode_cleanly_and_keeps_what_was_written(small_tm
         EpisodeMeta('ep', instruction='fill the disk'),
         config=WriterConfig(disk_reserve_bytes=256 * 1024, flush_period_s=0.05),
     )
-    from rosbags.typesys import Stores, get_typestore
-
-    ts = get_typestore(Stores.ROS2_JAZZY)
-    blobs_cdr = [
-        bytes(ts.serialize_cdr(ts.types[T.STRING](data=chr(97 + i) * 50_000), T.STRING))
-        for i in range(26)
-    ]
+    blobs_cdr = [string_cdr(chr(97 + i) * 50_000) for i in range(26)]
     writer.start()
     k = 0
     while writer.is_recording and k < 100_000:

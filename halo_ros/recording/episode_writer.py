@@ -25,7 +25,7 @@ import os
 import shutil
 import threading
 import time
-from collections import defaultdict, deque
+from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +33,7 @@ from halo_ros.recording.episode_lock import EpisodeLock, LiveEpisodeError
 from halo_ros.recording.episode_meta import EpisodeMeta, EpisodeStatus, write_sidecar
 from halo_ros.recording.mcap_sink import McapSink
 from halo_ros.recording.topics import EPISODE_META_TOPIC, STRING, OfferedQos
+from halo_ros.recording.write_queue import BoundedQueue
 
 logger = logging.getLogger(__name__)
 
@@ -116,44 +117,6 @@ class EpisodeSummary:
     duration_s: float  # wall time from start to stop
 
 
-class _BoundedQueue:
-    """FIFO bounded by message count and total bytes; `put` never blocks."""
-
-    def __init__(self, max_messages: int, max_bytes: int):
-        self._items: deque = deque()
-        self._bytes = 0
-        self._max_messages = max_messages
-        self._max_bytes = max_bytes
-        self._cond = threading.Condition()
-
-    def put(self, item, nbytes: int, *, force: bool = False) -> bool:
-        with self._cond:
-            if not force and (
-                len(self._items) >= self._max_messages or self._bytes + nbytes > self._max_bytes
-            ):
-                return False
-            self._items.append((item, nbytes))
-            self._bytes += nbytes
-            self._cond.notify()
-            return True
-
-    def get(self, timeout_s: float):
-        """The next item, or None after `timeout_s`."""
-        with self._cond:
-            if not self._items and not self._cond.wait_for(lambda: self._items, timeout_s):
-                return None
-            item, nbytes = self._items.popleft()
-            self._bytes -= nbytes
-            return item
-
-    def drain(self) -> list:
-        with self._cond:
-            items = [item for item, _ in self._items]
-            self._items.clear()
-            self._bytes = 0
-            return items
-
-
 _STOP = object()
 
 
@@ -182,7 +145,7 @@ class EpisodeWriter:
         self._typestore = get_typestore(Stores.ROS2_JAZZY)
         self._meta = meta
         self._meta_lock = threading.Lock()
-        self._queue = _BoundedQueue(config.queue_max_messages, config.queue_max_bytes)
+        self._queue = BoundedQueue(config.queue_max_messages, config.queue_max_bytes)
         self._accepting = False
         self._error: OSError | None = None
         self._sink: McapSink | None = None

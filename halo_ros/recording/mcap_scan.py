@@ -189,7 +189,7 @@ class McapScan:
                 if not start_ns <= log_time <= end_ns:
                     raise _Damaged(f'message time {log_time} outside its chunk')
                 messages.append(SalvagedMessage(*channels[cid], log_time, bytes(rec[b.pos :])))
-            elif op not in _SKIPPED:
+            else:  # a chunk holds schemas, channels and messages only
                 raise _Damaged(f'opcode 0x{op:02x} has no place in a chunk')
         self._schemas, self._channels = schemas, channels
         return messages
