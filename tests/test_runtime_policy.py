@@ -221,3 +221,36 @@ def test_prefix_seam_conditions_on_at_most_the_trained_prefix():
     planned = [s for s in seams if s is not None]
     assert planned and all(s.mode is SeamMode.PREFIX for s in planned)
     assert max(s.delay_steps for s in planned) == 2
+
+
+def test_prefix_seam_starts_from_the_executing_action_or_the_held_pose():
+    """Even when chunks land at once (d = 0) the new chunk is given the action executing at its
+    observation time; the first chunk, with nothing executing, starts from the held pose."""
+    engine = ScriptedEngine()
+    seams = []
+    real_act = engine.act
+    engine.act = lambda o, r, n, seam=None: seams.append(seam) or real_act(o, r, n, seam)
+    schedule = ChunkSchedule(20_000_000)
+    pose = np.linspace(-1, 1, 14).astype(np.float32)
+    clock = {'ns': 1_000_000_000}
+
+    def observe(now_ns, after_ns):
+        return Observation(now_ns, {}, pose) if now_ns > after_ns else None
+
+    actor = Actor(
+        engine,
+        ContextStore('go'),
+        observe,
+        schedule,
+        config=ActorConfig(seam=SeamMode.PREFIX, delay_warmup=0),
+        clock_ns=lambda: clock['ns'],
+        on_chunk=schedule.record,
+    )
+    actor.step()
+    first = seams[0]
+    assert first.mode is SeamMode.PREFIX and first.delay_steps == 1
+    np.testing.assert_array_equal(first.prefix, pose[None])
+    clock['ns'] += 60_000_000  # three ticks later, chunks still landing at once
+    actor.step()
+    assert seams[1].delay_steps == 1 and actor.delay.steps() == 0
+    np.testing.assert_array_equal(seams[1].prefix[0], np.zeros(14))  # the scripted chunk's

@@ -128,9 +128,9 @@ class Actor(Worker):
         snapshot = self._context.snapshot()
 
         delay_steps = self.delay.steps()
-        if self.config.seam is SeamMode.PREFIX and self.config.max_prefix_steps is not None:
-            delay_steps = min(delay_steps, self.config.max_prefix_steps)
         tail = self._feedback.planned(observation.stamp_ns, info.chunk_length)
+        if self.config.seam is SeamMode.PREFIX:
+            delay_steps, tail = self._prefix(delay_steps, tail, observation)
         plan = plan_seam(
             self.config.seam,
             tail,
@@ -180,6 +180,21 @@ class Actor(Worker):
         if self._on_chunk is not None:
             self._on_chunk(chunk, publish_ns)
         return chunk
+
+    def _prefix(self, delay_steps: int, tail: np.ndarray, observation: Observation):
+        """(d, tail) for the prefix seam. At least the action executing at the observation's
+        time is given (d >= 1, even when chunks land at once): it is what the new chunk starts
+        from. With nothing executing yet (the first chunk, after a hold) the robot holds where
+        it stands, so that pose is the executed action. Capped at the longest prefix the
+        checkpoint was trained to continue."""
+        if tail.shape[0] == 0:
+            state = np.asarray(observation.state, dtype=np.float32)
+            if state.shape != (self._engine.info.action_dim,) or not np.isfinite(state).all():
+                return 0, tail  # no pose to start from: sample freely
+            tail = state[None]
+        longest = self.config.max_prefix_steps
+        delay_steps = max(delay_steps, 1)
+        return (delay_steps if longest is None else min(delay_steps, longest)), tail
 
     # -- the loop --------------------------------------------------------------------------------
 
