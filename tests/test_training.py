@@ -130,6 +130,29 @@ def test_an_executed_prefix_is_given_clean_and_carries_no_loss():
     assert max(drawn) <= 10 and len(set(drawn)) > 3 and 0 in drawn
 
 
+def test_the_lead_weight_scales_the_first_thought_token_only():
+    model = HaloModel(load_config('halo-tiny'))
+    model.init_weights(seed=0)
+    items = _fixed_sample(0)
+    text = items[2]
+
+    def ce(weight):
+        weighted = [*items[:2], TrainText(text.ids, lead_weight=weight), *items[3:]]
+        out = forward_train(model, weighted, generator=torch.Generator().manual_seed(0))
+        logits = out.predictions[2]
+        per_token = torch.nn.functional.cross_entropy(
+            logits, torch.tensor([*text.ids, 1001]), reduction='none'
+        )
+        return float(out.ce), per_token
+
+    uniform, per_token = ce(1.0)
+    assert uniform == pytest.approx(float(per_token.mean()), rel=1e-5)
+    weighted, _ = ce(10.0)
+    n = len(per_token)
+    want = float((10 * per_token[0] + per_token[1:].sum()) / (n + 9))
+    assert weighted == pytest.approx(want, rel=1e-5)
+
+
 def test_random_shift_moves_the_frame_and_keeps_its_size():
     from halo_ros.training.trainer import random_shift
 

@@ -40,6 +40,10 @@ class TrainText:
     ids: tuple[int, ...]
     loss: bool = True
     close: bool = True  # append <|im_end|> (and predict it)
+    # Weight of the first predicted token's CE (1 = uniform, as released). In a HALO thought it
+    # is the first plan step, the current subtask: one decision that the ~30 template tokens
+    # after it follow from, so a uniform mean gives it ~1/30 of the text gradient.
+    lead_weight: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -133,6 +137,7 @@ def forward_train(
     targets: dict[int, tuple[str, Tensor]] = {}
     inputs: dict[int, Tensor] = {}
     loss_rows: dict[int, int] = {}  # action items: payload rows before this carry no loss
+    ce_weights: dict[int, Tensor] = {}  # text items: per-token CE weights
     for i, item in enumerate(items):
         if isinstance(item, TrainText):
             ids = [st.im_start, *item.ids] + ([st.im_end] if item.close else [])
@@ -141,6 +146,9 @@ def forward_train(
             modes.append(SplitMode.CAUSAL)
             if item.loss:
                 targets[i] = ('ce', ids_t[1:])
+                weights = torch.ones(len(ids) - 1, device=device)
+                weights[0] = item.lead_weight
+                ce_weights[i] = weights
         elif isinstance(item, TrainViTImage):
             blocks.append(model.vit_block(item.image.to(device)))
             modes.append(SplitMode.FULL)
@@ -205,7 +213,9 @@ def forward_train(
         if kind == 'ce':
             logits = model.language_model.lm_head(hidden[s : e - 1]).float()  # next-token rows
             predictions[i] = logits
-            losses['ce'].append(F.cross_entropy(logits, target, reduction='none'))
+            w = ce_weights[i]
+            ce = F.cross_entropy(logits, target, reduction='none')
+            losses['ce'].append(ce * (w * len(w) / w.sum()))  # a weighted mean per text
         elif kind == 'mse':
             pred = model.llm2vae(hidden[s + 1 : e - 1]).float()
             predictions[i] = pred

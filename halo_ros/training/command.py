@@ -42,6 +42,12 @@ def add_arguments(parser) -> None:
     parser.add_argument('--warmup-steps', type=int, default=d.warmup_steps)
     parser.add_argument('--ema-decay', type=float, default=d.ema_decay)
     parser.add_argument('--ce-weight', type=float, default=d.ce_weight, help='reasoning text')
+    parser.add_argument(
+        '--thought-lead-weight',
+        type=float,
+        default=d.thought_lead_weight,
+        help="CE weight of a thought's first token (the current subtask); 1 = uniform",
+    )
     parser.add_argument('--mse-weight', type=float, default=d.mse_weight, help='subgoal latents')
     parser.add_argument('--l1-weight', type=float, default=d.l1_weight, help='action chunk')
     parser.add_argument(
@@ -109,6 +115,7 @@ def run(args) -> int:
         warmup_steps=args.warmup_steps,
         ema_decay=args.ema_decay,
         ce_weight=args.ce_weight,
+        thought_lead_weight=args.thought_lead_weight,
         mse_weight=args.mse_weight,
         l1_weight=args.l1_weight,
         subgoal_dropout=args.subgoal_dropout,

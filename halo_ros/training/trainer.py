@@ -76,6 +76,9 @@ class TrainConfig:
     grad_clip: float = 1.0
     ema_decay: float = 0.998
     ce_weight: float = 1.0
+    # CE weight of a thought's first token (the current subtask) relative to the others; 1 is
+    # the released uniform mean. Everything the actions condition on follows from it.
+    thought_lead_weight: float = 1.0
     mse_weight: float = 1.0
     l1_weight: float = 2.0  # the action loss is what closed-loop success depends on
     # The reasoning an action is conditioned on is as old as a reasoning cycle at inference (on
@@ -168,6 +171,7 @@ def sample_items(
     action_samples: int = 1,
     max_prefix_steps: int = 0,
     image_shift_px: int = 0,
+    thought_lead_weight: float = 1.0,
     rng: np.random.Generator | None = None,
 ) -> list:
     vit = model.cfg.vit
@@ -187,7 +191,7 @@ def sample_items(
     # not what the model should reason about these images (no CE, no subgoal target).
     items += [
         TrainText(sample.prompt_ids, loss=False),
-        TrainText(sample.thought_ids, loss=not sample.lagged),
+        TrainText(sample.thought_ids, loss=not sample.lagged, lead_weight=thought_lead_weight),
     ]
     if with_subgoal:
         tokens = goals[sample.goal_key]
@@ -325,6 +329,7 @@ def train(paths, out: str | Path, cfg: TrainConfig) -> TrainResult:
                         action_samples=cfg.action_samples,
                         max_prefix_steps=cfg.max_prefix_steps,
                         image_shift_px=cfg.image_shift_px,
+                        thought_lead_weight=cfg.thought_lead_weight,
                         rng=rng,
                     )
                 )
