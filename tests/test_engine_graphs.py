@@ -7,7 +7,14 @@ import pytest
 import torch
 from engine_support import exported, shapes, tiny
 
-from halo_ros.engine.graphs import GRAPH_NAMES, GRAPHS, RTC_GRAPH, build_graph, example_inputs
+from halo_ros.engine.graphs import (
+    GRAPH_NAMES,
+    GRAPHS,
+    RTC_GRAPH,
+    build_graph,
+    cast_model,
+    example_inputs,
+)
 from halo_ros.engine.layout import PrefixLayout, PrefixTooLongError, assemble
 from halo_ros.engine.onnx_export import MANIFEST, OPSET, manifest_shapes
 from halo_ros.model.preprocess import vit_image
@@ -128,7 +135,7 @@ def test_rtc_graph_is_the_guided_velocity_of_the_runtime():
 def test_reduced_precision_action_step_error(dtype, record_property):
     """Reported, not held to 1e-4: bf16/fp16 weights and K/V with fp32 flow states."""
     model = tiny()
-    low = build_graph('action_step', _cast(model, dtype), shapes())
+    low = build_graph('action_step', cast_model(model, dtype), shapes())
     feeds = example_inputs('action_step', model, shapes(), seed=3)
     with torch.no_grad():
         want = build_graph('action_step', model, shapes())(**feeds)
@@ -138,12 +145,6 @@ def test_reduced_precision_action_step_error(dtype, record_property):
     record_property(f'action_step_{dtype}_rel_err', rel)
     print(f'action_step {dtype}: relative error {rel:.2e} vs fp32')
     assert rel < 0.05
-
-
-def _cast(model, dtype):
-    import copy
-
-    return copy.deepcopy(model).to(dtype)
 
 
 @pytest.fixture(scope='module')

@@ -12,7 +12,6 @@ same K/V as prefilling segment by segment, and the samplers follow `halo_ros.mod
 from __future__ import annotations
 
 import threading
-import time
 
 import numpy as np
 import torch
@@ -26,9 +25,10 @@ from halo_ros.engine.interface import (
     EngineInputError,
     Observation,
     Reasoning,
+    StageTimer,
+    check_act_inputs,
     check_array,
     check_observation,
-    check_seam,
     make_reasoning,
 )
 from halo_ros.engine.layout import PrefixFeed, PrefixTooLongError, assemble
@@ -43,10 +43,6 @@ from halo_ros.runtime.guidance import guidance_weight, hard_inpaint
 from halo_ros.runtime.seam import SeamMode, SeamPlan
 
 SUBGOAL_SHIFT = 3.0  # released subgoal schedule (inference.sample_subgoal)
-
-
-def _ms(start: float) -> float:
-    return (time.perf_counter() - start) * 1e3
 
 
 class GraphEngine(Engine):
@@ -95,9 +91,6 @@ class GraphEngine(Engine):
         self._runner.close()
 
     # -- shared stages ---------------------------------------------------------------------------
-
-    def _check(self, observation: Observation) -> None:
-        check_observation(observation, self._info)
 
     def _vit(self, observation: Observation) -> Tensor:
         vit = self._cfg.vit
@@ -165,10 +158,8 @@ class GraphEngine(Engine):
         noise: np.ndarray,
         seam: SeamPlan | None = None,
     ) -> ActionResult:
-        start = time.perf_counter()
-        self._check(observation)
-        check_array('noise', noise, (self._info.chunk_length, self._info.action_dim), np.float32)
-        check_seam(seam, self._info)
+        timer = StageTimer()
+        check_act_inputs(observation, noise, seam, self._info)
         texts = [self._tok.encode(prompt(reasoning.instruction if reasoning else ''))]
         latents = None
         if reasoning is not None:
@@ -176,23 +167,14 @@ class GraphEngine(Engine):
             latents = self._subgoal_latents(reasoning)
         feed = self._feed(texts, latents is not None, 'reasoning.text')
         with self._act_lock:
-            t_vit = time.perf_counter()
-            vit_embeds = self._vit(observation)
-            t_prefill = time.perf_counter()
-            k, v, key_valid, rope = self._prefill(vit_embeds, feed, latents)
-            t_flow = time.perf_counter()
-            x = self._flow(torch.from_numpy(noise), k, v, key_valid, rope, seam)
-            actions = x.cpu().numpy()
-        return ActionResult(
-            actions,
-            {
-                'assemble': (t_vit - start) * 1e3,
-                'vit': (t_prefill - t_vit) * 1e3,
-                'prefill': (t_flow - t_prefill) * 1e3,
-                'flow': _ms(t_flow),
-                'total': _ms(start),
-            },
-        )
+            timer.since_start('assemble')
+            with timer.stage('vit'):
+                vit_embeds = self._vit(observation)
+            with timer.stage('prefill'):
+                k, v, key_valid, rope = self._prefill(vit_embeds, feed, latents)
+            with timer.stage('flow'):
+                actions = self._flow(torch.from_numpy(noise), k, v, key_valid, rope, seam)
+        return ActionResult(actions.cpu().numpy(), timer.done())
 
     def _flow(self, noise, k, v, key_valid, rope, seam: SeamPlan | None) -> Tensor:
         """fp32 Euler integration from t = 1 to 0 (as `inference.sample_actions`) with the seam:
@@ -236,8 +218,8 @@ class GraphEngine(Engine):
         subgoal: bool = True,
         max_tokens: int = 64,
     ) -> Reasoning:
-        start = time.perf_counter()
-        self._check(observation)
+        timer = StageTimer()
+        check_observation(observation, self._info)
         layout = self._shapes.layout
         if not 0 < max_tokens <= layout.decode_capacity:
             raise EngineInputError(
@@ -245,29 +227,25 @@ class GraphEngine(Engine):
             )
         prompt_ids = self._tok.encode(prompt(instruction))
         feed = self._feed([prompt_ids], False, 'instruction')
-        timings = {}
         with self._reason_lock, torch.no_grad():
-            vit_embeds = self._vit(observation)
-            k, v, key_valid, rope = self._prefill(vit_embeds, feed, None)
-            timings['prefill'] = _ms(start)
-            t = time.perf_counter()
-            ids = self._decode(k, v, key_valid, int(rope), max_tokens)
-            text = self._tok.decode(ids)
-            timings['decode'] = _ms(t)
-            timings['tokens'] = float(len(ids))
+            with timer.stage('prefill'):
+                vit_embeds = self._vit(observation)
+                k, v, key_valid, rope = self._prefill(vit_embeds, feed, None)
+            with timer.stage('decode'):
+                ids = self._decode(k, v, key_valid, int(rope), max_tokens)
+                text = self._tok.decode(ids)
+            timer.ms['tokens'] = float(len(ids))
             tokens = grid = image = None
             if subgoal:
-                t = time.perf_counter()
-                feed = self._feed([prompt_ids, self._tok.encode(text)], False, 'decoded text')
-                k, v, key_valid, rope = self._prefill(vit_embeds, feed, None)
-                latents = self._sample_subgoal(k, v, key_valid, rope, version)
-                timings['subgoal'] = _ms(t)
-                t = time.perf_counter()
-                image = self._runner.run('vae_decode', {'latents': latents})['image']
-                image = display_image(image)
-                tokens, grid = latents.float().cpu().numpy(), layout.latent_grid
-                timings['vae_decode'] = _ms(t)
-        timings['total'] = _ms(start)
+                with timer.stage('subgoal'):
+                    feed = self._feed([prompt_ids, self._tok.encode(text)], False, 'decoded text')
+                    k, v, key_valid, rope = self._prefill(vit_embeds, feed, None)
+                    latents = self._sample_subgoal(k, v, key_valid, rope, version)
+                with timer.stage('vae_decode'):
+                    image = self._runner.run('vae_decode', {'latents': latents})['image']
+                    image = display_image(image)
+                    tokens, grid = latents.float().cpu().numpy(), layout.latent_grid
+        timings = timer.done()
         return make_reasoning(
             version,
             instruction,

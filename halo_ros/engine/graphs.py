@@ -17,6 +17,7 @@ beside the noisy rows (training-time real-time chunking); plain sampling repeats
 
 from __future__ import annotations
 
+import copy
 import enum
 from dataclasses import dataclass
 
@@ -68,6 +69,16 @@ GPU_PRECISION = {
     'vae_decode': Precision.BF16,
 }
 CPU_PRECISION = dict.fromkeys(GRAPH_NAMES, Precision.FP32)
+
+
+def cast_model(model: HaloModel, dtype: torch.dtype) -> HaloModel:
+    """A copy of the model in `dtype` (a graph's precision), in eval mode."""
+    return copy.deepcopy(model).to(dtype).eval()
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    """'float32' for torch.float32: how manifests and feed checks name dtypes."""
+    return str(dtype).removeprefix('torch.')
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,8 @@ sent over the network as it is).
 
 from __future__ import annotations
 
+import contextlib
+import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -147,6 +149,39 @@ def check_observation(observation: Observation, info: EngineInfo) -> None:
     h, w = info.image_hw
     for name in info.cameras:
         check_array(f'observation.images[{name!r}]', observation.images[name], (h, w, 3), np.uint8)
+
+
+class StageTimer:
+    """Wall time per stage of one engine call, in ms: the `timings_ms` of its result."""
+
+    def __init__(self):
+        self._start = time.perf_counter()
+        self.ms: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def stage(self, name: str):
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.ms[name] = (time.perf_counter() - start) * 1e3
+
+    def since_start(self, name: str) -> None:
+        """Record the time from the call's start to now as `name` (e.g. input checks)."""
+        self.ms[name] = (time.perf_counter() - self._start) * 1e3
+
+    def done(self) -> dict[str, float]:
+        self.since_start('total')
+        return self.ms
+
+
+def check_act_inputs(
+    observation: Observation, noise: np.ndarray, seam: SeamPlan | None, info: EngineInfo
+) -> None:
+    """What every local backend checks before a chunk: cameras, noise shape, the seam plan."""
+    check_observation(observation, info)
+    check_array('noise', noise, (info.chunk_length, info.action_dim), np.float32)
+    check_seam(seam, info)
 
 
 def check_seam(seam: SeamPlan | None, info: EngineInfo) -> None:

@@ -8,7 +8,6 @@ dtype). Backends refuse a folder whose manifest does not match the engine they a
 from __future__ import annotations
 
 import contextlib
-import copy
 import dataclasses
 import enum
 import hashlib
@@ -28,6 +27,8 @@ from halo_ros.engine.graphs import (
     GraphShapes,
     Precision,
     build_graph,
+    cast_model,
+    dtype_name,
     example_inputs,
     graph_precision_key,
 )
@@ -40,13 +41,9 @@ OPSET = 18
 MANIFEST = 'manifest.json'
 
 
-def _dtype_name(dtype: torch.dtype) -> str:
-    return str(dtype).removeprefix('torch.')
-
-
 def _describe(names, tensors) -> list[dict]:
     return [
-        {'name': n, 'shape': list(t.shape), 'dtype': _dtype_name(t.dtype)}
+        {'name': n, 'shape': list(t.shape), 'dtype': dtype_name(t.dtype)}
         for n, t in zip(names, tensors, strict=True)
     ]
 
@@ -142,7 +139,7 @@ def export_all(
     for name in progress(list(graphs)):
         prec = precision.get(graph_precision_key(name), Precision.FP32)
         if prec not in copies:
-            copies[prec] = model if prec.dtype == model.dtype else _cast(model, prec)
+            copies[prec] = model if prec.dtype == model.dtype else cast_model(model, prec.dtype)
         path = folder / f'{name}.onnx'
         entries[name] = export_graph(
             name, copies[prec], shapes, path, opset=opset, exporter=exporter
@@ -212,10 +209,6 @@ def manifest_shapes(manifest: dict) -> GraphShapes:
     for key in ('vit_hw', 'vit_grid', 'latent_grid', 'latent_hw'):
         raw[key] = tuple(raw[key])
     return GraphShapes(PrefixLayout(**raw), int(manifest['chunk_length']))
-
-
-def _cast(model: HaloModel, precision: Precision) -> HaloModel:
-    return copy.deepcopy(model).to(precision.dtype).eval()
 
 
 def _precision_of(model: HaloModel) -> Precision:

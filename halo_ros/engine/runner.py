@@ -23,6 +23,8 @@ from halo_ros.engine.graphs import (
     GraphShapes,
     Precision,
     build_graph,
+    cast_model,
+    dtype_name,
     example_inputs,
     graph_precision_key,
 )
@@ -66,13 +68,9 @@ def _check_feed(graph: str, expected: dict, tensor: Tensor | None) -> None:
         raise EngineInputError(
             f'{graph}.{name}: expected shape {tuple(expected["shape"])}, got {tuple(tensor.shape)}'
         )
-    dtype = _dtype_name(tensor.dtype)
+    dtype = dtype_name(tensor.dtype)
     if dtype != expected['dtype']:
         raise EngineInputError(f'{graph}.{name}: expected dtype {expected["dtype"]}, got {dtype}')
-
-
-def _dtype_name(dtype: torch.dtype) -> str:
-    return str(dtype).removeprefix('torch.')
 
 
 def default_precision(device: torch.device) -> dict[str, Precision]:
@@ -131,7 +129,7 @@ class TorchRunner(GraphRunner):
         for name in (*GRAPH_NAMES, RTC_GRAPH):
             dtype = precision[graph_precision_key(name)].dtype
             if dtype not in copies:
-                copies[dtype] = _cast(model, dtype)
+                copies[dtype] = cast_model(model, dtype)
             self._graphs[name] = build_graph(name, copies[dtype], shapes)
         self._capture = cuda_graphs and self.device.type == 'cuda'
         self._captured: dict[str, CudaGraphStep] = {}
@@ -146,7 +144,7 @@ class TorchRunner(GraphRunner):
                 # copy_ into the static buffers would broadcast a wrong shape silently
                 self._specs[name] = {
                     'inputs': [
-                        {'name': n, 'shape': list(t.shape), 'dtype': _dtype_name(t.dtype)}
+                        {'name': n, 'shape': list(t.shape), 'dtype': dtype_name(t.dtype)}
                         for n, t in example.items()
                     ]
                 }
@@ -166,9 +164,3 @@ class TorchRunner(GraphRunner):
                 out = self._graphs[graph](**feeds)
         out = out if isinstance(out, tuple) else (out,)
         return dict(zip(names, out, strict=True))
-
-
-def _cast(model: HaloModel, dtype: torch.dtype) -> HaloModel:
-    import copy
-
-    return copy.deepcopy(model).to(dtype).eval()

@@ -8,7 +8,6 @@ block then runs against that cache. The reasoner builds the same prefix up to th
 from __future__ import annotations
 
 import threading
-import time
 
 import numpy as np
 import torch
@@ -19,9 +18,9 @@ from halo_ros.engine.interface import (
     EngineInfo,
     Observation,
     Reasoning,
-    check_array,
+    StageTimer,
+    check_act_inputs,
     check_observation,
-    check_seam,
     make_reasoning,
 )
 from halo_ros.model.halo import HaloModel
@@ -32,10 +31,6 @@ from halo_ros.model.tokenizer import HaloTokenizer
 from halo_ros.reasoning import prompt
 from halo_ros.runtime.guidance import flow_conditioning
 from halo_ros.runtime.seam import SeamPlan
-
-
-def _ms_since(start: float) -> float:
-    return (time.perf_counter() - start) * 1e3
 
 
 class TorchEngine(Engine):
@@ -77,9 +72,6 @@ class TorchEngine(Engine):
 
     # -- prefix ----------------------------------------------------------------------------------
 
-    def _check(self, observation: Observation) -> None:
-        check_observation(observation, self._info)
-
     def _image_segments(self, observation: Observation) -> list:
         vit = self._model.cfg.vit
         return [
@@ -103,10 +95,8 @@ class TorchEngine(Engine):
         noise: np.ndarray,
         seam: SeamPlan | None = None,
     ) -> ActionResult:
-        start = time.perf_counter()
-        self._check(observation)
-        check_array('noise', noise, (self._info.chunk_length, self._info.action_dim), np.float32)
-        check_seam(seam, self._info)
+        timer = StageTimer()
+        check_act_inputs(observation, noise, seam, self._info)
         guidance, clean_prefix = flow_conditioning(seam)
         with torch.no_grad():
             segments = self._image_segments(observation)
@@ -117,28 +107,18 @@ class TorchEngine(Engine):
                 if reasoning.subgoal_tokens is not None:
                     tokens = torch.from_numpy(reasoning.subgoal_tokens).to(self._device)
                     segments.append(LatentSegment(tokens, tuple(reasoning.subgoal_grid)))
-            t_prefix = time.perf_counter()
-            cache = self._model.prefill(segments)
-            prefill_ms = _ms_since(t_prefix)
-            t_flow = time.perf_counter()
-            actions = self._model.sample_actions(
-                cache,
-                torch.from_numpy(noise).to(self._device),
-                num_steps=self._info.flow_steps,
-                guidance=guidance,
-                prefix=None if clean_prefix is None else clean_prefix.to(self._device),
-            )
-            flow_ms = _ms_since(t_flow)
-        result = actions.float().cpu().numpy()
-        return ActionResult(
-            result,
-            {
-                'assemble': (t_prefix - start) * 1e3,
-                'prefill': prefill_ms,
-                'flow': flow_ms,
-                'total': _ms_since(start),
-            },
-        )
+            timer.since_start('assemble')
+            with timer.stage('prefill'):
+                cache = self._model.prefill(segments)
+            with timer.stage('flow'):
+                actions = self._model.sample_actions(
+                    cache,
+                    torch.from_numpy(noise).to(self._device),
+                    num_steps=self._info.flow_steps,
+                    guidance=guidance,
+                    prefix=None if clean_prefix is None else clean_prefix.to(self._device),
+                )
+        return ActionResult(actions.float().cpu().numpy(), timer.done())
 
     # -- slow loop -------------------------------------------------------------------------------
 
@@ -151,30 +131,25 @@ class TorchEngine(Engine):
         subgoal: bool = True,
         max_tokens: int = 64,
     ) -> Reasoning:
-        start = time.perf_counter()
-        self._check(observation)
-        timings = {}
+        timer = StageTimer()
+        check_observation(observation, self._info)
         with self._reason_lock, torch.no_grad():
-            segments = self._image_segments(observation) + [self._text(prompt(instruction))]
-            cache = self._model.prefill(segments)
-            timings['prefill'] = _ms_since(start)
-            t = time.perf_counter()
-            decoded = self._model.decode_text(cache, max_tokens)
-            text = self._tok.decode(decoded.token_ids)
-            timings['decode'] = _ms_since(t)
-            timings['tokens'] = float(len(decoded.token_ids))
+            with timer.stage('prefill'):
+                segments = self._image_segments(observation) + [self._text(prompt(instruction))]
+                cache = self._model.prefill(segments)
+            with timer.stage('decode'):
+                decoded = self._model.decode_text(cache, max_tokens)
+                text = self._tok.decode(decoded.token_ids)
+            timer.ms['tokens'] = float(len(decoded.token_ids))
             tokens = grid = image = None
             if subgoal:
-                t = time.perf_counter()
-                cache = self._model.prefill([self._text(text)], cache)
-                tokens, grid = self._sample_subgoal(cache, observation, version)
-                timings['subgoal'] = _ms_since(t)
-                t = time.perf_counter()
-                image = decode_latent_image(self._model, tokens, grid)
-                image = display_image(image)
-                tokens = tokens.float().cpu().numpy()
-                timings['vae_decode'] = _ms_since(t)
-        timings['total'] = _ms_since(start)
+                with timer.stage('subgoal'):
+                    cache = self._model.prefill([self._text(text)], cache)
+                    tokens, grid = self._sample_subgoal(cache, observation, version)
+                with timer.stage('vae_decode'):
+                    image = display_image(decode_latent_image(self._model, tokens, grid))
+                    tokens = tokens.float().cpu().numpy()
+        timings = timer.done()
         return make_reasoning(
             version,
             instruction,
