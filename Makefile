@@ -44,7 +44,7 @@ test-fast: install
 
 # Every benchmark prints its table and writes JSON under bench-results/ (copy the figures, with
 # the machine they name, into BENCHMARKS.md).
-BENCHES := bench-sim bench bench-dynamixel bench-recording bench-transport bench-policy bench-controller
+BENCHES := bench-sim bench bench-seams bench-dynamixel bench-recording bench-transport bench-policy bench-controller
 bench: install
 	@mkdir -p bench-results
 	@for b in $(BENCHES); do $(VENV)/bin/halo-ros $$b --json bench-results/$$b.json || exit 1; done
