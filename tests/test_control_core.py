@@ -159,19 +159,46 @@ def test_a_full_turn_joint_goes_to_the_nearest_equivalent_angle():
     assert command[3] == pytest.approx(-1.0)
 
 
-def test_gripper_stops_closing_past_its_current_limit():
+def fast_filter(start):
     f = SafetyFilter(
         limits(max_velocity=np.ones(14) * 50, max_acceleration=np.ones(14) * 1e5), 0.02
     )
-    f.reset(np.full(14, 0.5))
-    squeeze = np.full(14, 0.5)
-    squeeze[[6, 13]] = 0.0
+    f.reset(np.full(14, start))
+    return f
+
+
+def grippers(left, right):
+    target = np.full(14, 0.4)
+    target[[6, 13]] = left, right
+    return target
+
+
+def test_gripper_stops_closing_past_its_current_limit():
+    # Closing on an object at 0.45: the goal has already passed it (0.4), the current is high.
+    f = fast_filter(0.4)
     result = f.filter(
-        squeeze, gripper_effort_ma=np.array([900.0, 10.0]), gripper_position=np.array([0.45, 0.45])
+        grippers(0.0, 0.0),
+        gripper_effort_ma=np.array([900.0, 10.0]),
+        gripper_position=np.array([0.45, 0.45]),
     )
     assert Limit.GRIPPER_CURRENT in result.limited
     assert result.command[6] == pytest.approx(0.45)  # held where it touches
-    assert result.command[13] < 0.45  # the other gripper is free to close
+    assert result.command[13] < 0.4  # the other gripper is free to close
+
+
+def test_a_gripper_holding_a_squeeze_is_relieved_too():
+    # Closed (target = command = 0) on an object that holds the fingers at 0.3: no closing motion,
+    # but the current stays over the limit -- the overload latches unless the goal gives way.
+    f = fast_filter(0.0)
+    squeezing = dict(
+        gripper_effort_ma=np.array([900.0, 10.0]), gripper_position=np.array([0.3, 0.3])
+    )
+    result = f.filter(grippers(0.0, 0.0), **squeezing)
+    assert Limit.GRIPPER_CURRENT in result.limited
+    assert result.command[6] == pytest.approx(0.3)  # the goal moved to where the gripper is
+    assert result.command[13] == pytest.approx(0.0)  # no current: the other squeezes on
+    # Opening away from the object is never held back.
+    assert f.filter(grippers(1.0, 0.0), **squeezing).command[6] == pytest.approx(1.0)
 
 
 def test_a_target_jumping_back_never_breaks_the_acceleration_limit():

@@ -1,5 +1,6 @@
 """A latched Dynamixel overload through the controller node: reported in diagnostics, the arm held,
-policy refused until `~/reboot` clears it (the documented recovery), then allowed again.
+policy refused until `~/reboot` clears it (the documented recovery), then allowed again. And
+stopping the node: the arms go to their sleep pose before torque goes off (ALOHA arms fall).
 
 The four arms are kinematic arms behind virtual buses served from this test process (no physics
 needed), at the ports the node finds through HALO_ROS_RUN_DIR.
@@ -8,6 +9,7 @@ needed), at the ports the node finds through HALO_ROS_RUN_DIR.
 import json
 import os
 
+import numpy as np
 import pytest
 import rclpy
 from control_helpers import START
@@ -16,6 +18,7 @@ from ros_helpers import spin_until
 from std_msgs.msg import String
 from std_srvs.srv import Trigger
 
+from halo_ros.control.config import load_config
 from halo_ros.drivers.aloha_calibration import ArmName, load
 from halo_ros.drivers.dynamixel.tables import HardwareError
 from halo_ros.joints import ARMS
@@ -102,3 +105,38 @@ def test_overload_is_reported_held_and_cleared_through_the_reboot_service(tmp_pa
         for bus in buses.values():
             bus.stop()
     assert rc == 0, (tmp_path / 'controller_node.log').read_text()[-3000:]
+
+
+def test_stopping_the_node_puts_the_arms_to_sleep_before_torque_off(tmp_path):
+    environ = {'HALO_ROS_RUN_DIR': str(tmp_path)}
+    calibration = load(calibration_file('sim_aloha.yaml'), environ=environ)
+    arms = {name: KinematicArm(name, initial_position_rad=START) for name in ARMS}
+    buses = start_virtual_buses(arms, calibration)
+    controller = NodeProcess(
+        'halo_ros.nodes.controller_node',
+        {},
+        env={**os.environ, **environ},
+        log_path=str(tmp_path / 'controller_node.log'),
+    ).start()
+    rclpy.init()
+    node = rclpy.create_node('sleep_observer')
+    states = []
+    node.create_subscription(String, 'halo/control_state', lambda m: states.append(m.data), 50)
+    try:
+        spin_until(node, lambda: len(states) > 10, 60, 'controller ticks')
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown()
+        rc = controller.stop()  # SIGINT, as Ctrl-C or the end of a bring-up
+        for bus in buses.values():
+            bus.stop()
+    log = (tmp_path / 'controller_node.log').read_text()
+    assert rc == 0, log[-3000:]
+    config = load_config()
+    for name, arm in arms.items():
+        pose = (
+            config.follower_sleep_pose_rad if 'follower' in name else config.leader_sleep_pose_rad
+        )
+        np.testing.assert_allclose(arm.read().position_rad[:6], pose, atol=0.06, err_msg=name)
+        assert not arm._torque.any(), f'{name}: torque still on'
+    assert 'stopped asleep' in log

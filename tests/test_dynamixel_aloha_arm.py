@@ -172,8 +172,16 @@ def test_arm_set_reads_and_writes_four_arms(tmp_path):
                 time.sleep(0.01)
             np.testing.assert_allclose(left.position(), np.append(target, 0.25), atol=1e-3)
             np.testing.assert_allclose(sims['follower_right'].read().position_rad, 0.0, atol=TICK)
-            with pytest.raises(RuntimeError, match='leader_left: write\\(\\) needs an active arm'):
-                arms.write({ArmName.LEADER_LEFT: ArmCommand(target, 0.5)})
+            # One arm's refusal is reported for that arm; the others in the call are written.
+            failed = arms.write(
+                {
+                    ArmName.LEADER_LEFT: ArmCommand(target, 0.5),
+                    'follower_left': ArmCommand(0 * target, 0.25),
+                }
+            )
+            assert list(failed) == [ArmName.LEADER_LEFT]
+            assert 'leader_left: write() needs an active arm' in str(failed[ArmName.LEADER_LEFT])
+            assert isinstance(failed[ArmName.LEADER_LEFT], RuntimeError)
     finally:
         for bus in buses.values():
             bus.stop()

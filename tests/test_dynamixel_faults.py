@@ -1,11 +1,19 @@
-"""Fault injection: lost and corrupted replies are retried within budget, never served stale."""
+"""Fault injection: lost and corrupted replies are retried within budget, never served stale; a
+port that vanishes (an unplugged adaptor) is reported stale and reopened when it returns."""
+
+import time
 
 import numpy as np
 import pytest
 from dynamixel_helpers import START_POSE, virtual_arm
 
-from halo_ros.drivers.aloha_arm import AlohaArm
-from halo_ros.drivers.dynamixel import DynamixelBus, DynamixelCommError, DynamixelStatusError
+from halo_ros.drivers.aloha_arm import AlohaArm, ArmCommand
+from halo_ros.drivers.dynamixel import (
+    DynamixelBus,
+    DynamixelCommError,
+    DynamixelPortError,
+    DynamixelStatusError,
+)
 from halo_ros.drivers.dynamixel.tables import RAD_PER_TICK, Register, StatusError
 from halo_ros.sim.virtual_bus import FaultInjection
 
@@ -94,3 +102,31 @@ def test_opening_a_missing_port_names_it(tmp_path):
     missing = tmp_path / 'ttyDXL_nowhere'
     with pytest.raises(DynamixelCommError, match=f'cannot open Dynamixel port {missing}'):
         DynamixelBus(str(missing)).open()
+
+
+def test_a_port_that_vanishes_is_reported_stale_and_reopened_when_it_returns(tmp_path):
+    with virtual_arm(tmp_path) as (calibration, sim, bus):
+        arm = AlohaArm(calibration)
+        arm.configure()
+        arm.activate()
+        pose = arm.read().position()
+        bus.unplug()  # the USB adaptor is pulled: the pty closes under the open port
+        state = arm.read()
+        assert not state.fresh and 'the port failed' in state.error, state.error
+        with pytest.raises(DynamixelPortError, match='lost; not written'):
+            arm.write(ArmCommand.from_vector(pose))
+        assert not arm.read().fresh  # still gone (and the reopen backoff is running)
+        bus.replug()
+        deadline = time.monotonic() + 10
+        while not (state := arm.read()).fresh:
+            assert time.monotonic() < deadline, f'never reopened: {state.error}'
+            time.sleep(0.02)
+        np.testing.assert_allclose(state.position(), pose, atol=2 * RAD_PER_TICK)
+        goal = pose + [0.1, 0, 0, 0, 0, 0, 0]
+        arm.write(ArmCommand.from_vector(goal))  # writes land again
+        deadline = time.monotonic() + 5
+        while abs(sim.read().position_rad[0] - goal[0]) > 2 * RAD_PER_TICK:
+            assert time.monotonic() < deadline, 'the goal written after the reopen never arrived'
+            time.sleep(0.01)
+        assert (arm.port_losses, arm.port_reopens) == (1, 1)
+        arm.cleanup()

@@ -49,7 +49,7 @@ def test_teleoperated_episode_through_the_virtual_buses(teleop_rig):
         commands = {
             f: ArmCommand.from_vector(states[lead].position()) for f, lead in leader_of.items()
         }
-        arms.write(commands)
+        assert not arms.write(commands), 'a write failed'
         # Arm joints only: a gripper closed on the cube rightly stops short of its leader.
         errors.append(
             max(

@@ -40,8 +40,9 @@ class RobotArms(ABC):
         """One reading per arm (check `fresh`): all buses in one go."""
 
     @abstractmethod
-    def write(self, commands: Mapping[ArmName, np.ndarray]) -> None:
-        """Goal positions (7-vectors: six joints in rad, normalised gripper) for the named arms."""
+    def write(self, commands: Mapping[ArmName, np.ndarray]) -> Mapping[ArmName, Exception] | None:
+        """Goal positions (7-vectors: six joints in rad, normalised gripper) for the named arms;
+        returns the arms whose write failed, with why (None or empty: all written)."""
 
     @abstractmethod
     def set_torque(self, names: Iterable[ArmName], enabled: bool) -> None:
@@ -69,8 +70,8 @@ class ArmSetArms(RobotArms):
     def read(self) -> dict[ArmName, ArmState]:
         return self.arm_set.read()
 
-    def write(self, commands: Mapping[ArmName, np.ndarray]) -> None:
-        self.arm_set.write({n: ArmCommand.from_vector(v) for n, v in commands.items()})
+    def write(self, commands: Mapping[ArmName, np.ndarray]) -> dict[ArmName, Exception]:
+        return self.arm_set.write({n: ArmCommand.from_vector(v) for n, v in commands.items()})
 
     def set_torque(self, names: Iterable[ArmName], enabled: bool) -> None:
         # The control thread waits for every bus call, so no bus is ever used by two threads.

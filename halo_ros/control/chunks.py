@@ -37,6 +37,8 @@ class Rejection(Enum):
     FUTURE = 'future'  # stamped ahead of our clock by more than the allowed skew
     OLD_EPOCH = 'old_epoch'  # made before the latest instruction change
     OUT_OF_ORDER = 'out_of_order'  # older observation or sequence than the chunk in use
+    TOO_LONG = 'too_long'  # more points than max_chunk_points (memory and time per message)
+    QUEUE_FULL = 'queue_full'  # max_queued_chunks were already waiting for a tick: oldest dropped
 
 
 @dataclass(frozen=True)
@@ -68,9 +70,11 @@ def make_chunk(
     epoch: int = 0,
     seq: int = 0,
     context_version: int = 0,
+    max_points: int | None = None,
 ) -> Chunk:
     """Validate a chunk received in any joint order and reorder it to ours; ChunkError says why
-    not (the caller counts `error.reason`)."""
+    not (the caller counts `error.reason`). `max_points` caps its length (None: no cap)."""
+    check_length(len(positions) if hasattr(positions, '__len__') else 0, max_points)
     names = list(joint_names)
     if sorted(names) != sorted(BIMANUAL_JOINTS) or len(set(names)) != len(names):
         unknown = sorted(set(names) - set(BIMANUAL_JOINTS))
@@ -85,6 +89,13 @@ def make_chunk(
         raise ChunkError(Rejection.NON_FINITE, 'positions contain NaN or infinity')
     order = [names.index(n) for n in BIMANUAL_JOINTS]
     return Chunk(stamp_ns, dt_ns, array[:, order], epoch, seq, context_version)
+
+
+def check_length(points: int, max_points: int | None) -> None:
+    """ChunkError TOO_LONG past the cap: checked before anything is converted, so a hostile
+    message costs nothing."""
+    if max_points is not None and points > max_points:
+        raise ChunkError(Rejection.TOO_LONG, f'{points} points, at most {max_points} accepted')
 
 
 class Playback:

@@ -69,17 +69,66 @@ class ControllerConfig:
     # A latched Dynamixel hardware error (alert bit) on any arm -> action; ~/reboot recovers.
     hardware_error_action: FailureAction = FailureAction.HOLD
     estop_torque: EstopTorque = EstopTorque.HOLD
-    # SCHED_FIFO priority for the loop thread (needs CAP_SYS_NICE / rtprio); 0 = normal thread.
-    realtime_priority: int = 0
+    # Chunks longer than this are refused before they are converted: HALO's H is 50, 10x that
+    # leaves room for other policies while a hostile message cannot take the node's memory.
+    max_chunk_points: int = 500
+    # Chunks waiting for the next tick (5-40 arrive per second, every tick takes them all): more
+    # means the loop stalled; the oldest are dropped and counted.
+    max_queued_chunks: int = 8
+    # ROS time (the wall clock on a robot) is mapped once per tick onto the control clock
+    # (monotonic); an offset that moves by more than this is a clock step (chrony), counted.
+    # Slewing (at most 83 ms/s, chrony's maxslewrate) stays below it per tick.
+    clock_step_tolerance_s: float = 0.05
+    # Following error (ros2_control's path tolerance): a joint measured further than this from
+    # the command sent the tick before, for following_error_ticks ticks in a row -> hold at the
+    # measured pose. Per joint waist..wrist_rotate: a servo tracking at full speed lags ~0.1-0.2
+    # rad (one tick plus its P-loop). Grippers are exempt: one closed on an object stops short of
+    # its command by design (the current limit looks after it).
+    path_tolerance_rad: tuple[float, ...] = (0.3, 0.3, 0.3, 0.4, 0.4, 0.4)
+    following_error_ticks: int = 5
+    # Every exit except from ESTOP (Ctrl-C, the bring-up ending) first drives all four arms to a
+    # sleep pose at a safe speed, then torque goes off: ALOHA arms fall when limp. Followers:
+    # ALOHA's sleep.py pose; leaders: Interbotix's wx250s sleep pose. Grippers stay as they are.
+    sleep_on_exit: bool = True
+    follower_sleep_pose_rad: tuple[float, ...] = (0.0, -1.7, 1.55, 0.12, 0.65, 0.0)
+    leader_sleep_pose_rad: tuple[float, ...] = (0.0, -1.88, 1.6, 0.0, -1.6, 0.0)
+    # ALOHA's sleep.py takes 2 s for ~1.5 rad; give up (torque off anyway) after the timeout.
+    sleep_velocity_rad_s: float = 0.8
+    sleep_tolerance_rad: float = 0.05
+    sleep_timeout_s: float = 8.0
+    # Real-time measures (halo_ros.control.realtime; BENCHMARKS.md has each one on and off).
+    # SCHED_FIFO priority for the loop thread and its bus workers (needs root, CAP_SYS_NICE or
+    # rtprio; refused -> one warning, normal priority); 0 = normal threads.
+    realtime_priority: int = 40
+    # mlockall: no page of the controller process is paged out (or faulted in) mid-tick.
+    lock_memory: bool = True
+    # The garbage collector off the hot path: objects of the start-up frozen, automatic
+    # collection off, the loop collects in the slack after each tick's write.
+    gc_in_slack: bool = True
+    # Python's GIL hand-over interval (default 5 ms): how long the loop may wait for another
+    # thread of its process (the ROS executor) to let go. 0 keeps Python's default.
+    switch_interval_ms: float = 0.5
 
     def __post_init__(self):
         if not 1 <= self.rate_hz <= 1000:
             raise ValueError(f'rate_hz must be in [1, 1000], got {self.rate_hz}')
-        for name in ('max_velocity_rad_s', 'max_acceleration_rad_s2'):
+        for name in ('max_velocity_rad_s', 'max_acceleration_rad_s2', 'path_tolerance_rad'):
             value = tuple(float(v) for v in getattr(self, name))
             if len(value) != 6 or min(value) <= 0:
                 raise ValueError(f'{name} needs 6 positive values, got {value}')
             object.__setattr__(self, name, value)
+        for name in ('follower_sleep_pose_rad', 'leader_sleep_pose_rad'):
+            value = tuple(float(v) for v in getattr(self, name))
+            if len(value) != 6 or not np.isfinite(value).all():
+                raise ValueError(f'{name} needs 6 finite joint angles, got {value}')
+            object.__setattr__(self, name, value)
+        for name in ('max_chunk_points', 'max_queued_chunks', 'following_error_ticks'):
+            if getattr(self, name) < 1:
+                raise ValueError(f'{name} must be >= 1, got {getattr(self, name)}')
+        if not 0 <= self.realtime_priority <= 99:
+            raise ValueError(f'realtime_priority must be in [0, 99], got {self.realtime_priority}')
+        if self.switch_interval_ms < 0:
+            raise ValueError(f'switch_interval_ms must be >= 0, got {self.switch_interval_ms}')
         for name in (
             'gripper_max_velocity_per_s',
             'gripper_max_acceleration_per_s2',
@@ -89,6 +138,10 @@ class ControllerConfig:
             'leader_align_velocity_rad_s',
             'leader_align_tolerance_rad',
             'leader_align_timeout_s',
+            'clock_step_tolerance_s',
+            'sleep_velocity_rad_s',
+            'sleep_tolerance_rad',
+            'sleep_timeout_s',
         ):
             if not getattr(self, name) > 0:
                 raise ValueError(f'{name} must be > 0, got {getattr(self, name)}')
@@ -113,6 +166,16 @@ class ControllerConfig:
     @property
     def period_ns(self) -> int:
         return int(round(1e9 / self.rate_hz))
+
+    @property
+    def path_tolerance(self) -> np.ndarray:
+        """(14,) per joint of the followers; inf on the grippers (exempt)."""
+        return np.array((list(self.path_tolerance_rad) + [np.inf]) * 2)
+
+    def sleep_pose(self, role: str) -> np.ndarray:
+        """(14,) sleep pose of the followers or leaders; NaN on the grippers (they stay)."""
+        pose = self.follower_sleep_pose_rad if role == 'follower' else self.leader_sleep_pose_rad
+        return np.array((list(pose) + [np.nan]) * 2)
 
     def follower_limits(self, calibration: RobotCalibration) -> JointLimits:
         return self._limits(calibration, 'follower')
@@ -153,7 +216,13 @@ def load_config(path: str | Path | None = None, **overrides) -> ControllerConfig
     unknown = sorted(set(values) - known)
     if unknown:
         raise ValueError(f'{path}: unknown controller settings {unknown}; known: {sorted(known)}')
-    for key in ('max_velocity_rad_s', 'max_acceleration_rad_s2'):
+    for key in (
+        'max_velocity_rad_s',
+        'max_acceleration_rad_s2',
+        'path_tolerance_rad',
+        'follower_sleep_pose_rad',
+        'leader_sleep_pose_rad',
+    ):
         if key in values:
             values[key] = tuple(values[key])
     try:

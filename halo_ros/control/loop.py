@@ -3,8 +3,11 @@
 It runs on its own thread against a monotonic deadline (not an executor timer, which a busy
 callback would delay), or, in a simulation with sim time, against the simulated clock
 (`pace_clock_ns`): then it ticks at 50 Hz of simulated time, whatever the real-time factor.
-Every tick: perform an accepted mode switch, one sync read per bus, check freshness and hardware
-alerts, take newly arrived chunks, choose this tick's target by mode, limit it with the
+Everything the loop decides by time (ramp weights, watchdog, chunk age and alignment, timeouts) is
+on that pacing clock -- the control clock; stamps (ROS time: the wall clock on a robot, which can
+step) are mapped onto it once per chunk (`clock_map`). Every tick: perform an accepted mode
+switch, one sync read per bus, check freshness, hardware alerts, following error and stalls
+(`supervision`), take newly arrived chunks, choose this tick's target by mode, limit it with the
 SafetyFilter, one sync write per bus, hand a `TickRecord` to the node.
 
 Policy mode, when the chunk stream stops (the policy process died): the chunk in use plays on
@@ -16,40 +19,40 @@ execution, ramped from the held pose.
 
 A read that is not fresh changes nothing the tick needs: the policy's target needs no reading,
 teleop reuses the last leader pose; `max_consecutive_read_failures` in a row -> hold (or e-stop).
+A write that fails reaches only that arm: it gets no command until a fresh reading re-syncs it.
 
 Choosing the target lives in `targets.TargetSelection`, performing mode switches in
-`switching.ModeSwitching` (mixins sharing this loop's state).
+`switching.ModeSwitching`, the checks in `supervision.Supervision` (mixins sharing this state).
 """
 
-import functools
 import logging
-import operator
-import os
 import queue
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from halo_ros.control.arms import FOLLOWERS, LEADERS, RobotArms, join, split
-from halo_ros.control.chunks import Chunk, ChunkBuffer, ChunkError
-from halo_ros.control.config import ControllerConfig, FailureAction
+from halo_ros.control.chunks import Chunk, ChunkBuffer, ChunkError, Rejection
+from halo_ros.control.clock_map import StampMap
+from halo_ros.control.config import ControllerConfig
 from halo_ros.control.modes import Mode, Pending, Phase, Request, Snapshot, prepare, refused
+from halo_ros.control.realtime import SlackCollector, make_fifo
 from halo_ros.control.safety import SafetyFilter
 from halo_ros.control.stats import ControlStats
+from halo_ros.control.supervision import Supervision, arm_joints
 from halo_ros.control.switching import ModeSwitching
 from halo_ros.control.targets import TargetSelection
 from halo_ros.drivers.aloha_arm import ArmState
 from halo_ros.drivers.aloha_calibration import ArmName, RobotCalibration
-from halo_ros.drivers.dynamixel.bus import DynamixelCommError
-from halo_ros.drivers.dynamixel.tables import HardwareError
+from halo_ros.joints import DOF
 
 log = logging.getLogger(__name__)
 
-_KNOWN_ERRORS = functools.reduce(operator.or_, (int(e) for e in HardwareError))
+_BRACKET_NS = 1_000_000  # a clock pair read further apart than this measures no offset
 
 
 @dataclass(frozen=True)
@@ -57,7 +60,7 @@ class TickRecord:
     """One tick, as published (control_state, command, joint states)."""
 
     tick: int
-    stamp_ns: int  # clock_ns() at the tick's start (ROS time in the node)
+    stamp_ns: int  # the tick's start on the stamps' clock (ROS time in the node)
     mode: Mode
     phase: Phase
     intervention: bool  # the operator took over from the policy; cleared by engage_policy
@@ -65,12 +68,12 @@ class TickRecord:
     limits: frozenset  # Limit members that changed this tick's command
     command: np.ndarray | None  # (14,) followers' goal as sent; None when none was written
     states: Mapping[ArmName, ArmState]
-    read_stamps_ns: Mapping[ArmName, int]  # each reading's time on the clock_ns() clock
+    read_stamps_ns: Mapping[ArmName, int]  # each reading's time on the stamps' clock
     period_error_ms: float
     tick_ms: float  # from the start of the tick to the write done (what eats the period)
 
 
-class ControlLoop(ModeSwitching, TargetSelection):
+class ControlLoop(ModeSwitching, TargetSelection, Supervision):
     def __init__(
         self,
         arms: RobotArms,
@@ -81,6 +84,8 @@ class ControlLoop(ModeSwitching, TargetSelection):
         on_tick: Callable[[TickRecord], None] | None = None,
         pace_clock_ns: Callable[[], int] | None = None,
     ):
+        """`clock_ns`: the stamps' clock (ROS time); `pace_clock_ns`: the control clock the
+        thread ticks on (default monotonic; the simulated clock with sim time)."""
         self.arms = arms
         self.config = config
         self.clock_ns = clock_ns
@@ -95,7 +100,9 @@ class ControlLoop(ModeSwitching, TargetSelection):
             max_age_ns=int(config.max_chunk_age_s * 1e9),
             max_future_ns=int(config.max_chunk_future_s * 1e9),
         )
-        self._inbox: deque[Chunk] = deque(maxlen=16)  # appended by the node's thread
+        self._stamps = StampMap(int(config.clock_step_tolerance_s * 1e9))
+        self._inbox: deque[Chunk] = deque()  # appended by the node's thread
+        self._inbox_lock = threading.Lock()
         self._requests: queue.SimpleQueue[Pending] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -107,16 +114,26 @@ class ControlLoop(ModeSwitching, TargetSelection):
         self.follower_torque = True
         self.leader_torque = True
         self._tick = 0
+        self._last_tick_ns: int | None = None  # control time of the previous tick
         self._hold: np.ndarray | None = None  # target while holding
+        self._leader_hold: np.ndarray | None = None  # leaders' target while going to sleep
         self._leaders: np.ndarray | None = None  # last fresh leader pose (14,)
         self._followers: np.ndarray | None = None  # last fresh follower pose (14,)
         self._target: np.ndarray | None = None
         self._failures = {name: 0 for name in FOLLOWERS + LEADERS}
+        # Arms whose filter restarts from their next fresh reading (value: also hold there).
+        self._unsynced: dict[ArmName, bool] = {}
+        self._sent = np.full(DOF, np.nan)  # follower command written last tick (NaN: none)
+        self._lagging = np.zeros(DOF, int)  # ticks in a row beyond the path tolerance
+        self._path_tolerance = config.path_tolerance
         self._parked: Chunk | None = None  # newest chunk while not in POLICY
         self._last_chunk_ns = 0
         self._ramp_from: np.ndarray | None = None
         self._ramp_start_ns = 0
         self._align_deadline_ns = 0
+        self._sleep_deadline_ns = 0
+        self._sleep_done = threading.Event()
+        self._collector = SlackCollector() if config.gc_in_slack else None
 
     # -- thread -----------------------------------------------------------------------------
 
@@ -132,58 +149,74 @@ class ControlLoop(ModeSwitching, TargetSelection):
         while not self._requests.empty():
             self._requests.get().finish(False, 'the controller is shutting down')
 
+    def shutdown(self, *, sleep: bool = True) -> str:
+        """Stop, first driving every arm to its sleep pose (`sleep` and `sleep_on_exit`) so that
+        the torque off that follows does not drop them; not from ESTOP or with the followers
+        limp. Returns what happened, for the node's log."""
+        outcome = 'stopped'
+        try:
+            if sleep and self.config.sleep_on_exit and self.running:
+                ok, message = self.request(Request.SLEEP).wait(2.0)
+                if not ok:
+                    outcome = f'stopped where the arms are ({message})'
+                elif self._sleep_done.wait(self.config.sleep_timeout_s + 1.0):
+                    outcome = f'stopped {self.phase.value}'
+                else:
+                    outcome = 'stopped before the arms reached the sleep pose (timeout)'
+        finally:
+            self.stop()
+        return outcome
+
     @property
     def running(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 
     def _run(self) -> None:
         if self.config.realtime_priority > 0:
-            self._make_realtime(self.config.realtime_priority)
+            # The bus workers too: their replies gate every tick (a normal-priority worker
+            # would invert the priority).
+            workers = [t for t in threading.enumerate() if t.name.startswith('bus-')]
+            make_fifo(self.config.realtime_priority, [threading.current_thread(), *workers])
         period = self.config.period_ns
         pacer = self._pacer
         pacer.wait_started(self._stop)
         deadline = pacer.now_ns()
         while not self._stop.is_set():
             pacer.sleep_until(deadline, self._stop)
-            error = pacer.now_ns() - deadline
+            now = pacer.now_ns()
+            stamp = self.clock_ns()
+            if pacer.now_ns() - now > _BRACKET_NS:
+                stamp = None  # preempted between the reads: keep the last mapping
+            error = now - deadline
             if error < -10 * period:  # the clock went back (a restarted simulation): follow it
-                deadline = pacer.now_ns()
+                deadline = now
                 error = 0
             missed = error // period if error >= period else 0
             deadline += missed * period  # skip the deadlines already lost
             self.stats.tick(error / 1e6, missed)
             try:
-                self.tick(self.clock_ns(), error / 1e6)
+                self.tick(now, error / 1e6, stamp_ns=stamp)
             except Exception:  # the loop must outlive any one bad tick
                 self.stats.count('events', 'tick_error')
                 log.exception('control tick %d failed', self._tick)
             deadline += period
-
-    @staticmethod
-    def _make_realtime(priority: int) -> None:
-        """SCHED_FIFO for this thread and the bus workers it waits on (their replies gate every
-        tick; a normal-priority worker would invert the priority)."""
-        threads = [threading.current_thread()] + [
-            t for t in threading.enumerate() if t.name.startswith('bus-')
-        ]
-        for thread in threads:
-            try:
-                os.sched_setscheduler(thread.native_id, os.SCHED_FIFO, os.sched_param(priority))
-            except OSError as error:
-                log.warning(
-                    'SCHED_FIFO %d for %s refused (%s): normal priority',
-                    priority,
-                    thread.name,
-                    error,
-                )
-                return
-        log.info('SCHED_FIFO %d for %s', priority, [t.name for t in threads])
+            if self._collector is not None:
+                self._collector.collect(deadline - pacer.now_ns())
 
     # -- requests (any thread) ----------------------------------------------------------------
 
-    def submit_chunk(self, chunk: Chunk) -> None:
-        """A validated chunk (make_chunk) from the node; taken at the next tick."""
-        self._inbox.append(chunk)
+    def submit_chunk(self, chunk: Chunk) -> bool:
+        """A validated chunk (make_chunk) from the node; taken at the next tick. False when
+        refused (too long); a full queue drops its oldest. Both are counted."""
+        if len(chunk.positions) > self.config.max_chunk_points:
+            self.count_rejection(Rejection.TOO_LONG)
+            return False
+        with self._inbox_lock:
+            if len(self._inbox) >= self.config.max_queued_chunks:
+                self._inbox.popleft()
+                self.count_rejection(Rejection.QUEUE_FULL)
+            self._inbox.append(chunk)
+        return True
 
     def count_rejection(self, reason) -> None:
         self.stats.count('rejections', reason.value)
@@ -222,19 +255,34 @@ class ControlLoop(ModeSwitching, TargetSelection):
         self.leader_filter.reset(self._leaders)
         self._hold = self.follower_filter.last_command
         self._target = self._hold.copy()
+        self._sent[:] = np.nan
         if not self.config.leaders_hold_outside_teleop:
             self._set_leader_torque(False)
         self._check_alerts(states, force=True)
 
-    def tick(self, now_ns: int, period_error_ms: float = 0.0) -> TickRecord:
-        mono_ns = time.monotonic_ns()  # pairs now_ns with the readings' monotonic stamps
+    def tick(
+        self, now_ns: int, period_error_ms: float = 0.0, *, stamp_ns: int | None = None
+    ) -> TickRecord:
+        """One tick at `now_ns` on the control clock. `stamp_ns` is the same instant on the
+        stamps' clock when that is another clock (the loop's thread passes ROS time); None keeps
+        the last mapping (callers ticking on one clock: tests, the lockstep evaluation)."""
+        mono_ns = time.monotonic_ns()  # pairs the tick with the readings' monotonic stamps
+        stamp_ns = self._map_stamps(now_ns, stamp_ns)
         self._perform_requests(now_ns)
+        stalled_ns = 0 if self._last_tick_ns is None else now_ns - self._last_tick_ns
+        self._last_tick_ns = now_ns
         states = self.arms.read()
         self._check_reads(states)
         self._remember(states)
         self._check_alerts(states)
+        if self.follower_torque and stalled_ns >= 2 * self.config.period_ns:
+            self._stalled(stalled_ns)
+        self._sync(states)
+        self._check_following(states)
         self._take_chunks(now_ns)
         target, leader_target, chunk = self._choose(now_ns)
+        if self.phase is not Phase.MOVING_TO_SLEEP:
+            self._sleep_done.set()  # arrived, or the way there ended (a fault, ~/hold)
         command, limits = None, frozenset()
         commands = {}
         if self.follower_torque:
@@ -252,16 +300,11 @@ class ControlLoop(ModeSwitching, TargetSelection):
             self.follower_filter.reset(self._followers)  # limp: resume from where it is
         if leader_target is not None:
             commands.update(split(self.leader_filter.filter(leader_target).command, LEADERS))
-        if commands:
-            try:
-                self.arms.write(commands)
-            except Exception as error:  # a write that fails must not stop the loop
-                self.stats.count('write_failures', type(error).__name__)
-                log.warning('write failed: %s', error)
+        self._write(commands)
         self._target = target
         record = TickRecord(
             tick=self._tick,
-            stamp_ns=now_ns,
+            stamp_ns=stamp_ns,
             mode=self.mode,
             phase=self.phase,
             intervention=self.intervention,
@@ -269,7 +312,7 @@ class ControlLoop(ModeSwitching, TargetSelection):
             limits=limits,
             command=command,
             states=states,
-            read_stamps_ns={n: now_ns + (s.stamp_ns - mono_ns) for n, s in states.items()},
+            read_stamps_ns={n: stamp_ns + (s.stamp_ns - mono_ns) for n, s in states.items()},
             period_error_ms=period_error_ms,
             tick_ms=(time.monotonic_ns() - mono_ns) / 1e6,
         )
@@ -282,77 +325,70 @@ class ControlLoop(ModeSwitching, TargetSelection):
                 log.exception('publishing tick %d failed', record.tick)
         return record
 
+    def _map_stamps(self, now_ns: int, stamp_ns: int | None) -> int:
+        """This tick on the stamps' clock, measuring the offset when a reading came with it."""
+        if stamp_ns is None:
+            return self._stamps.to_stamp(now_ns)
+        step = self._stamps.update(now_ns, stamp_ns)
+        if step:
+            self.stats.count('events', 'clock_step')
+            log.warning(
+                'clock step: ROS time moved %+.3f s against the control clock; stamps are '
+                'mapped with the new offset from now on',
+                step / 1e9,
+            )
+        return stamp_ns
+
+    def _stalled(self, gap_ns: int) -> None:
+        """The loop did not run for whole periods (GC, starvation): the servos stood at their
+        last goal meanwhile, so the filter continues from the measured motion, not from its
+        own velocity (which would step the goal at full speed from rest)."""
+        self.stats.count('events', 'stall')
+        stalls = self.stats.events['stall']
+        if stalls == 1 or stalls % 100 == 0:
+            log.warning(
+                'control loop stalled %.0f ms (stall %d): continuing from the measured motion',
+                gap_ns / 1e6,
+                stalls,
+            )
+        for name in FOLLOWERS:
+            self._unsynced.setdefault(name, False)
+
+    def _write(self, commands: dict[ArmName, np.ndarray]) -> None:
+        """Sync writes for the arms that are in sync; an arm whose write fails is re-synced
+        from its next fresh reading (its servos kept the last goal that reached them)."""
+        commands = {n: c for n, c in commands.items() if n not in self._unsynced}
+        self._sent[:] = np.nan
+        if not commands:
+            return
+        try:
+            failed = self.arms.write(commands) or {}
+        except Exception as error:  # an implementation that fails as a whole
+            failed = dict.fromkeys(commands, error)
+        for name, command in commands.items():
+            if name in failed:
+                continue
+            if name in FOLLOWERS:
+                self._sent[arm_joints(name)] = command
+        for name, error in failed.items():
+            self.stats.count('write_failures', name.value)
+            self._unsynced.setdefault(name, False)
+            if self.stats.write_failures[name.value] in (1, 10, 100, 1000):
+                log.warning('%s: write failed: %s', name.value, error)
+
     def _remember(self, states: Mapping[ArmName, ArmState]) -> None:
         if all(states[a].fresh for a in FOLLOWERS):
             self._followers = join({a: states[a].position() for a in FOLLOWERS}, FOLLOWERS)
         if all(states[a].fresh for a in LEADERS):
             self._leaders = join({a: states[a].position() for a in LEADERS}, LEADERS)
 
-    def _check_reads(self, states: Mapping[ArmName, ArmState]) -> None:
-        needed = FOLLOWERS + (LEADERS if self.mode is Mode.TELEOP else ())
-        for name, state in states.items():
-            if state.fresh:
-                self._failures[name] = 0
-                continue
-            self.stats.count('read_failures', name.value)
-            self._failures[name] += 1
-            limit = self.config.max_consecutive_read_failures
-            if name in needed and self._failures[name] == limit:
-                log.error('%s: %d reads in a row failed (%s)', name.value, limit, state.error)
-                self._fail(self.config.read_failure_action)
-
-    def _check_alerts(self, states: Mapping[ArmName, ArmState], force: bool = False) -> None:
-        alerting = [n for n, s in states.items() if s.alert_ids and n not in self.faults]
-        if force:
-            alerting = list(states)
-        if not alerting:
-            return
-        found = self._confirmed_errors(alerting)
-        if not found:
-            return
-        with self._lock:
-            self.faults.update(found)
-        for arm, errors in found.items():
-            described = {i: repr(e) for i, e in errors.items()}
-            self.stats.set_hardware_errors(arm.value, described)
-            log.error(
-                '%s: latched hardware error %s; holding, ~/reboot recovers', arm.value, described
-            )
-        self._fail(self.config.hardware_error_action)
-
-    def _confirmed_errors(self, names) -> dict:
-        """Hardware errors read twice alike and made of defined bits only: a reply garbled on
-        the wire (or a late reply taken for this one) must not stop the robot. A read that gets
-        no answer confirms nothing: the servo's alert bit asks again on a later tick."""
-        try:
-            first = self.arms.hardware_errors(names)
-            if not first:
-                return {}
-            second = self.arms.hardware_errors(list(first))
-        except DynamixelCommError as error:
-            self.stats.count('events', 'hardware_error_read_failed')
-            log.warning('hardware error status not readable: %s', error)
-            return {}
-        confirmed = {
-            arm: errors
-            for arm, errors in first.items()
-            if second.get(arm) == errors
-            and all(int(e) & ~_KNOWN_ERRORS == 0 for e in errors.values())
-        }
-        if confirmed != first:
-            self.stats.count('events', 'unconfirmed_hardware_error')
-            log.warning('hardware error readings not confirmed: %s then %s', first, second)
-        return confirmed
-
-    def _fail(self, action: FailureAction) -> None:
-        if action is FailureAction.ESTOP:
-            self._estop()
-        elif self.mode is not Mode.ESTOP:
-            self._enter_hold(Phase.FAULT)
-
     def _take_chunks(self, now_ns: int) -> None:
-        while self._inbox:
-            chunk = self._inbox.popleft()
+        while True:
+            with self._inbox_lock:
+                if not self._inbox:
+                    return
+                chunk = self._inbox.popleft()
+            chunk = replace(chunk, stamp_ns=self._stamps.to_control(chunk.stamp_ns))
             if self.mode is not Mode.POLICY:
                 self._parked = chunk  # offered (and checked) when the policy is engaged
                 continue

@@ -29,7 +29,9 @@ class Phase(Enum):
     WATCHDOG = 'watchdog'  # no valid chunk within the timeout: decelerating to hold
     ESTOPPED = 'estopped'
     TORQUE_OFF = 'torque_off'  # followers limp (estop_torque off or ~/torque false)
-    FAULT = 'fault'  # a latched hardware error or too many failed reads: holding
+    FAULT = 'fault'  # a latched hardware error, too many failed reads, a following error
+    MOVING_TO_SLEEP = 'moving_to_sleep'  # all arms on their way to the sleep pose (exit)
+    ASLEEP = 'asleep'  # holding the sleep pose: torque may go off without the arms falling
 
 
 class Request(Enum):
@@ -40,6 +42,7 @@ class Request(Enum):
     TORQUE_ON = 'torque_on'
     TORQUE_OFF = 'torque_off'
     REBOOT = 'reboot'
+    SLEEP = 'sleep'
 
 
 @dataclass(frozen=True)
@@ -61,6 +64,11 @@ def prepare(request: Request, state: Snapshot) -> str:
             return 'follower torque is off: call ~/torque true first'
         if state.faults:
             return f'hardware error latched ({state.faults}): call ~/reboot in HOLD first'
+    if request is Request.SLEEP:
+        if state.mode is Mode.ESTOP:
+            return 'in ESTOP: the arms are not moved (torque goes off where they are)'
+        if not state.follower_torque:
+            return 'follower torque is off: nothing to move'
     if request in (Request.TORQUE_OFF, Request.REBOOT) and moving:
         return f'not while in {state.mode.value}: call ~/hold first'
     if request is Request.HOLD and state.mode is Mode.ESTOP and not state.follower_torque:

@@ -76,6 +76,19 @@ class SafetyFilter:
     def velocity(self) -> np.ndarray:
         return self._velocity.copy()
 
+    @property
+    def full_turn(self) -> np.ndarray:
+        """(14,) bool: joints whose range spans a whole turn (+pi and -pi are one angle)."""
+        return self._full_turn.copy()
+
+    def difference(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """a - b, on full-turn joints the shortest equivalent angle (in [-pi, pi)): the way an
+        arm at b really has to go to reach a. Blends and tolerances must use this, never the raw
+        difference (-3.1 to +3.1 is 0.08 rad, not 6.2)."""
+        delta = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)
+        wrapped = (delta + np.pi) % (2 * np.pi) - np.pi
+        return np.where(self._full_turn, wrapped, delta)
+
     def stopping_point(self) -> np.ndarray:
         """Where the last command comes to rest when braking at the acceleration limit from its
         present velocity (the target of a smooth hold), inside the position limits."""
@@ -91,6 +104,23 @@ class SafetyFilter:
             np.asarray(position, dtype=np.float64), self.limits.lower, self.limits.upper
         )
         self._velocity = np.zeros(DOF)
+
+    def resync(
+        self, position: np.ndarray, velocity: np.ndarray, joints: np.ndarray | None = None
+    ) -> None:
+        """Continue from a measured motion state (after a stall, a lost port): the next command
+        starts from where the arm is and how fast it moves, within the limits. `joints` (14,)
+        bool picks the joints to resync (default all)."""
+        if self._command is None:
+            self.reset(position)
+        joints = np.ones(DOF, bool) if joints is None else np.asarray(joints, bool)
+        lim = self.limits
+        position = np.clip(np.asarray(position, dtype=np.float64), lim.lower, lim.upper)
+        velocity = np.clip(
+            np.asarray(velocity, dtype=np.float64), -lim.max_velocity, lim.max_velocity
+        )
+        self._command = np.where(joints, position, self._command)
+        self._velocity = np.where(joints, velocity, self._velocity)
 
     def filter(
         self,
@@ -159,12 +189,21 @@ class SafetyFilter:
 
     def _gripper_current(self, target, effort_ma, gripper_position, limited):
         # A gripper pressing on an object beyond its current limit latches an overload after a few
-        # seconds (Interbotix/interbotix_ros_arms#26): stop closing further and hold where it is.
+        # seconds (Interbotix/interbotix_ros_arms#26): whenever the current is over the limit --
+        # while closing, and also while holding a squeeze (target = command) -- the command may
+        # not push further into whatever blocks the gripper than where the gripper is. Moving
+        # away from the obstacle stays allowed.
         target = target.copy()
         for i, (index, effort) in enumerate(zip(GRIPPER_INDICES, effort_ma, strict=True)):
-            closing = target[index] < self._command[index]
-            if abs(effort) > self.limits.gripper_current_limit_ma and closing:
-                target[index] = max(target[index], gripper_position[i])
+            if abs(effort) <= self.limits.gripper_current_limit_ma:
+                continue
+            measured = gripper_position[i]
+            if self._command[index] <= measured:  # pushing closed (on an object)
+                relieved = max(target[index], measured)
+            else:  # pushing open (against something)
+                relieved = min(target[index], measured)
+            if relieved != target[index]:
+                target[index] = relieved
                 limited.add(Limit.GRIPPER_CURRENT)
         return target
 

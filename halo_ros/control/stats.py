@@ -23,6 +23,8 @@ class ControlStats:
         self.write_failures: Counter = Counter()
         self.events: Counter = Counter()  # watchdog, chunks_used, align_timeout, ...
         self.hardware_errors: dict[str, dict[int, str]] = {}  # arm -> id -> error names
+        self.following_errors: Counter = Counter()  # joint -> holds it caused
+        self.last_following_error = ''  # 'left_shoulder 0.512 rad', the latest
 
     def tick(self, error_ms: float, missed: int) -> None:
         with self._lock:
@@ -34,6 +36,12 @@ class ControlStats:
     def count(self, counter: str, key: str, n: int = 1) -> None:
         with self._lock:
             getattr(self, counter)[key] += n
+
+    def following_error(self, joint: str, error_rad: float) -> None:
+        with self._lock:
+            self.following_errors[joint] += 1
+            self.events['following_error'] += 1
+            self.last_following_error = f'{joint} {error_rad:.3f} rad'
 
     def set_hardware_errors(self, arm: str, errors: dict[int, str]) -> None:
         with self._lock:
@@ -60,4 +68,6 @@ class ControlStats:
                 'write_failures': dict(self.write_failures),
                 'events': dict(self.events),
                 'hardware_errors': {a: dict(e) for a, e in self.hardware_errors.items()},
+                'following_errors': dict(self.following_errors),
+                'last_following_error': self.last_following_error,
             }

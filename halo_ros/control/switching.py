@@ -43,6 +43,8 @@ class ModeSwitching:
             return self._engage_policy(now_ns)
         if request in (Request.TORQUE_ON, Request.TORQUE_OFF):
             return self._set_follower_torque(request is Request.TORQUE_ON)
+        if request is Request.SLEEP:
+            return self._go_to_sleep(now_ns)
         return self._reboot()
 
     def _set_mode(self, mode: Mode, phase: Phase) -> None:
@@ -113,18 +115,27 @@ class ModeSwitching:
         with self._lock:
             self.follower_torque = enabled
         if enabled:
-            self._resync()
             self.phase = Phase.ESTOPPED if self.mode is Mode.ESTOP else Phase.HOLDING
+            self._resync_followers()
         else:
             self.phase = Phase.TORQUE_OFF
         return f'follower torque {"on" if enabled else "off"}'
 
-    def _resync(self) -> None:
-        """Start the filter again from the measured pose (after torque on or a reboot)."""
-        states = self.arms.read()
-        self._remember(states)
-        self.follower_filter.reset(self._followers)
-        self._hold = self.follower_filter.last_command
+    def _go_to_sleep(self, now_ns: int) -> str:
+        """Every arm to its sleep pose at sleep_velocity_rad_s (`targets._sleep`); the leaders
+        are held (torque on) for it."""
+        self._hold = self.follower_filter.stopping_point()
+        self.buffer.stop()
+        self._ramp_from = None
+        if not self.leader_torque:
+            self._set_leader_torque(True)
+        if self._leaders is not None:
+            self.leader_filter.reset(self._leaders)
+        self._leader_hold = self.leader_filter.last_command
+        self._sleep_deadline_ns = now_ns + int(self.config.sleep_timeout_s * 1e9)
+        self._sleep_done.clear()
+        self._set_mode(Mode.HOLD, Phase.MOVING_TO_SLEEP)
+        return 'moving to the sleep pose'
 
     def _reboot(self) -> str:
         with self._lock:
@@ -138,7 +149,7 @@ class ModeSwitching:
             raise RuntimeError(f'errors remain after the reboot: {remaining}')
         self.stats.clear_hardware_errors()
         self.stats.count('events', 'reboot')
-        self._resync()
         self._set_mode(self.mode, Phase.ESTOPPED if self.mode is Mode.ESTOP else Phase.HOLDING)
+        self._resync_followers()
         rebooted = {a.value: sorted(e) for a, e in faults.items()}
         return f'rebooted {rebooted}; errors cleared, holding the measured pose'

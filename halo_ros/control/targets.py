@@ -1,5 +1,8 @@
-"""The target of one tick by mode: hold, the leaders (after aligning them), or the chunk stream
-(ramped in from a hold, watched by the watchdog).
+"""The target of one tick by mode: hold, the leaders (after aligning them), the chunk stream
+(ramped in from a hold, watched by the watchdog), or the sleep pose (on exit).
+
+Blends and comparisons use the shortest equivalent angle on joints that span a whole turn
+(`SafetyFilter.difference`): a hold near -pi and a chunk near +pi are 0.1 rad apart, not 6.2.
 
 A mixin of `ControlLoop`: it uses the loop's filters, buffer and mode state.
 """
@@ -22,6 +25,8 @@ class TargetSelection:
             return self._teleop(now_ns)
         if self.mode is Mode.POLICY:
             return self._policy(now_ns)
+        if self.phase in (Phase.MOVING_TO_SLEEP, Phase.ASLEEP):
+            return self._sleep(now_ns)
         return self._hold, None, None
 
     def _teleop(self, now_ns: int):
@@ -32,7 +37,7 @@ class TargetSelection:
         aim = np.clip(self._hold, self.leader_filter.limits.lower, self.leader_filter.limits.upper)
         stopped = np.allclose(self.follower_filter.velocity, 0.0)
         if stopped and self._leaders is not None:
-            error = np.abs(self._leaders - aim).max()
+            error = np.abs(self.leader_filter.difference(self._leaders, aim)).max()
             if error <= self.config.leader_align_tolerance_rad:
                 self._set_leader_torque(False)
                 self.phase = Phase.TRACKING_LEADERS
@@ -76,7 +81,45 @@ class TargetSelection:
             if w >= 1.0:
                 self._ramp_from = None
             else:
-                target = self._ramp_from + w * (target - self._ramp_from)
+                target = self._ramp_from + w * self.follower_filter.difference(
+                    target, self._ramp_from
+                )
                 self.phase = Phase.RAMPING
         chunk = playback.chunk
         return target, None, (chunk.epoch, chunk.seq, playback.index)
+
+    def _sleep(self, now_ns: int):
+        """Both pairs step towards their sleep pose at sleep_velocity_rad_s (grippers stay)."""
+        step = self.config.sleep_velocity_rad_s * self.config.period_s
+        poses = self.config.sleep_pose('follower'), self.config.sleep_pose('leader')
+        self._hold = _towards(self._hold, poses[0], step)
+        self._leader_hold = _towards(self._leader_hold, poses[1], step)
+        if self.phase is Phase.MOVING_TO_SLEEP:
+            tolerance = self.config.sleep_tolerance_rad
+            there = all(
+                np.allclose(np.where(np.isnan(pose), hold, pose), hold)  # the way is done
+                and np.abs(f.difference(f.last_command, hold)).max() <= tolerance
+                and np.allclose(f.velocity, 0.0)
+                for f, hold, pose in (
+                    (self.follower_filter, self._hold, poses[0]),
+                    (self.leader_filter, self._leader_hold, poses[1]),
+                )
+            )
+            if there:
+                self.phase = Phase.ASLEEP
+                log.info('all arms in their sleep pose')
+            elif now_ns > self._sleep_deadline_ns:
+                self.stats.count('events', 'sleep_timeout')
+                log.error(
+                    'the arms did not reach the sleep pose within %.1f s',
+                    self.config.sleep_timeout_s,
+                )
+                self._enter_hold(Phase.FAULT)
+                return self._hold, None, None
+        return self._hold, self._leader_hold, None
+
+
+def _towards(current: np.ndarray, goal: np.ndarray, step: float) -> np.ndarray:
+    """`current` moved by at most `step` per joint towards `goal` (NaN in goal: stays)."""
+    goal = np.where(np.isnan(goal), current, goal)
+    return current + np.clip(goal - current, -step, step)

@@ -17,6 +17,11 @@ Lifecycle as in ros2_control's hardware interfaces:
 Units: joints in radians (calibrated zero and direction), gripper normalised 0 = closed ..
 1 = open, current in mA. A read that fails after the bus's retries returns an ArmState with
 fresh=False and NaN values: never the previous tick's numbers.
+
+A port that fails (an unplugged or glitching USB adaptor: the serial device errors or vanishes)
+is closed; reads report the arm stale and reopen it with backoff (0.1 s doubling to 2 s) until
+the device is back, writes are refused meanwhile. The servos stay powered through it, so they
+keep their settings and torque and hold the last goal that reached them.
 """
 
 import enum
@@ -29,7 +34,7 @@ import numpy as np
 
 from halo_ros.drivers.aloha_calibration import JOINT_NAMES, ArmCalibration, ArmName, load
 from halo_ros.drivers.aloha_motors import MOTOR_MAPS, all_motors, primary_ids
-from halo_ros.drivers.dynamixel import DynamixelBus, DynamixelCommError
+from halo_ros.drivers.dynamixel import DynamixelBus, DynamixelCommError, DynamixelPortError
 from halo_ros.drivers.dynamixel.tables import (
     MA_PER_CURRENT_UNIT,
     RAD_PER_TICK,
@@ -44,6 +49,10 @@ log = logging.getLogger(__name__)
 
 # A shadow reading within this of its primary is left alone (encoder noise, no EEPROM wear).
 _SHADOW_TOLERANCE_TICKS = 2
+# Reopening a lost port: first try after this, then doubling up to the cap. Opening a missing
+# device costs a failed open() only, but a USB adaptor that re-enumerates takes ~0.5-1 s.
+_REOPEN_FIRST_S = 0.1
+_REOPEN_MAX_S = 2.0
 
 
 class Lifecycle(enum.Enum):
@@ -76,6 +85,21 @@ class ArmState:
 
     def velocity(self) -> np.ndarray:
         return np.append(self.joint_velocity_rad_s, self.gripper_velocity_per_s)
+
+    @classmethod
+    def stale(cls, error: str) -> 'ArmState':
+        """A reading that did not come: NaN everywhere, stamped now, `error` says why."""
+        nan6 = np.full(6, np.nan)
+        return cls(
+            joint_position_rad=nan6,
+            joint_velocity_rad_s=nan6.copy(),
+            gripper_position=float('nan'),
+            gripper_velocity_per_s=float('nan'),
+            effort_ma=np.full(7, np.nan),
+            stamp_ns=time.monotonic_ns(),
+            fresh=False,
+            error=error,
+        )
 
 
 @dataclass(frozen=True)
@@ -133,6 +157,10 @@ class AlohaArm:
         self.lifecycle = Lifecycle.UNCONFIGURED
         self.torque_enabled = False
         self.failed_reads = 0
+        self.port_losses = 0  # the port failed (diagnostics)
+        self.port_reopens = 0  # ... and came back
+        self._reopen_at: float | None = None  # monotonic s of the next try while the port is lost
+        self._reopen_backoff_s = _REOPEN_FIRST_S
 
     @classmethod
     def from_file(cls, path: str | Path, name: ArmName | str) -> 'AlohaArm':
@@ -206,12 +234,18 @@ class AlohaArm:
         """One SYNC_READ of all nine servos. Allowed while INACTIVE or ACTIVE."""
         if self.lifecycle is Lifecycle.UNCONFIGURED:
             raise RuntimeError(f'{self.name.value}: read() before configure()')
+        if self._reopen_at is not None and not self._reopen():
+            self.failed_reads += 1
+            return ArmState.stale(f'{self.name.value}: port {self.calibration.port} lost')
         try:
             reading = self.bus.read_state(self._all_ids)
         except DynamixelCommError as error:
             self.failed_reads += 1
-            log.warning('%s: read failed: %s', self.name.value, error)
-            return _stale_state(str(error))
+            if isinstance(error, DynamixelPortError):
+                self._port_lost(error)
+            else:
+                log.warning('%s: read failed: %s', self.name.value, error)
+            return ArmState.stale(str(error))
         rows = self._primary_rows
         ticks = reading.position_ticks[rows].astype(np.float64)
         shaft_rad = self._direction * (ticks - self._offset) * RAD_PER_TICK
@@ -239,10 +273,16 @@ class AlohaArm:
                 f'(lifecycle {self.lifecycle.value}, torque '
                 f'{"on" if self.torque_enabled else "off"})'
             )
-        self.bus.sync_write(
-            Register.GOAL_POSITION,
-            dict(zip(self._primary_ids, self.goal_ticks(command), strict=True)),
-        )
+        goals = dict(zip(self._primary_ids, self.goal_ticks(command), strict=True))
+        if self._reopen_at is not None:
+            raise DynamixelPortError(
+                f'{self.name.value}: port {self.calibration.port} lost; not written'
+            )
+        try:
+            self.bus.sync_write(Register.GOAL_POSITION, goals)
+        except DynamixelPortError as error:
+            self._port_lost(error)
+            raise
 
     def goal_ticks(self, command: ArmCommand) -> list[int]:
         """The seven primaries' Goal Position for a command; raises ValueError if out of range."""
@@ -291,6 +331,37 @@ class AlohaArm:
         if self.torque_enabled:
             self._hold_present_pose()
             self.bus.write_each(ids, Register.TORQUE_ENABLE, 1)
+
+    # -- a lost port ------------------------------------------------------------------------
+
+    def _port_lost(self, error: DynamixelPortError) -> None:
+        self.port_losses += 1
+        self.bus.close()
+        self._reopen_backoff_s = _REOPEN_FIRST_S
+        self._reopen_at = time.monotonic() + self._reopen_backoff_s
+        log.error('%s: %s; closed, reopening until the device is back', self.name.value, error)
+
+    def _reopen(self) -> bool:
+        """One reopen try when its time has come; True once the port is back."""
+        now = time.monotonic()
+        if now < self._reopen_at:
+            return False
+        try:
+            self.bus.reopen()
+        except DynamixelCommError as error:
+            self._reopen_backoff_s = min(2 * self._reopen_backoff_s, _REOPEN_MAX_S)
+            self._reopen_at = now + self._reopen_backoff_s
+            log.debug(
+                '%s: reopen failed (%s), next try in %.1f s',
+                self.name.value,
+                error,
+                self._reopen_backoff_s,
+            )
+            return False
+        self._reopen_at = None
+        self.port_reopens += 1
+        log.warning('%s: port %s reopened', self.name.value, self.calibration.port)
+        return True
 
     # -- internals --------------------------------------------------------------------------
 
@@ -375,20 +446,6 @@ class AlohaArm:
                             value,
                         )
                         self.bus.write(motor.id, register, value)
-
-
-def _stale_state(error: str) -> ArmState:
-    nan6 = np.full(6, np.nan)
-    return ArmState(
-        joint_position_rad=nan6,
-        joint_velocity_rad_s=nan6.copy(),
-        gripper_position=float('nan'),
-        gripper_velocity_per_s=float('nan'),
-        effort_ma=np.full(7, np.nan),
-        stamp_ns=time.monotonic_ns(),
-        fresh=False,
-        error=error,
-    )
 
 
 def open_arms(path: str | Path, *, environ=None) -> dict[ArmName, AlohaArm]:

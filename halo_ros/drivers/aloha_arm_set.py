@@ -58,10 +58,21 @@ class ArmSet:
         """One state per arm, all buses at once; check each state's `fresh`."""
         return self._each('read')
 
-    def write(self, commands: Mapping[ArmName, ArmCommand]) -> None:
-        """Goal positions for the arms named in `commands`, all buses at once."""
+    def write(self, commands: Mapping[ArmName, ArmCommand]) -> dict[ArmName, Exception]:
+        """Goal positions for the arms named in `commands`, all buses at once. Returns the arms
+        whose write failed, with why; one arm's failure never keeps the others from theirs."""
         commands = {ArmName(name): command for name, command in commands.items()}
-        self._each('write', commands, commands)
+        futures = {
+            name: self._workers[name].submit(self.arms[name].write, command)
+            for name, command in commands.items()
+        }
+        failed = {}
+        for name, future in futures.items():
+            try:
+                future.result()
+            except Exception as error:  # a lost port, a refused command: that arm only
+                failed[name] = error
+        return failed
 
     def close(self) -> None:
         """Torque off and close every port, then stop the worker threads."""

@@ -24,6 +24,11 @@ leaders (torque on) to the followers' pose, then releases them and the followers
 `~/estop` freezes the command on the same tick (torque per `estop_torque`); leave it with `~/hold`
 (after `~/torque true` if the e-stop turned torque off).
 
+Exit (Ctrl-C, SIGTERM, the bring-up ending): the arms first go to their sleep pose at a safe
+speed (`sleep_on_exit`; not from ESTOP), then torque goes off; `~/sleep` does the same on request.
+Real-time measures (SCHED_FIFO, mlockall, the GC in the loop's slack, a short GIL switch interval)
+come from the config; each one refused logs one warning.
+
 Fault recovery (a latched Dynamixel hardware error, e.g. a gripper overload): the alert bit in the
 reading is noticed on the same tick; the arms hold (or e-stop, `hardware_error_action`), the
 servo with the error is limp (the servo itself cut its torque), diagnostics go ERROR naming arm,
@@ -46,10 +51,11 @@ from std_srvs.srv import SetBool, Trigger
 from trajectory_msgs.msg import JointTrajectory
 
 from halo_ros.control.arms import ArmSetArms
-from halo_ros.control.chunks import Chunk, ChunkError, Rejection, make_chunk
+from halo_ros.control.chunks import Chunk, ChunkError, Rejection, check_length, make_chunk
 from halo_ros.control.config import load_config
 from halo_ros.control.loop import ControlLoop, TickRecord
 from halo_ros.control.modes import Mode, Request
+from halo_ros.control.realtime import prepare_process
 from halo_ros.drivers.aloha_arm_set import ArmSet
 from halo_ros.drivers.aloha_calibration import load as load_calibration
 from halo_ros.joints import BIMANUAL_JOINTS, arm_joint_names
@@ -61,13 +67,14 @@ from halo_ros.runtime.chunk import ChunkTag
 _REQUEST_TIMEOUT_S = 5.0  # torque and reboot talk to every servo of an arm
 
 
-def chunk_from_msg(msg: JointTrajectory) -> Chunk:
+def chunk_from_msg(msg: JointTrajectory, max_points: int | None = None) -> Chunk:
     """Validate a JointTrajectory as a chunk; ChunkError with the reason otherwise."""
+    points = msg.points
+    check_length(len(points), max_points)  # before any conversion
     try:
         tag = ChunkTag.parse(msg.header.frame_id)
     except ValueError as error:
         raise ChunkError(Rejection.BAD_TAG, str(error)) from None
-    points = msg.points
     if len(points) < 2:
         raise ChunkError(Rejection.BAD_TIMING, f'{len(points)} points (need >= 2 for dt)')
     times = np.array(
@@ -129,7 +136,8 @@ class ControllerNode(Node):
         self._mode = self.create_publisher(String, 'halo/mode', 10)
         self._diagnostics = self.create_publisher(DiagnosticArray, 'diagnostics', 10)
         self._last_mode: Mode | None = None
-        self._trouble_counts = (0, 0)
+        self._trouble_counts: dict[str, int] = {}
+        self._trouble_keys = ''
         ros_now = lambda: self.get_clock().now().nanoseconds  # noqa: E731
         sim_time = self.get_parameter('use_sim_time').value
         self.loop = ControlLoop(
@@ -147,10 +155,16 @@ class ControllerNode(Node):
             ('engage_policy', Request.POLICY),
             ('estop', Request.ESTOP),
             ('reboot', Request.REBOOT),
+            ('sleep', Request.SLEEP),
         ):
             self.create_service(Trigger, f'~/{name}', self._trigger(request))
         self.create_service(SetBool, '~/torque', self._on_torque)
         self.create_timer(1.0, self._publish_slow)
+        self._realtime = prepare_process(
+            lock_memory=self.config.lock_memory,
+            gc_in_slack=self.config.gc_in_slack,
+            switch_interval_ms=self.config.switch_interval_ms,
+        )
         self.loop.start()
         self.get_logger().info(
             f'controlling {[a.value for a in calibration.arms]} from {calibration_path} at '
@@ -183,7 +197,7 @@ class ControllerNode(Node):
 
     def _on_chunk(self, msg: JointTrajectory) -> None:
         try:
-            chunk = chunk_from_msg(msg)
+            chunk = chunk_from_msg(msg, self.config.max_chunk_points)
         except ChunkError as error:
             self.loop.count_rejection(error.reason)
             self.get_logger().warning(f'chunk refused: {error}', throttle_duration_sec=2.0)
@@ -252,15 +266,23 @@ class ControllerNode(Node):
         for group in ('rejections', 'limits_hit', 'read_failures', 'write_failures', 'events'):
             for key, count in stats[group].items():
                 values[f'{group}.{key}'] = count
+        for key, count in stats['following_errors'].items():
+            values[f'following_errors.{key}'] = count
+        values['last_following_error'] = stats['last_following_error']
         values['hardware_errors'] = json.dumps(stats['hardware_errors'])
+        for arm_name, arm in self.arm_set.arms.items():  # the driver's own counters
+            values[f'port_losses.{arm_name.value}'] = arm.port_losses
+            values[f'port_reopens.{arm_name.value}'] = arm.port_reopens
+        for measure, applied in self._realtime.items():
+            values[f'realtime.{measure}'] = applied
         snapshot = self.loop.snapshot()
         values['mode'], values['phase'] = snapshot.mode.value, self.loop.phase.value
         if snapshot.faults or snapshot.mode is Mode.ESTOP or not self.loop.running:
             level, message = DiagnosticStatus.ERROR, snapshot.faults or snapshot.mode.value
             if not self.loop.running:
                 message = 'control loop stopped'
-        elif self._troubles(stats):
-            level, message = DiagnosticStatus.WARN, 'missed ticks or failed reads this second'
+        elif self._troubles(stats, values):
+            level, message = DiagnosticStatus.WARN, 'faults this second: ' + self._trouble_keys
         else:
             level, message = DiagnosticStatus.OK, snapshot.mode.value
         status = DiagnosticStatus(
@@ -274,19 +296,30 @@ class ControllerNode(Node):
         msg.header.stamp = self.get_clock().now().to_msg()
         self._diagnostics.publish(msg)
 
-    def _troubles(self, stats: dict) -> bool:
-        """Missed ticks or failed reads since the last report (the counters are totals)."""
-        now = (stats['missed_ticks'], sum(stats['read_failures'].values()))
+    def _troubles(self, stats: dict, values: dict) -> bool:
+        """Did any fault counter grow since the last report (the counters are totals)?"""
+        now = {'missed_ticks': stats['missed_ticks']}
+        for group in ('read_failures', 'write_failures', 'following_errors'):
+            now[group] = sum(stats[group].values())
+        for event in ('stall', 'clock_step', 'watchdog', 'tick_error'):
+            now[event] = stats['events'].get(event, 0)
+        now['port_losses'] = sum(v for k, v in values.items() if k.startswith('port_losses.'))
         before, self._trouble_counts = self._trouble_counts, now
-        return now != before
+        self._trouble_keys = ', '.join(k for k, v in now.items() if v != before.get(k, 0))
+        return bool(self._trouble_keys)
 
     def destroy_node(self):
-        self.loop.stop()
         try:
-            self.arm_set.close()  # torque off, ports closed
-        except Exception as error:  # e.g. the simulator (its buses) went away first
-            self.get_logger().warning(f'closing the arms: {error!r}')
-        super().destroy_node()
+            # With sim time the clock stops with the executor (it arrives on /clock), and the
+            # simulated arms do not fall: they stop where they are.
+            sleep = not self.get_parameter('use_sim_time').value
+            self.get_logger().info(f'control loop {self.loop.shutdown(sleep=sleep)}')
+        finally:
+            try:
+                self.arm_set.close()  # torque off, ports closed
+            except Exception as error:  # e.g. the simulator (its buses) went away first
+                self.get_logger().warning(f'closing the arms: {error!r}')
+            super().destroy_node()
 
 
 def main(args=None):

@@ -6,7 +6,13 @@ classes import dynamixel-sdk, so they are loaded on first use.
 
 from halo_ros.drivers.dynamixel.tables import HardwareError, OperatingMode, Register, ServoModel
 
-_BUS_NAMES = ('DynamixelBus', 'DynamixelCommError', 'DynamixelStatusError', 'StateReading')
+_BUS_NAMES = (
+    'DynamixelBus',
+    'DynamixelCommError',
+    'DynamixelPortError',
+    'DynamixelStatusError',
+    'StateReading',
+)
 
 __all__ = ['HardwareError', 'OperatingMode', 'Register', 'ServoModel', *_BUS_NAMES]
 

@@ -10,6 +10,7 @@ Not thread-safe: each bus belongs to the one thread that runs its ticks.
 """
 
 import logging
+import termios
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -44,8 +45,18 @@ _VELOCITY_OFFSET = Register.PRESENT_VELOCITY.address - STATE_BLOCK_ADDRESS
 _POSITION_OFFSET = Register.PRESENT_POSITION.address - STATE_BLOCK_ADDRESS
 
 
+# What the serial port itself raises when the adaptor is gone (pyserial's SerialException is an
+# OSError; a flush on a hung-up tty raises termios.error, which is not).
+_PORT_ERRORS = (OSError, termios.error)
+
+
 class DynamixelCommError(RuntimeError):
     """A transaction failed on every allowed attempt (or a servo refused it)."""
+
+
+class DynamixelPortError(DynamixelCommError):
+    """The serial port itself failed (an unplugged adaptor, a USB error): not retried; the port
+    must be reopened (`DynamixelBus.reopen`) once the device is back."""
 
 
 class DynamixelStatusError(DynamixelCommError):
@@ -122,7 +133,7 @@ class DynamixelBus:
     def open(self) -> None:
         try:
             opened = self._port.openPort()
-        except OSError as error:  # pyserial raises SerialException (an OSError) on a bad path
+        except _PORT_ERRORS as error:  # SerialException (an OSError) on a missing device
             raise DynamixelCommError(
                 f'cannot open Dynamixel port {self.port_name}: {error}'
             ) from error
@@ -134,7 +145,18 @@ class DynamixelBus:
 
     def close(self) -> None:
         if self._port.is_open:
-            self._port.closePort()
+            try:
+                self._port.closePort()
+            except _PORT_ERRORS as error:  # the device went away under the open port
+                log.debug('closing %s: %s', self.port_name, error)
+                self._port.is_open = False
+        self._port.is_using = False
+
+    def reopen(self) -> None:
+        """Close and open the port again after a DynamixelPortError; DynamixelCommError while
+        the device is still absent."""
+        self.close()
+        self.open()
 
     @property
     def is_open(self) -> bool:
@@ -297,7 +319,17 @@ class DynamixelBus:
         for tries in range(1, attempts + 1):
             if tries > 1 and backoff_s:
                 time.sleep(backoff_s * (tries - 1))
-            value, result, error = attempt()
+            try:
+                value, result, error = attempt()
+            except _PORT_ERRORS as port_error:
+                # The SDK marks the port in use until a reply is parsed: left set, every later
+                # transaction would answer "Port is in use!" even after the device came back.
+                self._port.is_using = False
+                self.failed_attempts += 1
+                raise DynamixelPortError(
+                    f'{what} of IDs {list(ids)} on {self.port_name}: the port failed '
+                    f'({type(port_error).__name__}: {port_error})'
+                ) from port_error
             code = error & ~ALERT_BIT
             if result == COMM_SUCCESS and not code:
                 if error & ALERT_BIT:

@@ -187,6 +187,17 @@ class VirtualBus:
                 os.close(fd)
         self._master = self._slave = -1
 
+    def unplug(self) -> None:
+        """The USB adaptor goes away: the pty closes under the driver (its next I/O fails) and
+        the port path disappears. The servos stay powered: their state is kept."""
+        self.stop()
+
+    def replug(self) -> str:
+        """The adaptor comes back: a new pty at the same port path."""
+        self._stop.clear()
+        self._parser = protocol.StreamParser()
+        return self.start()
+
     def __enter__(self) -> 'VirtualBus':
         self.start()
         return self
