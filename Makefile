@@ -6,10 +6,10 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.halo_ros-installed
-EXTRAS := ros,sim,model,engine,robot,transport,recording,dev
+EXTRAS := ros,sim,model,engine,robot,transport,recording,viz,dev
 # The MuJoCo headless GL libraries (EGL, OSMesa fallback), libusb for RealSense, socat for
-# virtual serial ports.
-APT_PACKAGES := libegl1 libgl1 libgles2 libosmesa6 libusb-1.0-0 socat
+# virtual serial ports, chromium for the report rendering test (headless screenshots).
+APT_PACKAGES := libegl1 libgl1 libgles2 libosmesa6 libusb-1.0-0 socat chromium
 export MUJOCO_GL ?= egl
 
 .PHONY: install apt demo test test-fast bench lint clean

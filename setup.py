@@ -66,7 +66,10 @@ setup(
         'transport': ['pyzmq>=25', 'msgpack>=1.0', 'opencv-python-headless>=4.8,<5'],
         'recording': ['rosbags>=0.10', 'h5py>=3.9', 'pyarrow>=14', 'imageio-ffmpeg>=0.4', 'tqdm>=4',
                       'opencv-python-headless>=4.8,<5'],
-        'dev': ['pytest>=8', 'mcap>=1.1', 'mcap-ros2-support>=0.5', 'ruff'],
+        # halo-ros report / view / --plot: plots (matplotlib brings pillow), bags, the Foxglove
+        # WebSocket server.
+        'viz': ['matplotlib>=3.8', 'pillow>=9', 'rosbags>=0.10', 'foxglove-sdk>=0.30,<1'],
+        'dev': ['pytest>=8', 'mcap>=1.1', 'mcap-ros2-support>=0.5', 'ruff', 'websockets>=12'],
     },
     entry_points={
         'console_scripts': [

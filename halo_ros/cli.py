@@ -33,6 +33,7 @@ COMMANDS = {
     'keys': 'halo_ros.transport.keys',
     'model': 'halo_ros.model.info',
     'recover-episodes': 'halo_ros.recording.recover',
+    'report': 'halo_ros.viz.report',
     'seam-eval': 'halo_ros.runtime.seam_eval',
     'serve': 'halo_ros.transport.serve',
     'train': 'halo_ros.training.command',

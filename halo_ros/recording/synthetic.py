@@ -88,8 +88,13 @@ def pick_place_messages(
     jitter_ms: float = 2.0,
     seed: int = 0,
     tail_s: float = 0.3,
+    policy: bool = False,
 ) -> Iterator[tuple[str, str, int, int, bytes]]:
-    """Yield (topic, msgtype, receive_ns, header_stamp_ns, cdr) in receive order."""
+    """Yield (topic, msgtype, receive_ns, header_stamp_ns, cdr) in receive order.
+
+    `policy`: also the policy and controller side (chunks, reasoning, subgoals, control state,
+    diagnostics; see `synthetic_policy`), as in a recorded closed-loop episode.
+    """
     from rosbags.typesys import Stores, get_typestore
 
     ts = get_typestore(Stores.ROS2_JAZZY)
@@ -172,6 +177,10 @@ def pick_place_messages(
     )
     end = start_ns + int(total_s * 1e9)
     events.append((end, end, T.SUCCESS_TOPIC, T.BOOL, Bool(data=True)))
+    if policy:
+        from halo_ros.recording.synthetic_policy import policy_events
+
+        events += policy_events(ts, header, start_ns, total_s, joint_hz, duration_s())
     events.sort(key=lambda e: e[0])
     for recv, stamp, topic, msgtype, msg in events:
         yield topic, msgtype, recv, stamp, bytes(ts.serialize_cdr(msg, msgtype))
