@@ -118,6 +118,9 @@ def run(args) -> int:
     episodes = os.path.join(run_dir, 'episodes')
     bags = sorted(os.listdir(episodes)) if os.path.isdir(episodes) else []
     print(f'recorded {len(bags)} episode(s): ' + ', '.join(os.path.join(episodes, b) for b in bags))
+    from halo_ros.viz.summary import write_demo_summary  # a report per episode, one page of all
+
+    print(f'summary page (success per seed, a report per episode): {write_demo_summary(run_dir)}')
     return 0 if report['ok'] else 1
 
 

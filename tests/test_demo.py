@@ -48,3 +48,14 @@ def test_demo_runs_a_closed_loop_episode_through_the_whole_graph(tmp_path):
     assert episode['policy_ticks'] > 100 and episode['chunks_executed'] >= 2, episode
     assert episode['subtasks'], 'the policy reasoned about the episode'
     assert report['latency_ms']['stamp_to_publish_p50'] > 0
+    # It ends with the summary page, whose episode reports show the run (counted independently).
+    from tests.viz_helpers import bag_counts, sections
+
+    assert result.stdout.rstrip().endswith(str(run_dir / 'summary.html')), output[-500:]
+    summary = (run_dir / 'summary.html').read_text()
+    for bag in bags:
+        assert f'href="episodes/{bag.name}/report.html"' in summary
+    found = sections((bags[1] / 'report.html').read_text())['timeline']
+    counts = bag_counts(bags[1])
+    assert counts['chunk-switches'] >= 2 and counts['reasoning-cycles'] >= 1, counts
+    assert {k: found[k] for k in counts} == {k: str(v) for k, v in counts.items()}

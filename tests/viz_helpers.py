@@ -51,3 +51,27 @@ def sections(html: str) -> dict[str, dict[str, str]]:
         section_id = pairs.pop('id')
         out[section_id] = {k.removeprefix('data-'): v for k, v in pairs.items()}
     return out
+
+
+def bag_counts(bag: Path) -> dict[str, int]:
+    """Chunk switches and reasoning cycles in a bag, read with the `mcap` package (not the
+    report's rosbags reader): ticks whose executing chunk differs from the last one's."""
+    import json
+
+    from mcap.reader import make_reader
+    from mcap_ros2.decoder import DecoderFactory
+
+    switches, cycles, last = 0, 0, None
+    with open(next(Path(bag).glob('*.mcap')), 'rb') as f:
+        reader = make_reader(f, decoder_factories=[DecoderFactory()])
+        for _, channel, _, msg in reader.iter_decoded_messages(
+            topics=['/halo/control_state', '/halo/reasoning']
+        ):
+            if channel.topic == '/halo/reasoning':
+                cycles += 1
+                continue
+            chunk = json.loads(msg.data)['chunk']
+            key = None if chunk is None else (chunk['epoch'], chunk['seq'])
+            if key is not None and key != last:
+                switches, last = switches + 1, key
+    return {'chunk-switches': switches, 'reasoning-cycles': cycles}

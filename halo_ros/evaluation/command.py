@@ -154,4 +154,7 @@ def run(args) -> int:
         json.dump(document, f, indent=1)
     sheets = sum(not r.success for r in results) if not args.no_sheets else 0
     print(f'wrote {path}' + (f' and {sheets} contact sheet(s) of failures' if sheets else ''))
+    from halo_ros.viz.summary import write_eval_summary
+
+    print(f'summary page (success per seed, contact sheets): {write_eval_summary(out)}')
     return 0
