@@ -38,6 +38,7 @@ COMMANDS = {
     'serve': 'halo_ros.transport.serve',
     'train': 'halo_ros.training.command',
     'up': 'halo_ros.bringup.up',
+    'view': 'halo_ros.viz.view',
     'virtual-bus': 'halo_ros.sim.virtual_bus.serve',
 }
 
