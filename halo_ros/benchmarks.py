@@ -1,13 +1,21 @@
 """Shared benchmark reporting: every benchmark prints one table and can write the same JSON.
 
 The JSON carries the machine it ran on, so figures copied into BENCHMARKS.md keep their context.
+`--plot FILE.png` (the CLI adds it to every bench-* command and seam-eval) draws the same rows
+beside it (`halo_ros.viz.bench_plot`, matplotlib).
 """
 
+import contextvars
 import json
+import logging
 import os
 import platform
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+log = logging.getLogger(__name__)
 
 
 def machine() -> dict:
@@ -49,7 +57,57 @@ def report(name: str, rows: Sequence[dict], json_path: str | None = None, **extr
         with open(json_path, 'w', encoding='utf-8') as f:
             json.dump(result, f, indent=1)
         print(f'wrote {json_path}')
+    plot = _plot.get()
+    if plot is not None:
+        from halo_ros.viz.bench_plot import plot_rows
+
+        print(f'wrote {plot_rows(name, rows, plot.next_path())}')
     return result
+
+
+@dataclass
+class _PlotRequest:
+    path: Path
+    written: list[Path] = field(default_factory=list)
+
+    def next_path(self) -> Path:
+        """FILE.png for the first table a command reports, FILE-2.png for a second, ..."""
+        k = len(self.written)
+        path = self.path if k == 0 else self.path.with_name(f'{self.path.stem}-{k + 1}.png')
+        self.written.append(path)
+        return path
+
+
+# Set for the run of one command by run_plotted, so report() needs no argument for it.
+_plot: contextvars.ContextVar[_PlotRequest | None] = contextvars.ContextVar('plot', default=None)
+
+
+def run_plotted(run: Callable, args, command: str) -> int:
+    """Run a benchmark command with `--plot`: report() draws each table it prints; a benchmark
+    that writes its own JSON instead (no report()) is drawn from that JSON."""
+    request = _PlotRequest(Path(args.plot))
+    token = _plot.set(request)
+    try:
+        code = int(run(args) or 0)
+    finally:
+        _plot.reset(token)
+    if request.written:
+        return code
+    json_path = getattr(args, 'json', None)
+    if not json_path or not Path(json_path).is_file():
+        log.error(
+            '%s --plot: it writes no shared table; add --json FILE, whose rows are drawn', command
+        )
+        return code or 2
+    from halo_ros.viz.bench_plot import plot_rows, rows_from_json
+
+    try:
+        with open(json_path, encoding='utf-8') as f:
+            print(f'wrote {plot_rows(command, rows_from_json(json.load(f)), request.path)}')
+    except ValueError as error:  # not JSON, or nothing numeric in it
+        log.error('%s --plot: %s', command, error)
+        return code or 2
+    return code
 
 
 def _fmt(value) -> str:

@@ -75,6 +75,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     command_parser.add_argument('-v', '--verbose', action='store_true', help='debug logging')
     module.add_arguments(command_parser)
+    plotted = known.command.startswith('bench') or known.command == 'seam-eval'
+    if plotted:  # one place for every benchmark: halo_ros.benchmarks draws what report() prints
+        command_parser.add_argument(
+            '--plot', metavar='FILE.png', help='also draw the results into this PNG (matplotlib)'
+        )
     rest = argv[argv.index(known.command) + 1 :]
     args = command_parser.parse_args(rest)
     logging.basicConfig(
@@ -82,6 +87,10 @@ def main(argv: list[str] | None = None) -> int:
         format='%(asctime)s %(levelname).1s %(name)s: %(message)s',
         datefmt='%H:%M:%S',
     )
+    if plotted and args.plot:
+        from halo_ros.benchmarks import run_plotted
+
+        return run_plotted(module.run, args, known.command)
     return int(module.run(args) or 0)
 
 

@@ -87,13 +87,14 @@ def page(title: str, heading: str, sections: Sequence[tuple[str, str, str]], int
     )
 
 
-def write_atomic(path: Path, text: str) -> Path:
-    """Write `text` to `path` through a temporary file in the same folder and a rename."""
+def write_atomic(path: Path, content: str | bytes) -> Path:
+    """Write `content` to `path` through a temporary file in the same folder and a rename."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
+    data = content.encode() if isinstance(content, str) else content
     try:
-        with os.fdopen(fd, 'w', encoding='utf-8') as f:
-            f.write(text)
+        with os.fdopen(fd, 'wb') as f:
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, 0o644)  # mkstemp makes it 0600; a report is for people to read
