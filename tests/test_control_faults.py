@@ -60,18 +60,18 @@ def test_the_policy_ramp_crosses_the_seam_the_short_way(tmp_path):
 def test_teleop_alignment_compares_angles_across_the_seam(tmp_path):
     # Leader waist at +3.13, followers at -3.13: 0.02 rad apart on the shaft. Compared raw
     # (6.26 rad) the leaders never count as aligned and the switch times out into a fault.
-    with virtual_robot(tmp_path, leader_align_timeout_s=1.0) as (loop, arms, _):
+    with virtual_robot(tmp_path, leader_align_timeout_s=4.0) as (loop, arms, _):
         follower, leader = START.copy(), START.copy()
         follower[0], leader[0] = -3.13, 3.13
         arms['follower_left'].place(follower)
         arms['leader_left'].place(leader)
         loop.prime()
         engage(loop, Request.TELEOP, T0)
-        for i in range(1, 60):
+        for i in range(1, 250):
             loop.tick(T0 + i * DT)
             if loop.phase is not Phase.ALIGNING_LEADERS:
                 break
-    assert loop.phase is Phase.TRACKING_LEADERS, loop.phase
+    assert loop.phase is Phase.TRACKING_LEADERS, (loop.phase, loop.stats.snapshot())
 
 
 def test_a_wall_clock_step_neither_reverses_the_ramp_nor_blinds_the_watchdog(tmp_path):
@@ -140,11 +140,12 @@ class StaleReads:
 
 
 def record_goals(arm):
-    """Every Goal Position the servos of a simulated arm receive, as shaft angles."""
+    """Every Goal Position the servos of a simulated arm receive, as shaft angles (NaN where the
+    servo is limp: a goal does not move it)."""
     goals, set_goal = [], arm.set_goal
 
     def spy(position_rad):
-        goals.append(np.array(position_rad))
+        goals.append(np.where(arm._torque, position_rad, np.nan))
         set_goal(position_rad)
 
     arm.set_goal = spy
@@ -179,8 +180,8 @@ def test_a_resync_waits_for_a_fresh_reading(tmp_path, request_kind):
             loop.tick(T0 + i * DT)
         assert loop.arms.count == 0 and loop.mode is Mode.HOLD
     assert len(goals) > 5, 'the arm was never commanded again'
-    # Whatever reached the servos from the request on was the pose the arm is in.
-    worst = max(np.abs(g[:6] - moved[:6]).max() for g in goals)
+    # Whatever reached the servos holding torque from the request on was the pose the arm is in.
+    worst = np.nanmax(np.abs(np.array(goals)[:, :6] - moved[:6]))
     assert worst < 0.02, f'a goal {worst:.2f} rad away from the measured pose'
 
 

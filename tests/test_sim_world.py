@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from halo_ros.sim import servo_model
 from halo_ros.sim.cameras import CameraRig
 from halo_ros.sim.expert import EPISODE_TICKS, TransferCubeExpert
 from halo_ros.sim.expert_eval import run_episode
@@ -110,3 +111,33 @@ def test_insertion_task_loads_and_scores_zero_at_rest():
     sim.step()
     assert sim.reward() == 0
     assert EPISODE_TICKS == 400
+
+
+@pytest.mark.parametrize('joint,jump', enumerate([1.2, 0.6, -0.8, 1.2, -1.2, 1.2, 1.0]))
+def test_a_follower_told_to_jump_moves_no_faster_and_pushes_no_harder_than_its_servos(
+    sim, joint, jump
+):
+    # A goal far away on one shaft (what a lagging arm catching up would see): the servos
+    # saturate -- the driven shaft never over its datasheet no-load speed (12 V), no joint torque
+    # over the stall torque of the servos on it. The jumps go against gravity: a load that
+    # overhauls a motor turns it faster than no-load, on the hardware as here.
+    sim.reset(0)
+    arm, index = sim.followers['follower_left'], sim.arms['left']
+    goal = np.append(START_JOINTS, arm.read().position_rad[6])  # 6: the gripper shaft
+    goal[joint] = normalized_to_shaft(jump) if joint == 6 else goal[joint] + jump
+    arm.set_goal(goal)
+    last, speeds, forces = arm.read().position_rad, [], []
+    for _ in range(60):
+        sim.step()
+        shafts = arm.read().position_rad
+        speeds.append(np.abs(shafts - last) / sim.control_period_s)
+        forces.append(np.abs(sim.data.actuator_force[index.actuators[:6]]))
+        last = shafts
+    share = np.max(speeds, axis=0) / servo_model.NO_LOAD_RAD_S
+    assert share[joint] <= 1.0, f'shafts at {np.round(share, 3)} of their no-load speed'
+    assert share[joint] > 0.7  # and it does move briskly
+    # Shafts only dragged along (inertia of the moving link) stay near their servo's speed.
+    assert share.max() <= 1.2, f'shafts at {np.round(share, 3)} of their no-load speed'
+
+    assert (np.max(forces, axis=0) <= servo_model.STALL_NM[:6] + 1e-9).all()
+    np.testing.assert_allclose(arm.read().position_rad[:6], goal[:6], atol=0.05)  # it gets there

@@ -43,7 +43,7 @@ from halo_ros.control.modes import Mode, Pending, Phase, Request, Snapshot, prep
 from halo_ros.control.realtime import SlackCollector, make_fifo
 from halo_ros.control.safety import SafetyFilter
 from halo_ros.control.stats import ControlStats
-from halo_ros.control.supervision import Supervision, arm_joints
+from halo_ros.control.supervision import Resync, Supervision, arm_joints
 from halo_ros.control.switching import ModeSwitching
 from halo_ros.control.targets import TargetSelection
 from halo_ros.drivers.aloha_arm import ArmState
@@ -121,8 +121,8 @@ class ControlLoop(ModeSwitching, TargetSelection, Supervision):
         self._followers: np.ndarray | None = None  # last fresh follower pose (14,)
         self._target: np.ndarray | None = None
         self._failures = {name: 0 for name in FOLLOWERS + LEADERS}
-        # Arms whose filter restarts from their next fresh reading (value: also hold there).
-        self._unsynced: dict[ArmName, bool] = {}
+        # Arms whose filter restarts from their next fresh reading, and how much of it.
+        self._unsynced: dict[ArmName, Resync] = {}
         self._sent = np.full(DOF, np.nan)  # follower command written last tick (NaN: none)
         self._lagging = np.zeros(DOF, int)  # ticks in a row beyond the path tolerance
         self._path_tolerance = config.path_tolerance
@@ -275,7 +275,7 @@ class ControlLoop(ModeSwitching, TargetSelection, Supervision):
         self._check_reads(states)
         self._remember(states)
         self._check_alerts(states)
-        if self.follower_torque and stalled_ns >= 2 * self.config.period_ns:
+        if stalled_ns >= 2 * self.config.period_ns:
             self._stalled(stalled_ns)
         self._sync(states)
         self._check_following(states)
@@ -340,9 +340,11 @@ class ControlLoop(ModeSwitching, TargetSelection, Supervision):
         return stamp_ns
 
     def _stalled(self, gap_ns: int) -> None:
-        """The loop did not run for whole periods (GC, starvation): the servos stood at their
-        last goal meanwhile, so the filter continues from the measured motion, not from its
-        own velocity (which would step the goal at full speed from rest)."""
+        """The loop did not run for whole periods (GC, starvation): the goal stood still all
+        that time and the servos (profile 0: they reach a goal within a tick or two) stand at
+        it -- the measured motion is rest at the last goal. The filter continues from there,
+        not from its own velocity (which would step the goal at full speed from rest: ~5x the
+        acceleration limit). The goal stays continuous: nothing jumps to a noisy reading."""
         self.stats.count('events', 'stall')
         stalls = self.stats.events['stall']
         if stalls == 1 or stalls % 100 == 0:
@@ -351,8 +353,8 @@ class ControlLoop(ModeSwitching, TargetSelection, Supervision):
                 gap_ns / 1e6,
                 stalls,
             )
-        for name in FOLLOWERS:
-            self._unsynced.setdefault(name, False)
+        self.follower_filter.resync(None, np.zeros(DOF))
+        self.leader_filter.resync(None, np.zeros(DOF))
 
     def _write(self, commands: dict[ArmName, np.ndarray]) -> None:
         """Sync writes for the arms that are in sync; an arm whose write fails is re-synced
@@ -372,7 +374,7 @@ class ControlLoop(ModeSwitching, TargetSelection, Supervision):
                 self._sent[arm_joints(name)] = command
         for name, error in failed.items():
             self.stats.count('write_failures', name.value)
-            self._unsynced.setdefault(name, False)
+            self._need_resync([name], Resync.MOTION)
             if self.stats.write_failures[name.value] in (1, 10, 100, 1000):
                 log.warning('%s: write failed: %s', name.value, error)
 

@@ -106,15 +106,19 @@ class SafetyFilter:
         self._velocity = np.zeros(DOF)
 
     def resync(
-        self, position: np.ndarray, velocity: np.ndarray, joints: np.ndarray | None = None
+        self,
+        position: np.ndarray | None,
+        velocity: np.ndarray,
+        joints: np.ndarray | None = None,
     ) -> None:
         """Continue from a measured motion state (after a stall, a lost port): the next command
-        starts from where the arm is and how fast it moves, within the limits. `joints` (14,)
-        bool picks the joints to resync (default all)."""
+        starts from where the arm is (None: from the last command) and how fast it moves, within
+        the limits. `joints` (14,) bool picks the joints to resync (default all)."""
         if self._command is None:
-            self.reset(position)
+            raise RuntimeError('SafetyFilter.resync before reset(): no starting pose')
         joints = np.ones(DOF, bool) if joints is None else np.asarray(joints, bool)
         lim = self.limits
+        position = self._command if position is None else position
         position = np.clip(np.asarray(position, dtype=np.float64), lim.lower, lim.upper)
         velocity = np.clip(
             np.asarray(velocity, dtype=np.float64), -lim.max_velocity, lim.max_velocity

@@ -7,15 +7,16 @@ A mixin of `ControlLoop`: it uses the loop's arms, filters, stats and mode state
 - Hardware errors: an alert bit is confirmed by two alike readings of defined bits -> action.
 - Following error (ros2_control's path tolerance): measured vs the command sent the tick before,
   beyond `path_tolerance_rad` for `following_error_ticks` ticks -> hold at the measured pose.
-- Re-sync: after torque on, a reboot, a stall of the loop or a write that did not reach an arm,
-  the filter of that arm continues from its measured position and velocity -- from a *fresh*
-  reading only; until one comes nothing is written to that arm (its servos hold their last goal).
+- Re-sync (`Resync`): after torque on, a reboot or a write that did not reach an arm, the
+  filter of that arm continues from its measured motion -- from a *fresh* reading only; until
+  one comes nothing is written to that arm (its servos hold their last goal).
 """
 
+import enum
 import functools
 import logging
 import operator
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 import numpy as np
 
@@ -32,6 +33,14 @@ log = logging.getLogger(__name__)
 
 _KNOWN_ERRORS = functools.reduce(operator.or_, (int(e) for e in HardwareError))
 _SIDE = {ArmName.FOLLOWER_LEFT: 0, ArmName.LEADER_LEFT: 0}  # others: right (index 7)
+
+
+class Resync(enum.IntEnum):
+    """How much of an arm's filter state a fresh reading replaces (a larger value includes the
+    smaller ones)."""
+
+    MOTION = 1  # the servo's goal may differ from the filter's (a lost write, a following error)
+    POSE = 2  # the arm was limp (torque on, reboot): also hold where it is
 
 
 def arm_joints(name: ArmName) -> slice:
@@ -134,17 +143,20 @@ class Supervision:
             self._path_tolerance[worst],
         )
         self._lagging[:] = 0
-        for name in FOLLOWERS:
-            self._unsynced.setdefault(name, False)
+        self._need_resync(FOLLOWERS, Resync.MOTION)
         self._sync(states)
         self._fail(FailureAction.HOLD)
 
     # -- re-sync from a fresh reading -----------------------------------------------------------
 
+    def _need_resync(self, names: Iterable[ArmName], kind: Resync) -> None:
+        for name in names:
+            self._unsynced[name] = max(kind, self._unsynced.get(name, kind))
+
     def _sync(self, states: Mapping[ArmName, ArmState]) -> None:
         """Every arm waiting for a re-sync that has a fresh reading continues from it."""
         for name in [n for n in self._unsynced if states[n].fresh]:
-            hold_here = self._unsynced.pop(name)
+            kind = self._unsynced.pop(name)
             state, joints = states[name], arm_joints(name)
             position, velocity = np.zeros(14), np.zeros(14)
             position[joints], velocity[joints] = state.position(), state.velocity()
@@ -155,13 +167,13 @@ class Supervision:
                 continue
             self.follower_filter.resync(position, velocity, mask)
             self._sent[mask] = np.nan  # nothing was sent from here yet
-            if hold_here:  # the arm was limp: where it is now is what to hold
+            if kind is Resync.POSE:  # the arm was limp: where it is now is what to hold
                 self._hold[mask] = self.follower_filter.last_command[mask]
 
     def _resync_followers(self, attempts: int = 3) -> None:
         """After torque on or a reboot: the filter starts again from the measured pose, read
         fresh (a stale reading would start it where the arm was before it fell)."""
-        self._unsynced.update(dict.fromkeys(FOLLOWERS, True))
+        self._need_resync(FOLLOWERS, Resync.POSE)
         for _ in range(attempts):
             states = self.arms.read()
             self._remember(states)

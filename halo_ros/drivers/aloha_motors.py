@@ -12,7 +12,9 @@ with seven IDs while nine servos share the load.
 import enum
 from dataclasses import dataclass
 
-from halo_ros.drivers.dynamixel.tables import SECONDARY_ID_OFF, ServoModel
+import numpy as np
+
+from halo_ros.drivers.dynamixel.tables import SECONDARY_ID_OFF, SERVO_SPECS, ServoModel
 
 _XM540 = ServoModel.XM540_W270
 _XM430 = ServoModel.XM430_W350
@@ -80,3 +82,12 @@ def all_motors(model: ArmModel) -> tuple[Motor, ...]:
 def primary_ids(model: ArmModel) -> tuple[int, ...]:
     """The IDs the host commands, in shaft order (waist..gripper)."""
     return tuple(s.primary.id for s in MOTOR_MAPS[model])
+
+
+def shaft_limits(model: ArmModel) -> tuple[np.ndarray, np.ndarray]:
+    """(no-load speed rad/s, stall torque N m) of each of the 7 shafts at 12 V: the speed of its
+    primary servo, the torque of all its servos together (a shadow doubles shoulder and elbow)."""
+    shafts = MOTOR_MAPS[model]
+    speed = np.array([SERVO_SPECS[s.primary.model].no_load_speed_rad_s for s in shafts])
+    torque = np.array([sum(SERVO_SPECS[m.model].stall_torque_nm for m in s.motors) for s in shafts])
+    return speed, torque

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from halo_ros.joints import BIMANUAL_JOINTS
+from halo_ros.sim import servo_model
+from halo_ros.sim.arm_io import SHAFT_NAMES
 from halo_ros.sim.expert import EPISODE_TICKS, TransferCubeExpert
 from halo_ros.sim.world import AlohaSim, normalized_to_shaft
 
@@ -31,6 +33,10 @@ class EpisodeResult:
     # Largest travel (max - min) of either forearm roll command: a demonstration that spins the
     # wrist through half a turn shows ~pi here.
     forearm_roll_span_rad: float
+    # Fastest follower shaft over one tick as a share of its servo's no-load speed (<= 1: no
+    # faster than the hardware can turn), and which shaft it was.
+    max_speed_share: float = 0.0
+    fastest_shaft: str = ''
 
 
 def command_to_shafts(command14: np.ndarray, gripper=normalized_to_shaft):
@@ -51,6 +57,7 @@ def run_episode(
     sim.reset(seed)
     expert.reset(sim.object_position())
     rewards, rolls = [], []
+    speed = _SpeedWatch(sim)
     for tick in range(EPISODE_TICKS):
         command = expert.command(tick, sim.object_position())
         rolls.append(command[FOREARM_ROLLS])
@@ -58,6 +65,7 @@ def run_episode(
         sim.followers['follower_left'].set_goal(left)
         sim.followers['follower_right'].set_goal(right)
         sim.step()
+        speed.tick()
         rewards.append(sim.reward())
         if on_tick is not None:
             on_tick(tick)
@@ -69,7 +77,27 @@ def run_episode(
         rewards[-1],
         time.perf_counter() - start,
         round(float((rolls.max(0) - rolls.min(0)).max()), 4),
+        round(speed.share, 3),
+        speed.shaft,
     )
+
+
+class _SpeedWatch:
+    """The fastest follower shaft per tick (position change / period), against its servo."""
+
+    def __init__(self, sim: AlohaSim):
+        self._sim, self._last, self.share, self.shaft = sim, None, 0.0, ''
+
+    def tick(self) -> None:
+        shafts = np.array([arm.read().position_rad for arm in self._sim.followers.values()])
+        if self._last is not None:
+            speed = np.abs(shafts - self._last) / self._sim.control_period_s
+            share = speed / servo_model.NO_LOAD_RAD_S  # (2, 7)
+            arm, shaft = np.unravel_index(np.argmax(share), share.shape)
+            if share[arm, shaft] > self.share:
+                self.share = float(share[arm, shaft])
+                self.shaft = f'{list(self._sim.followers)[arm]}/{SHAFT_NAMES[shaft]}'
+        self._last = shafts
 
 
 def add_arguments(parser) -> None:
@@ -86,19 +114,23 @@ def run(args) -> int:
         result = run_episode(sim, expert, seed)
         results.append(result)
         log.info(
-            'seed %d: %s (max reward %d, final %d, forearm roll travel %.2f rad, %.1f s)',
+            'seed %d: %s (max reward %d, final %d, forearm roll travel %.2f rad, fastest shaft '
+            '%.0f %% of no-load speed, %.1f s)',
             seed,
             'success' if result.success else 'FAIL',
             result.max_reward,
             result.final_reward,
             result.forearm_roll_span_rad,
+            100 * result.max_speed_share,
             result.wall_s,
         )
     rate = float(np.mean([r.success for r in results]))
+    fastest = max(results, key=lambda r: r.max_speed_share)
     print(
         f'scripted transfer-cube expert: {sum(r.success for r in results)}/{len(results)} '
         f'successful ({100 * rate:.0f} %); largest forearm roll travel in an episode '
-        f'{max(r.forearm_roll_span_rad for r in results):.2f} rad'
+        f'{max(r.forearm_roll_span_rad for r in results):.2f} rad; fastest follower shaft '
+        f'{100 * fastest.max_speed_share:.0f} % of its no-load speed ({fastest.fastest_shaft})'
     )
     if args.json:
         with open(args.json, 'w') as f:

@@ -21,6 +21,7 @@ from enum import Enum
 import numpy as np
 
 from halo_ros.drivers.aloha_calibration import load as load_calibration
+from halo_ros.drivers.aloha_motors import ArmModel, shaft_limits
 from halo_ros.joints import SIDES
 from halo_ros.paths import calibration_file
 from halo_ros.sim.cameras import CameraRig, FrameSink, RenderLoop
@@ -126,8 +127,13 @@ class SimRunner:
         self.config = config
         self.sim = AlohaSim(config.task)
         # The leader arms are not in the MuJoCo scene: a human (here the scripted operator) holds
-        # them, so they are kinematic shafts behind their own virtual buses.
-        self.leaders = {f'leader_{side}': KinematicArm(f'leader_{side}') for side in SIDES}
+        # them, so they are kinematic shafts behind their own virtual buses, driven (when torque
+        # is on) no faster than their servos' no-load speed.
+        speed, _ = shaft_limits(ArmModel.WX250S)
+        self.leaders = {
+            f'leader_{side}': KinematicArm(f'leader_{side}', max_velocity_rad_s=speed)
+            for side in SIDES
+        }
         self.arms = {**self.sim.followers, **self.leaders}
         self._buses = {}
         self._expert = TransferCubeExpert(self.sim) if config.task is Task.TRANSFER_CUBE else None

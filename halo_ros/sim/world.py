@@ -2,7 +2,9 @@
 
 ROS-free. Physics advances in control periods (10 x 2 ms substeps per 20 ms) under one lock; the
 arms are reachable only through `SimulatedArm` objects (the seam the virtual Dynamixel bus sits on),
-and cameras render from snapshots so rendering never holds the physics lock for long.
+and cameras render from snapshots so rendering never holds the physics lock for long. The
+followers' joints have their servos' torque and speed (`servo_model`: datasheet stall torque and
+no-load speed at 12 V), so what works here is what the hardware can do.
 """
 
 import logging
@@ -11,6 +13,7 @@ import threading
 import mujoco
 import numpy as np
 
+from halo_ros.sim import servo_model
 from halo_ros.sim.arm_io import SHAFTS, ShaftState, SimulatedArm
 from halo_ros.sim.scene import (
     ARM_SIDES,
@@ -132,6 +135,7 @@ class AlohaSim:
             mujoco.mj_forward(self.model, self.data)
             for arm in self.followers.values():
                 arm.restore_torque()
+                arm.hold_fingers()
             # Objects are placed a little above the table; let them land before tick 0 so the
             # first observation is already at rest (the arms hold the start pose meanwhile).
             mujoco.mj_step(self.model, self.data, nstep=round(SETTLE_S / self.model.opt.timestep))
@@ -156,6 +160,8 @@ class AlohaSim:
     def step(self) -> None:
         """Advance one control period."""
         with self.lock:
+            for arm in self.followers.values():
+                arm.advance(self.control_period_s)
             mujoco.mj_step(self.model, self.data, nstep=self.substeps)
             self.tick += 1
 
@@ -176,14 +182,19 @@ class AlohaSim:
 class MujocoArm(SimulatedArm):
     """A follower arm whose shafts are MuJoCo joints driven by position actuators."""
 
+    # The gripper servo's no-load speed as finger travel (the finger slides are not servos).
+    FINGER_MAX_M_S = servo_model.NO_LOAD_RAD_S[6] * _FINGER_M_PER_RAD
+
     def __init__(self, sim: AlohaSim, side: str):
         self.name = f'follower_{side}'
         self._sim = sim
         self._index = sim.arms[side]
         model = sim.model
+        servo_model.apply(model, self._index, _FINGER_M_PER_RAD)
         self._gain = model.actuator_gainprm[self._index.actuators, 0].copy()
         self._bias = model.actuator_biasprm[self._index.actuators, :3].copy()
         self._torque = np.ones(SHAFTS, dtype=bool)
+        self._finger_goal = START_FINGER_M
 
     def read(self) -> ShaftState:
         idx, data = self._index, self._sim.data
@@ -205,12 +216,22 @@ class MujocoArm(SimulatedArm):
 
     def set_goal(self, position_rad: np.ndarray) -> None:
         position_rad = np.asarray(position_rad, dtype=np.float64)
-        finger = shaft_to_finger(position_rad[6])
         with self._sim.lock:
-            ctrl = self._sim.data.ctrl
-            ctrl[self._index.actuators[:6]] = position_rad[:6]
-            ctrl[self._index.actuators[6]] = finger
-            ctrl[self._index.actuators[7]] = -finger
+            self._sim.data.ctrl[self._index.actuators[:6]] = position_rad[:6]
+            self._finger_goal = shaft_to_finger(position_rad[6])
+
+    def advance(self, period_s: float) -> None:
+        """The fingers' goal one control period closer to the servo's (caller holds the lock)."""
+        ctrl = self._sim.data.ctrl
+        now = ctrl[self._index.actuators[6]]
+        step = self.FINGER_MAX_M_S * period_s
+        finger = now + np.clip(self._finger_goal - now, -step, step)
+        ctrl[self._index.actuators[6]] = finger
+        ctrl[self._index.actuators[7]] = -finger
+
+    def hold_fingers(self) -> None:
+        """The fingers' goal is where their actuators point now (after a reset)."""
+        self._finger_goal = float(self._sim.data.ctrl[self._index.actuators[6]])
 
     def set_torque(self, enabled: np.ndarray) -> None:
         enabled = np.asarray(enabled, dtype=bool)

@@ -11,6 +11,7 @@ Current and has Present Load where the XM has Present Current. Sources (ROBOTIS 
 
 import enum
 import math
+from dataclasses import dataclass
 
 
 class Access(enum.Enum):
@@ -110,6 +111,26 @@ class ServoModel(enum.IntEnum):
     def has_current_control(self) -> bool:
         # XL430: no Current Limit, no Goal Current, no current-based position mode.
         return self is not ServoModel.XL430_W250
+
+
+@dataclass(frozen=True)
+class ServoSpec:
+    """Datasheet performance at 12.0 V (ROBOTIS e-Manual, "Specifications" of each model)."""
+
+    stall_torque_nm: float
+    stall_current_a: float
+    no_load_speed_rpm: float
+
+    @property
+    def no_load_speed_rad_s(self) -> float:
+        return self.no_load_speed_rpm * 2.0 * math.pi / 60.0
+
+
+SERVO_SPECS = {
+    ServoModel.XM540_W270: ServoSpec(10.6, 4.4, 30.0),  # emanual .../xm540-w270/#specifications
+    ServoModel.XM430_W350: ServoSpec(4.1, 2.3, 46.0),  # emanual .../xm430-w350/#specifications
+    ServoModel.XL430_W250: ServoSpec(1.5, 1.4, 61.0),  # emanual .../xl430-w250/#specifications
+}
 
 
 class OperatingMode(enum.IntEnum):

@@ -23,13 +23,16 @@ class KinematicArm(SimulatedArm):
         name: str,
         *,
         initial_position_rad: np.ndarray | None = None,
-        max_velocity_rad_s: float = DEFAULT_MAX_VELOCITY_RAD_S,
+        max_velocity_rad_s: float | np.ndarray = DEFAULT_MAX_VELOCITY_RAD_S,
         clock=time.monotonic,
     ) -> None:
-        if not max_velocity_rad_s > 0:
+        """`max_velocity_rad_s`: one speed for every shaft or (7,) per shaft (e.g. the servos'
+        no-load speeds, `aloha_motors.shaft_limits`)."""
+        speed = np.broadcast_to(np.asarray(max_velocity_rad_s, np.float64), (SHAFTS,)).copy()
+        if not (speed > 0).all():
             raise ValueError(f'max_velocity_rad_s must be > 0, got {max_velocity_rad_s}')
         self.name = name
-        self.max_velocity_rad_s = float(max_velocity_rad_s)
+        self.max_velocity_rad_s = speed
         self._clock = clock
         self._lock = threading.Lock()
         start = (
