@@ -105,13 +105,14 @@ def test_live_bridge_advertises_the_graph_topics_on_loopback():
                 assert channels[topic]['schemaEncoding'] == 'ros2msg'
             assert 'float64[] position' in channels['/follower_left/joint_states']['schema']
             # Subscribe to the reasoning and decode what arrives: the CDR went through untouched.
-            reasoning = channels['/halo/reasoning']['id']
-            ws.send(
-                json.dumps(
-                    {'op': 'subscribe', 'subscriptions': [{'id': 7, 'channelId': reasoning}]}
-                )
+            subscribe = json.dumps(
+                {
+                    'op': 'subscribe',
+                    'subscriptions': [{'id': 7, 'channelId': channels['/halo/reasoning']['id']}],
+                }
             )
-            payload = _first_message(ws, subscription=7, timeout_s=30)
+            ws.send(subscribe)
+            payload = _first_message(ws, subscription=7, timeout_s=30, resend=subscribe)
         ts = get_typestore(Stores.ROS2_JAZZY)
         msg = ts.deserialize_cdr(payload, 'std_msgs/msg/String')
         assert json.loads(msg.data) == {'subtask': 'reach for the cube'}
@@ -126,37 +127,39 @@ def test_live_bridge_advertises_the_graph_topics_on_loopback():
     assert view.returncode == 0, view.stderr.read()[-2000:]  # SIGTERM: a clean exit
 
 
+def _frames(ws, timeout_s: float, waiting_for: str):
+    """The frames the server sends, until `timeout_s` passes (AssertionError naming the wait)."""
+    deadline = time.monotonic() + timeout_s
+    while (left := deadline - time.monotonic()) > 0:
+        try:
+            yield ws.recv(timeout=left)
+        except TimeoutError:
+            continue
+    raise AssertionError(f'timed out after {timeout_s} s waiting for {waiting_for}')
+
+
 def _advertised(ws, topics: set[str], timeout_s: float) -> dict[str, dict]:
     """Channels by topic once all `topics` are advertised (discovery adds them one by one)."""
     channels: dict[str, dict] = {}
-    deadline = time.monotonic() + timeout_s
-    while not topics <= set(channels):
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise AssertionError(f'advertised only {sorted(channels)} in {timeout_s} s')
-        try:
-            frame = ws.recv(timeout=left)
-        except TimeoutError:
-            continue
-        if isinstance(frame, str):
-            op = json.loads(frame)
-            if op.get('op') == 'advertise':
-                channels |= {c['topic']: c for c in op['channels']}
-    return channels
+    for frame in _frames(ws, timeout_s, f'advertisements of {sorted(topics)}'):
+        if isinstance(frame, str) and (op := json.loads(frame)).get('op') == 'advertise':
+            channels |= {c['topic']: c for c in op['channels']}
+            if topics <= set(channels):
+                return channels
+    raise AssertionError('unreachable')
 
 
-def _first_message(ws, subscription: int, timeout_s: float) -> bytes:
-    """The payload of the first MessageData frame (opcode 1) for `subscription`."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise AssertionError(f'no message on subscription {subscription} in {timeout_s} s')
-        try:
-            frame = ws.recv(timeout=left)
-        except TimeoutError:
-            continue
-        if isinstance(frame, bytes) and frame[0] == 1:
+def _first_message(ws, subscription: int, timeout_s: float, resend: str) -> bytes:
+    """The payload of the first MessageData frame (opcode 1) for `subscription`.
+
+    foxglove-sdk 0.30 can send a channel's advertisement to a client a moment before it accepts
+    subscriptions to it ('Unknown channel ID' status); a client then subscribes again.
+    """
+    for frame in _frames(ws, timeout_s, f'a message on subscription {subscription}'):
+        if isinstance(frame, str) and 'Unknown channel ID' in frame:
+            ws.send(resend)
+        elif isinstance(frame, bytes) and frame[0] == 1:
             sub_id, _log_time = struct.unpack_from('<IQ', frame, 1)
             if sub_id == subscription:
                 return frame[13:]
+    raise AssertionError('unreachable')
