@@ -1,15 +1,13 @@
 """Action chunks as the controller sees them: validated, aligned by stamp, replaced by newer ones.
 
 A chunk is computed from an observation taken at `stamp_ns`; its point k is the command meant for
-time `stamp_ns + k * dt_ns`. The alignment rule is the policy side's contract
-(`halo_ros.runtime.feedback.ChunkSchedule` replays it to plan seams):
+time `stamp_ns + k * dt_ns`. Order and first executed index follow `halo_ros.runtime.alignment`
+(the policy's `ChunkSchedule` replays the same rule to plan seams); on top of it the controller
+refuses chunks too old to act on or stamped ahead of its clock:
 
 - a chunk takes over at the first control tick after it arrives, replacing the one in use;
-- its first executed index is `actions_to_drop(elapsed, consumed)`: the control steps elapsed since
-  its stamp, but never more than the chunk actions the robot actually executed since the stamp,
-  so a robot at rest (first chunk, after a hold) starts a fresh chunk at index 0;
-- from there it advances one control period per tick (linear interpolation when the chunk's dt
-  differs from the control period); after its last action the robot holds.
+- from its first executed index it advances one control period per tick (linear interpolation
+  when the chunk's dt differs from the control period); after its last action the robot holds.
 """
 
 import logging
@@ -20,7 +18,7 @@ from enum import Enum
 import numpy as np
 
 from halo_ros.joints import BIMANUAL_JOINTS, DOF
-from halo_ros.runtime.delay import actions_to_drop
+from halo_ros.runtime.alignment import AlignmentError, StreamPosition, check_order, steps_to_drop
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +51,10 @@ class Chunk:
     @property
     def end_ns(self) -> int:
         return self.stamp_ns + (len(self.positions) - 1) * self.dt_ns
+
+
+def _position(chunk: Chunk) -> StreamPosition:
+    return StreamPosition(chunk.epoch, chunk.seq, chunk.stamp_ns)
 
 
 class ChunkError(ValueError):
@@ -142,27 +144,21 @@ class ChunkBuffer:
             ahead_ms = (chunk.stamp_ns - now_ns) / 1e6
             raise ChunkError(Rejection.FUTURE, f'stamp {ahead_ms:.1f} ms ahead of the clock')
         age_ns = now_ns - chunk.stamp_ns
-        if age_ns > self.max_age_ns or chunk.end_ns < now_ns:
+        if age_ns > self.max_age_ns:
             raise ChunkError(Rejection.STALE, f'observation {age_ns / 1e6:.1f} ms old')
-        if chunk.epoch < self.epoch:
-            raise ChunkError(Rejection.OLD_EPOCH, f'epoch {chunk.epoch} < {self.epoch}')
-        current = self._newest
-        if (
-            current is not None
-            and chunk.epoch == current.epoch
-            and (chunk.stamp_ns < current.stamp_ns or chunk.seq <= current.seq)
-        ):
-            raise ChunkError(
-                Rejection.OUT_OF_ORDER,
-                f'seq {chunk.seq} stamp {chunk.stamp_ns} after seq {current.seq} '
-                f'stamp {current.stamp_ns}',
+        newest = self._newest
+        try:
+            check_order(_position(chunk), newest and _position(newest), self.epoch)
+            drop = steps_to_drop(
+                chunk.stamp_ns,
+                now_ns,
+                self.period_ns,
+                self.consumed_since(chunk.stamp_ns),
+                (len(chunk.positions) - 1) * chunk.dt_ns,
             )
-        elapsed = max(0, age_ns // self.period_ns)
-        drop = actions_to_drop(elapsed, self.consumed_since(chunk.stamp_ns))
+        except AlignmentError as error:
+            raise ChunkError(Rejection(error.reason.value), error.detail) from None
         offset_ns = drop * self.period_ns
-        if offset_ns > (len(chunk.positions) - 1) * chunk.dt_ns:
-            points = len(chunk.positions)
-            raise ChunkError(Rejection.STALE, f'{drop} steps to drop, {points} points')
         self.epoch = chunk.epoch
         self.current = self._newest = chunk
         self._offset_ns = offset_ns

@@ -1,15 +1,13 @@
 """What the robot executed: the actor needs it to plan a seam and to clamp the dropped prefix.
 
 `ExecutionFeedback` is the interface; `ChunkSchedule` derives it from the chunk stream and time
-alone, replaying the controller's rule (issue 7 implements the same rule on the robot side):
+alone, by the controller's own rule (`halo_ros.runtime.alignment`, shared with
+`control.chunks.ChunkBuffer`):
 
-- A chunk is received at `received_ns` and executes from then on, replacing the previous one.
-  A chunk of an older epoch than the newest seen, or not newer (seq) than the current one, is
-  discarded.
-- Its first executed index is `actions_to_drop(elapsed, consumed)`: the steps elapsed since its
-  stamp, but never more than the ticks the robot actually executed since the stamp. A robot at
-  rest (first chunk, or after a chunk ran out) starts at index 0.
-- One action per control tick from there; after its last action the robot holds.
+- A chunk is received at `received_ns` and executes from then on, replacing the previous one,
+  unless the alignment rule refuses it (older epoch, out of order, nothing left to execute).
+- One action per control tick from its first executed index; after its last action the robot
+  holds.
 
 A controller that reports what it executed (a topic with chunk seq + index) can implement the
 same interface exactly; inside the policy node the derived schedule is what we have.
@@ -23,8 +21,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from halo_ros.runtime.alignment import AlignmentError, StreamPosition, check_order, steps_to_drop
 from halo_ros.runtime.chunk import Chunk, ChunkTag
-from halo_ros.runtime.delay import actions_to_drop
 
 
 @dataclass(frozen=True)
@@ -46,6 +44,10 @@ class ExecutionFeedback(ABC):
     def planned(self, stamp_ns: int, count: int) -> np.ndarray:
         """The commands for `stamp_ns + k * dt`, k = 0.., as far as the chunks received so far
         define them: (n <= count, action_dim) in model space; n = 0 when nothing is known."""
+
+
+def _position(chunk: Chunk) -> StreamPosition:
+    return StreamPosition(chunk.tag.epoch, chunk.tag.seq, chunk.stamp_ns)
 
 
 @dataclass(frozen=True)
@@ -76,14 +78,17 @@ class ChunkSchedule(ExecutionFeedback):
         if chunk.dt_ns != self.dt_ns:
             raise ValueError(f'chunk dt {chunk.dt_ns} ns differs from the schedule {self.dt_ns} ns')
         with self._lock:
-            if chunk.tag.epoch < self._epoch:
-                return False
-            if self._entries and chunk.tag.seq <= self._entries[-1].chunk.tag.seq:
-                return False
-            elapsed = max(0, (received_ns - chunk.stamp_ns) // self.dt_ns)
-            consumed = self._consumed(chunk.stamp_ns, received_ns)
-            start = actions_to_drop(elapsed, consumed)
-            if start >= chunk.length:
+            newest = self._entries[-1].chunk if self._entries else None
+            try:
+                check_order(_position(chunk), newest and _position(newest), self._epoch)
+                start = steps_to_drop(
+                    chunk.stamp_ns,
+                    received_ns,
+                    self.dt_ns,
+                    self._consumed(chunk.stamp_ns, received_ns),
+                    (chunk.length - 1) * self.dt_ns,
+                )
+            except AlignmentError:
                 return False
             self._epoch = chunk.tag.epoch
             self._entries.append(_Entry(chunk, received_ns, start))
