@@ -53,6 +53,7 @@ from trajectory_msgs.msg import JointTrajectory
 from halo_ros.control.arms import ArmSetArms
 from halo_ros.control.chunks import Chunk, ChunkError, Rejection, check_length, make_chunk
 from halo_ros.control.config import load_config
+from halo_ros.control.control_state import ControlState
 from halo_ros.control.loop import ControlLoop, TickRecord
 from halo_ros.control.modes import Mode, Request
 from halo_ros.control.realtime import prepare_process
@@ -234,27 +235,7 @@ class ControllerNode(Node):
             self._command.publish(
                 joint_state_msg(BIMANUAL_JOINTS, record.command, stamp_ns=record.stamp_ns)
             )
-        chunk = None
-        if record.chunk is not None:
-            epoch, seq, index = record.chunk
-            chunk = {'epoch': epoch, 'seq': seq, 'index': round(index, 3)}
-        self._state.publish(
-            String(
-                data=json.dumps(
-                    {
-                        'tick': record.tick,
-                        'stamp_ns': record.stamp_ns,
-                        'mode': record.mode.value,
-                        'phase': record.phase.value,
-                        'intervention': record.intervention,
-                        'chunk': chunk,
-                        'limits': sorted(limit.value for limit in record.limits),
-                        'period_error_ms': round(record.period_error_ms, 3),
-                        'tick_ms': round(record.tick_ms, 3),
-                    }
-                )
-            )
-        )
+        self._state.publish(String(data=ControlState.of(record).to_json()))
         if record.mode is not self._last_mode:
             self._last_mode = record.mode
             self._mode.publish(String(data=record.mode.value))

@@ -29,6 +29,8 @@ from halo_ros.nodes.conversions import image_array, image_msg, ns_from_stamp, st
 from halo_ros.nodes.spin import run_node
 from halo_ros.runtime.observation import DropReason
 from halo_ros.runtime.policy import PolicyRuntime
+from halo_ros.runtime.reasoning_message import TOPIC as REASONING_TOPIC
+from halo_ros.runtime.reasoning_message import ReasoningMessage
 from halo_ros.runtime.settings import POLICY_DEFAULTS, load_policy_engine, policy_settings
 
 FOLLOWER_STATE_TOPICS = ('follower_left/joint_states', 'follower_right/joint_states')
@@ -51,24 +53,6 @@ def chunk_msg(chunk) -> JointTrajectory:
     return msg
 
 
-def reasoning_json(reasoning, accepted: bool, epoch: int) -> str:
-    return json.dumps(
-        {
-            'plan': reasoning.plan,
-            'subtask': reasoning.subtask,
-            'movement': reasoning.movement,
-            'text': reasoning.text,
-            'instruction': reasoning.instruction,
-            'context_version': reasoning.version,
-            'epoch': epoch,
-            'accepted': accepted,  # False: the instruction changed while it ran (not used)
-            'observation_stamp_ns': reasoning.observation_stamp_ns,
-            'latency_ms': round(reasoning.timings_ms.get('total', 0.0), 1),
-            'timings_ms': {k: round(v, 1) for k, v in reasoning.timings_ms.items()},
-        }
-    )
-
-
 class PolicyNode(Node):
     def __init__(self):
         super().__init__('policy')
@@ -78,7 +62,7 @@ class PolicyNode(Node):
         cameras, config = settings.policy.assembly.cameras, settings.policy
         engine = load_policy_engine(settings)
         self._chunks = self.create_publisher(JointTrajectory, 'halo/action_chunk', 10)
-        self._reasoning = self.create_publisher(String, 'halo/reasoning', QoSProfile(depth=10))
+        self._reasoning = self.create_publisher(String, REASONING_TOPIC, QoSProfile(depth=10))
         self._subgoal = self.create_publisher(Image, 'halo/subgoal/image_raw', 2)
         self._diagnostics = self.create_publisher(DiagnosticArray, 'diagnostics', 10)
         self.runtime = PolicyRuntime(
@@ -135,7 +119,8 @@ class PolicyNode(Node):
 
     def _publish_reasoning(self, reasoning, accepted: bool) -> None:
         epoch = self.runtime.context.snapshot().epoch
-        self._reasoning.publish(String(data=reasoning_json(reasoning, accepted, epoch)))
+        message = ReasoningMessage.of(reasoning, accepted=accepted, epoch=epoch)
+        self._reasoning.publish(String(data=message.to_json()))
         if accepted and reasoning.subgoal_image is not None:
             frame = reasoning.subgoal_image
             self._subgoal.publish(image_msg(frame, reasoning.observation_stamp_ns, 'subgoal'))
