@@ -39,6 +39,15 @@ ROS_WHEELS = [
     'ros-jazzy-diagnostic-msgs',
 ]
 
+# A real ALOHA's drivers: Dynamixel buses, RealSense and UVC cameras.
+HARDWARE = ['dynamixel-sdk>=3.7', 'pyrealsense2>=2.55', 'opencv-python-headless>=4.8,<5']
+# The policy's link to `halo-ros serve` (OpenCV resizes and JPEG-encodes the frames).
+TRANSPORT = ['pyzmq>=25', 'msgpack>=1.0', 'opencv-python-headless>=4.8,<5']
+# The robot computer without a GPU: ROS, the drivers, the controller, the recorder and the policy
+# node with `backend:=remote`. Neither torch nor onnxruntime: the model runs in `halo-ros serve`
+# (README: Robot computer without a GPU; tests/test_robot_install.py builds it).
+ROBOT = sorted({*ROS_WHEELS, *HARDWARE, *TRANSPORT, 'rosbags>=0.10'})
+
 setup(
     name=PACKAGE,
     version='0.1.0',
@@ -62,8 +71,9 @@ setup(
                 'dynamixel-sdk>=3.7'],
         'model': ['torch>=2.3', 'safetensors>=0.4', 'tokenizers>=0.19', 'pillow>=9'],
         'engine': ['onnx>=1.16', 'onnxruntime>=1.18', 'onnxscript>=0.1', 'tqdm>=4'],
-        'robot': ['dynamixel-sdk>=3.7', 'pyrealsense2>=2.55', 'opencv-python-headless>=4.8,<5'],
-        'transport': ['pyzmq>=25', 'msgpack>=1.0', 'opencv-python-headless>=4.8,<5'],
+        'hardware': HARDWARE,
+        'robot': ROBOT,
+        'transport': TRANSPORT,
         'recording': ['rosbags>=0.10', 'h5py>=3.9', 'pyarrow>=14', 'imageio-ffmpeg>=0.4', 'tqdm>=4',
                       'opencv-python-headless>=4.8,<5'],
         # halo-ros report / view / --plot: plots (matplotlib brings pillow), bags, the Foxglove
