@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import importlib
 import json
 import logging
 import os
@@ -24,6 +25,30 @@ log = logging.getLogger(__name__)
 BACKENDS = ('torch', 'onnxruntime', 'tensorrt', 'remote')
 DEFAULT_CAMERAS = ('cam_high', 'cam_left_wrist', 'cam_right_wrist')
 PRECISIONS = ('auto', 'fp32', 'bf16', 'fp16')
+# What a backend that runs the model in this process imports first, and the extras that bring it.
+# A robot install (halo_ros[robot]) has neither: its policy runs with backend remote.
+BACKEND_NEEDS = {'torch': ('torch', 'model'), 'onnxruntime': ('onnxruntime', 'model,engine')}
+
+
+class BackendUnavailable(ImportError):
+    """The backend's library is not installed here (e.g. torch on a robot install)."""
+
+
+def require_backend(backend: str) -> None:
+    """Import what `backend` runs on, or raise BackendUnavailable saying what to do instead."""
+    if backend not in BACKEND_NEEDS:
+        return
+    module, extras = BACKEND_NEEDS[backend]
+    try:
+        importlib.import_module(module)
+    except ImportError as error:
+        raise BackendUnavailable(
+            f'backend {backend!r} runs the model on this computer and needs {module}, which this '
+            f'install does not have ({error}). Install halo_ros[{extras}] here (`make install` '
+            'is the full install), or run the model on a GPU computer with `halo-ros serve` and '
+            'use backend remote with server tcp://HOST:PORT (README: Robot computer without a '
+            'GPU)'
+        ) from error
 
 
 @dataclass(frozen=True)
@@ -228,6 +253,7 @@ def load_engine(config: EngineConfig):
         from halo_ros.transport.client import remote_engine
 
         return remote_engine(config)
+    require_backend(config.backend)
     from halo_ros.engine.graph_engine import GraphEngine
     from halo_ros.model.config import load_config
     from halo_ros.model.tokenizer import tokenizer_for

@@ -16,6 +16,8 @@ from halo_ros.engine.loading import (
     DEFAULT_CAMERAS,
     EngineConfig,
     checkpoint_card,
+    load_engine,
+    require_backend,
     resolve_checkpoint,
 )
 from halo_ros.runtime.actor import ActorConfig
@@ -159,10 +161,10 @@ def load_policy_engine(settings: PolicySettings):
                 control_period_s=settings.policy.actor.control_dt_s,
             ),
         )
+    require_backend(v['backend'])  # before torch: a robot install says what to do instead
     if int(v['threads']) > 0:
         import torch
 
         torch.set_num_threads(int(v['threads']))
-    from halo_ros.engine.loading import load_engine
 
     return load_engine(settings.engine)

@@ -53,7 +53,12 @@ def server_keys(args) -> ServerKeys | None:
 
 
 def run(args) -> int:
-    from halo_ros.engine.loading import EngineConfig, load_engine
+    from halo_ros.engine.loading import (
+        BackendUnavailable,
+        EngineConfig,
+        load_engine,
+        require_backend,
+    )
 
     keys = server_keys(args)
     if args.backend == 'remote':
@@ -70,6 +75,11 @@ def run(args) -> int:
         limits=WireLimits(max_message_bytes=round(args.max_message_mb * (1 << 20))),
         control_period_s=1.0 / args.control_rate_hz,
     )
+    try:
+        require_backend(args.backend)
+    except BackendUnavailable as error:  # a robot install: serve runs on the GPU computer
+        log.error('%s', error)
+        return 2
     if args.threads > 0:
         import torch
 
