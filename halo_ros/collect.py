@@ -11,10 +11,11 @@ collection is reproducible and a closed-loop evaluation can use seeds it never s
 
 import json
 import os
-import time
 
 from halo_ros import rosenv
 from halo_ros.demo import CAMERA_TOPICS, FOLLOWER_TOPICS, node, start_robot_side
+from halo_ros.demo_report import teleop_outcome
+from halo_ros.supervisor import Watch
 
 DEFAULT_INSTRUCTION = 'transfer the cube to the other arm'
 
@@ -37,33 +38,7 @@ def run(args) -> int:
     out = os.path.abspath(args.out)
     os.makedirs(out, exist_ok=True)
     print(f'halo_ros collect: {args.episodes} episodes, ROS_DOMAIN_ID={domain}, into {out}')
-    from halo_ros.nodes.demo_driver import DemoDriver  # rclpy only after the environment is set
-
-    driver = DemoDriver(CAMERA_TOPICS, FOLLOWER_TOPICS)
-    recorder = {
-        'output_dir': os.path.join(out, 'episodes'),
-        'robot': 'sim_aloha',
-        'instruction': args.instruction,
-    }
-    processes = {'recorder': node(out, 'recorder_node', 'recorder', recorder)}
-    results = []
-    try:
-        processes |= start_robot_side(args, out)
-        driver.wait_ready(processes, time.monotonic() + 120)
-        for k in range(args.episodes):
-            driver.extend_deadline(args.timeout_per_episode)
-            status = driver.teleop_episode(processes)
-            results.append(status)
-            print(
-                f'episode {k + 1}/{args.episodes} (seed {status["seed"]}): '
-                f'{"SUCCESS" if status["success"] else "failure"}, reward '
-                f'{status["reward"]}/{status["max_reward"]}',
-                flush=True,
-            )
-    finally:
-        for process in processes.values():  # recorder first: it closes its bag cleanly
-            process.stop()
-        driver.close()
+    results = _collect(args, out)
     successes = sum(r['success'] for r in results)
     print(f'{successes}/{len(results)} demonstrations succeeded')
     with open(os.path.join(out, 'collect.json'), 'w', encoding='utf-8') as f:
@@ -71,6 +46,32 @@ def run(args) -> int:
     if args.annotate:
         return _annotate(os.path.join(out, 'episodes'), args.annotate)
     return 0 if results else 1
+
+
+def _collect(args, out: str) -> list[dict]:
+    """Start the robot side and the recorder, drive the demonstrations, stop them; rclpy lives
+    exactly as long. Returns the simulator's status at the end of each episode."""
+    from halo_ros.nodes.demo_driver import driving  # rclpy only after the environment is set
+
+    recorder = {
+        'output_dir': os.path.join(out, 'episodes'),
+        'robot': 'sim_aloha',
+        'instruction': args.instruction,
+    }
+    processes, results = {}, []
+    with driving(CAMERA_TOPICS, FOLLOWER_TOPICS, processes) as driver:
+        processes['recorder'] = node(out, 'recorder_node', 'recorder', recorder)
+        processes |= start_robot_side(args, out)
+        driver.wait_ready(Watch.for_seconds(120, processes))
+        for k in range(args.episodes):
+            status = driver.teleop_episode(Watch.for_seconds(args.timeout_per_episode, processes))
+            results.append(status)
+            print(
+                f'episode {k + 1}/{args.episodes} (seed {status["seed"]}): '
+                + teleop_outcome(status),
+                flush=True,
+            )
+    return results
 
 
 def _annotate(episodes: str, out: str) -> int:

@@ -25,7 +25,8 @@ import time
 
 from halo_ros import rosenv
 from halo_ros.benchmarks import table
-from halo_ros.supervisor import NodeProcess, halo_ros_command
+from halo_ros.demo_report import DemoRun, rate_rows, report_lines
+from halo_ros.supervisor import NodeProcess, Watch, halo_ros_command
 
 log = logging.getLogger(__name__)
 
@@ -94,26 +95,11 @@ def run(args) -> int:
     print(f'halo_ros demo: ROS_DOMAIN_ID={domain}, logs and bags in {run_dir}')
     if args.backend != 'torch':
         print('(the first run exports the ONNX graphs once, about a minute on 2 cores)')
-    from halo_ros.nodes.demo_driver import DemoDriver  # rclpy only after the environment is set
-
-    driver = DemoDriver(CAMERA_TOPICS, FOLLOWER_TOPICS)
-    processes = {}
-    try:
-        deadline = time.monotonic() + args.timeout
-        # The policy first: loading (and on the first run exporting) its engine takes the CPU
-        # for a while, and the 50 Hz simulation and controller should not start starved.
-        processes |= _start_policy_side(args, run_dir)
-        driver.wait_for_publisher('halo/action_chunk', deadline, processes)
-        processes |= start_robot_side(args, run_dir)
-        report = driver.run(args, processes, deadline=deadline)
-    finally:
-        for process in processes.values():  # recorder first: it closes its bag cleanly
-            process.stop()
-        driver.close()
+    run = _run_graph(args, run_dir)
     with open(os.path.join(run_dir, 'closed_loop.json'), 'w', encoding='utf-8') as f:
-        json.dump({k: report[k] for k in ('teleop', 'episodes', 'latency_ms')}, f, indent=1)
-    print(table(report.pop('rates')))
-    for line in report.pop('lines'):
+        json.dump(run.figures(), f, indent=1)
+    print(table(rate_rows(run.topics)))
+    for line in report_lines(run, args):
         print(line)
     episodes = os.path.join(run_dir, 'episodes')
     bags = sorted(os.listdir(episodes)) if os.path.isdir(episodes) else []
@@ -121,7 +107,22 @@ def run(args) -> int:
     from halo_ros.viz.summary import write_demo_summary  # a report per episode, one page of all
 
     print(f'summary page (success per seed, a report per episode): {write_demo_summary(run_dir)}')
-    return 0 if report['ok'] else 1
+    return 0 if run.ok else 1
+
+
+def _run_graph(args, run_dir: str) -> DemoRun:
+    """Start the nodes, drive the scenario, stop them; rclpy lives exactly as long."""
+    from halo_ros.nodes.demo_driver import driving  # rclpy only after the environment is set
+
+    processes = {}
+    with driving(CAMERA_TOPICS, FOLLOWER_TOPICS, processes) as driver:
+        deadline = time.monotonic() + args.timeout  # until the demonstration is over
+        # The policy first: loading (and on the first run exporting) its engine takes the CPU
+        # for a while, and the 50 Hz simulation and controller should not start starved.
+        processes |= _start_policy_side(args, run_dir)
+        driver.wait_for_publisher('halo/action_chunk', Watch(deadline, processes))
+        processes |= start_robot_side(args, run_dir)
+        return driver.run(args.episodes, args.episode_seconds, Watch(deadline, processes))
 
 
 def sim_time(args) -> bool:
@@ -214,7 +215,3 @@ def _demo_controller_config(run_dir: str) -> str:
     with open(path, 'w', encoding='utf-8') as f:
         yaml.safe_dump(config, f)
     return path
-
-
-def json_or_none(msg):
-    return json.loads(msg.data) if msg is not None else None

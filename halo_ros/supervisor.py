@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, field
 
 import yaml
@@ -127,3 +128,29 @@ class NodeProcess(ManagedProcess):
 def halo_ros_command(*args: str, log_path: str | None = None) -> ManagedProcess:
     """`halo-ros ARGS...` as a supervised process (e.g. `serve`)."""
     return ManagedProcess([sys.executable, '-m', 'halo_ros.cli', *args], log_path=log_path)
+
+
+class WaitError(RuntimeError):
+    """A wait on the graph gave up: past its deadline, or a process it depends on exited."""
+
+
+@dataclass(frozen=True)
+class Watch:
+    """What a wait on the graph gives up on: a deadline and the processes that must stay up.
+
+    Passed to every wait, so each stage of a scenario says how long it may take."""
+
+    deadline: float  # time.monotonic() seconds
+    processes: dict[str, ManagedProcess] = field(default_factory=dict)
+
+    @classmethod
+    def for_seconds(cls, seconds: float, processes: dict | None = None) -> 'Watch':
+        return cls(time.monotonic() + seconds, dict(processes or {}))
+
+    def check(self, what: str) -> None:
+        """WaitError naming `what` when the deadline passed or a process exited."""
+        for name, process in self.processes.items():
+            if not process.running:
+                raise WaitError(f'the {name} process exited (see its log) while waiting for {what}')
+        if time.monotonic() > self.deadline:
+            raise WaitError(f'timed out waiting for {what}')

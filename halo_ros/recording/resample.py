@@ -6,12 +6,13 @@ required stream has produced a sample and ends at the earliest last sample, so n
 extrapolated. Source stamps are kept beside the values so the alignment can be audited.
 """
 
-import json
 import logging
 from dataclasses import dataclass
 
 import numpy as np
 
+from halo_ros.control.control_state import ControlState
+from halo_ros.json_record import RecordError
 from halo_ros.recording import topics as T
 from halo_ros.recording.episode_reader import EpisodeData, episode_outcome
 
@@ -112,7 +113,7 @@ def align_episode(
     intervention = np.zeros(len(grid), bool)
     if 'control_state' in data.texts:
         cs = data.texts['control_state']
-        flags = np.array([bool(_json_field(t, 'intervention')) for t in cs.text])
+        flags = np.array([_intervention(t) for t in cs.text])
         idx = latest_at_or_before(cs.stamp_ns, grid)
         intervention = np.where(idx >= 0, flags[np.maximum(idx, 0)], False)
     success, final_reward = episode_outcome(data)
@@ -136,8 +137,9 @@ def align_episode(
     )
 
 
-def _json_field(text: str, key: str):
+def _intervention(control_state: str) -> bool:
+    """The tick's intervention flag; an unreadable record counts as none (the export goes on)."""
     try:
-        return json.loads(text).get(key)
-    except (ValueError, AttributeError):
-        return None
+        return ControlState.from_json(control_state).intervention
+    except RecordError:
+        return False

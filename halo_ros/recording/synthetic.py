@@ -14,6 +14,7 @@ import numpy as np
 from halo_ros.recording import topics as T
 from halo_ros.recording.topics import COMMAND_JOINT_NAMES, arm_joint_names
 
+INSTRUCTION = 'pick up the cube and place it on the left'
 START_POSE_RAD = np.array([0.0, -0.96, 1.16, 0.0, -0.3, 0.0])
 
 
@@ -172,7 +173,7 @@ def pick_place_messages(
             start_ns,
             T.INSTRUCTION_TOPIC,
             T.STRING,
-            String(data='pick up the cube and place it on the left'),
+            String(data=INSTRUCTION),
         )
     )
     end = start_ns + int(total_s * 1e9)

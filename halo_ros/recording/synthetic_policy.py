@@ -8,13 +8,17 @@ reasoning cycle with a subgoal image every `REASONING_PERIOD_S`, a controller ti
 one a second. After the task (`duration_s()`) the operator intervenes: TELEOP, no chunk.
 """
 
-import json
 import math
+from dataclasses import asdict
 
 import numpy as np
 
+from halo_ros.control.control_state import ChunkPosition, ControlState
+from halo_ros.control.modes import Mode, Phase
+from halo_ros.reasoning import Thought
 from halo_ros.recording import topics as T
 from halo_ros.recording.topics import COMMAND_JOINT_NAMES
+from halo_ros.runtime.reasoning_message import ReasoningMessage
 
 CHUNK_PERIOD_S = 0.5
 CHUNK_LENGTH = 50
@@ -38,7 +42,7 @@ def reasoning_observations_s(total_s: float) -> list[float]:
 
 def policy_events(ts, header, start_ns: int, total_s: float, joint_hz: float, task_s: float):
     """(receive_ns, stamp_ns, topic, msgtype, msg) of the policy side, unsorted."""
-    from halo_ros.recording.synthetic import PICK_PLACE_PHASES, pick_place_state
+    from halo_ros.recording.synthetic import INSTRUCTION, PICK_PLACE_PHASES, pick_place_state
 
     JointTrajectory = ts.types[T.JOINT_TRAJECTORY]
     Point = ts.types['trajectory_msgs/msg/JointTrajectoryPoint']
@@ -60,19 +64,19 @@ def policy_events(ts, header, start_ns: int, total_s: float, joint_hz: float, ta
     reasoning_s = reasoning_observations_s(total_s)
     for k, t in enumerate(reasoning_s):
         stamp, published = ns(t), ns(t) + round(REASONING_LATENCY_MS * 1e6)
-        text = json.dumps(
-            {
-                'plan': 'reach; grasp; transfer; release; retreat',
-                'subtask': subtask(t),
-                'movement': '',
-                'context_version': k,
-                'epoch': 1,
-                'accepted': True,
-                'observation_stamp_ns': stamp,
-                'latency_ms': REASONING_LATENCY_MS,
-            }
+        thought = Thought(plan='reach; grasp; transfer; release; retreat', subtask=subtask(t))
+        reasoning = ReasoningMessage(
+            **asdict(thought),
+            text=thought.text(),
+            instruction=INSTRUCTION,
+            context_version=k,
+            epoch=1,
+            accepted=True,
+            observation_stamp_ns=stamp,
+            latency_ms=REASONING_LATENCY_MS,
         )
-        events.append((published, published, T.REASONING_TOPIC, T.STRING, String(data=text)))
+        msg = String(data=reasoning.to_json())
+        events.append((published, published, T.REASONING_TOPIC, T.STRING, msg))
         h, w = SUBGOAL_HW
         pixels = np.full((h, w, 3), (40 * k % 256, 200, 90), np.uint8)
         image = Image(
@@ -115,16 +119,18 @@ def policy_events(ts, header, start_ns: int, total_s: float, joint_hz: float, ta
         stamp = start_ns + int(tick / joint_hz * 1e9)
         policy = (stamp - start_ns) / 1e9 < task_s
         seq = max((s for r, s in took_over if r <= stamp), default=None)
-        state = {
-            'tick': tick,
-            'stamp_ns': stamp,
-            'mode': 'POLICY' if policy else 'TELEOP',
-            'phase': 'following_chunk' if policy else 'tracking_leaders',
-            'intervention': not policy,
-            'chunk': {'epoch': 1, 'seq': seq, 'index': 1.0} if policy and seq is not None else None,
-            'limits': [],
-        }
-        msg = String(data=json.dumps(state))
+        state = ControlState(
+            tick=tick,
+            stamp_ns=stamp,
+            mode=Mode.POLICY if policy else Mode.TELEOP,
+            phase=Phase.FOLLOWING_CHUNK if policy else Phase.TRACKING_LEADERS,
+            intervention=not policy,
+            chunk=ChunkPosition(1, seq, 1.0) if policy and seq is not None else None,
+            limits=(),
+            period_error_ms=0.0,
+            tick_ms=0.0,
+        )
+        msg = String(data=state.to_json())
         events.append((stamp + 300_000, stamp, T.CONTROL_STATE_TOPIC, T.STRING, msg))
 
     for second in range(int(total_s)):

@@ -4,14 +4,16 @@ Plain parsing of what `recording.episode_reader` returns, plus the one extra pas
 for what it leaves out; `halo_ros.viz.episode` puts the pieces together.
 """
 
-import json
 from dataclasses import dataclass, replace
 
 import numpy as np
 
+from halo_ros.control.control_state import ControlState
+from halo_ros.json_record import RecordError
 from halo_ros.recording import topics as T
 from halo_ros.recording.episode_reader import EpisodeData, image_array, match_topic
 from halo_ros.runtime.chunk import ChunkTag
+from halo_ros.runtime.reasoning_message import ReasoningMessage
 
 
 class EpisodeError(ValueError):
@@ -66,54 +68,52 @@ def measured_at(names, stamps_ns, followers) -> np.ndarray:
     return out
 
 
-def _json_rows(data: EpisodeData, key: str) -> list[tuple[int, dict]]:
+def _records(data: EpisodeData, key: str, schema) -> list[tuple[int, object]]:
+    """(log stamp, record) of every message of a JSON topic, parsed by its schema."""
     stream = data.texts.get(key)
     if stream is None:
         return []
     rows = []
     for k, (stamp, text) in enumerate(zip(stream.stamp_ns, stream.text, strict=True)):
         try:
-            rows.append((int(stamp), json.loads(text)))
-        except json.JSONDecodeError as error:
+            rows.append((int(stamp), schema.from_json(text)))
+        except RecordError as error:
             topic = {'control_state': T.CONTROL_STATE_TOPIC, 'reasoning': T.REASONING_TOPIC}[key]
             raise EpisodeError(
-                f'{data.bag_dir}: {topic} message {k} is not JSON ({error}): {text[:80]!r}'
+                f'{data.bag_dir}: {topic} message {k} is unreadable: {error}'
             ) from None
     return rows
 
 
 def ticks(data: EpisodeData, seconds) -> Ticks | None:
-    rows = _json_rows(data, 'control_state')
+    rows: list[tuple[int, ControlState]] = _records(data, 'control_state', ControlState)
     if not rows:
         return None
-
-    def key(chunk):
-        return None if not chunk else (int(chunk['epoch']), int(chunk['seq']))
-
+    states = [state for _, state in rows]
     return Ticks(
-        t_s=seconds([r.get('stamp_ns') or stamp for stamp, r in rows]),
-        mode=tuple(r.get('mode', '') for _, r in rows),
-        phase=tuple(r.get('phase', '') for _, r in rows),
-        intervention=np.array([bool(r.get('intervention')) for _, r in rows]),
-        chunk=tuple(key(r.get('chunk')) for _, r in rows),
-        limits=tuple(tuple(r.get('limits') or ()) for _, r in rows),
+        t_s=seconds([state.stamp_ns for state in states]),
+        mode=tuple(state.mode.value for state in states),
+        phase=tuple(state.phase.value for state in states),
+        intervention=np.array([state.intervention for state in states]),
+        chunk=tuple(None if state.chunk is None else state.chunk.key for state in states),
+        limits=tuple(state.limits for state in states),
     )
 
 
 def reasoning(data: EpisodeData, seconds, *, end_s: float) -> list[ReasoningCycle]:
-    rows = _json_rows(data, 'reasoning')
+    rows: list[tuple[int, ReasoningMessage]] = _records(data, 'reasoning', ReasoningMessage)
     cycles = []
     for stamp, r in rows:
-        observation = r.get('observation_stamp_ns') or stamp
+        observation = r.observation_stamp_ns or stamp  # 0: a reasoning without an observation
         cycles.append(
             ReasoningCycle(
-                observation_ns=int(observation),
+                observation_ns=observation,
                 observation_s=float(seconds(observation)),
                 received_s=float(seconds(stamp)),
-                latency_ms=float(r.get('latency_ms', 0.0)),
-                subtask=str(r.get('subtask', '')),
-                context_version=int(r.get('context_version', -1)),
-                accepted=bool(r.get('accepted', True)),
+                latency_ms=r.latency_ms,
+                subtask=r.subtask,
+                context_version=r.context_version,
+                accepted=r.accepted,
                 goal_s=end_s,
                 subgoal=None,
             )
