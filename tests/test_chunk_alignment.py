@@ -6,10 +6,9 @@ execute the same action index at every control tick."""
 import numpy as np
 import pytest
 
-from halo_ros.control.chunks import Chunk as ControllerChunk
-from halo_ros.control.chunks import ChunkBuffer, ChunkError, Rejection
+from halo_ros.control.chunks import ChunkBuffer, ChunkError, ControllerChunk, Rejection
 from halo_ros.runtime.alignment import AlignmentError, Misalignment, StreamPosition, check_order
-from halo_ros.runtime.chunk import Chunk, ChunkTag
+from halo_ros.runtime.chunk import ChunkTag, PolicyChunk
 from halo_ros.runtime.feedback import ChunkSchedule
 
 DT = 20_000_000
@@ -50,7 +49,7 @@ def test_controller_and_policy_play_the_same_stream_the_same_way(seed):
         while pending and pending[0][0] == tick:
             _, epoch, seq, stamp_tick = pending.pop(0)
             actions = np.full((H, 14), float(seq), np.float32) + np.arange(H)[:, None]
-            runtime = Chunk(actions, stamp_tick * DT, DT, ChunkTag(epoch, seq, 0))
+            runtime = PolicyChunk(actions, stamp_tick * DT, DT, ChunkTag(epoch, seq, 0))
             controller = ControllerChunk(
                 stamp_tick * DT, DT, actions.astype(np.float64), epoch, seq
             )

@@ -21,8 +21,8 @@ from halo_ros.recording import topics as T
 from halo_ros.recording.episode_meta import EpisodeMeta, EpisodeStatus, Outcome, read_sidecar
 from halo_ros.recording.episode_writer import (
     Compression,
-    DropReason,
     EpisodeWriter,
+    RecordingDropReason,
     WriterConfig,
 )
 from halo_ros.recording.recover import is_complete, mcap_file, recover_episode
@@ -119,8 +119,8 @@ def test_drops_are_counted_by_topic_and_reason(tmp_path):
     assert not writer.put('late', T.STRING, 4, b'x')  # after stop: neither
     drops = writer.drops.snapshot()
     assert drops == {
-        ('cam/image_raw', DropReason.QUEUE_FULL): 1,
-        ('custom', DropReason.UNKNOWN_TYPE): 1,
+        ('cam/image_raw', RecordingDropReason.QUEUE_FULL): 1,
+        ('custom', RecordingDropReason.UNKNOWN_TYPE): 1,
     }
     assert summary.meta.drops == {
         'cam/image_raw|queue_full': 1,

@@ -4,7 +4,7 @@ schedule that replays the controller's rule (what the actor plans seams against)
 import numpy as np
 import pytest
 
-from halo_ros.runtime.chunk import Chunk, ChunkTag
+from halo_ros.runtime.chunk import ChunkTag, PolicyChunk
 from halo_ros.runtime.delay import DelayEstimator, actions_to_drop
 from halo_ros.runtime.feedback import ChunkSchedule
 
@@ -44,7 +44,7 @@ def test_dropped_actions_never_exceed_the_actions_consumed(estimated, consumed, 
 
 def _chunk(seq, stamp_ns, value=0.0, *, epoch=1, length=10):
     actions = value + np.arange(length, dtype=np.float32)[:, None] * np.ones((1, 14), np.float32)
-    return Chunk(actions, stamp_ns, DT, ChunkTag(epoch, seq, 0))
+    return PolicyChunk(actions, stamp_ns, DT, ChunkTag(epoch, seq, 0))
 
 
 def test_first_chunk_starts_at_index_zero_even_when_it_landed_late():

@@ -6,7 +6,7 @@ import pytest
 
 from halo_ros.joints import BIMANUAL_JOINTS, arm_joint_names
 from halo_ros.runtime.chunk import ChunkTag
-from halo_ros.runtime.observation import AssemblyConfig, DropReason, ObservationAssembler
+from halo_ros.runtime.observation import AssemblyConfig, ObservationAssembler, PolicyDropReason
 
 MS = 1_000_000
 HW = (6, 8)
@@ -60,12 +60,24 @@ def test_the_joint_sample_nearest_the_frames_is_used():
 @pytest.mark.parametrize(
     ('feed', 'reason'),
     [
-        (lambda a: a.add_image('cam_high', np.zeros((6, 9, 3), np.uint8), 0), DropReason.SHAPE),
-        (lambda a: a.add_image('cam_high', np.zeros((*HW, 3), np.float32), 0), DropReason.SHAPE),
-        (lambda a: a.add_joints(BIMANUAL_JOINTS, [0.0] * 13, 0), DropReason.SHAPE),
-        (lambda a: a.add_joints(BIMANUAL_JOINTS, [np.nan] + [0.0] * 13, 0), DropReason.NON_FINITE),
-        (lambda a: a.add_joints(BIMANUAL_JOINTS[:6], [0.0] * 6, 0), DropReason.JOINT_NAMES),
-        (lambda a: a.add_joints([f'j{i}' for i in range(7)], [0.0] * 7, 0), DropReason.JOINT_NAMES),
+        (
+            lambda a: a.add_image('cam_high', np.zeros((6, 9, 3), np.uint8), 0),
+            PolicyDropReason.SHAPE,
+        ),
+        (
+            lambda a: a.add_image('cam_high', np.zeros((*HW, 3), np.float32), 0),
+            PolicyDropReason.SHAPE,
+        ),
+        (lambda a: a.add_joints(BIMANUAL_JOINTS, [0.0] * 13, 0), PolicyDropReason.SHAPE),
+        (
+            lambda a: a.add_joints(BIMANUAL_JOINTS, [np.nan] + [0.0] * 13, 0),
+            PolicyDropReason.NON_FINITE,
+        ),
+        (lambda a: a.add_joints(BIMANUAL_JOINTS[:6], [0.0] * 6, 0), PolicyDropReason.JOINT_NAMES),
+        (
+            lambda a: a.add_joints([f'j{i}' for i in range(7)], [0.0] * 7, 0),
+            PolicyDropReason.JOINT_NAMES,
+        ),
     ],
 )
 def test_bad_input_is_rejected_and_counted(feed, reason):
@@ -80,13 +92,13 @@ def test_stale_and_skewed_observations_are_dropped_once_per_frame_set():
     _frames(a, 1000 * MS)
     assert a.assemble(1200 * MS) is None  # 200 ms old > 100 ms
     assert a.assemble(1210 * MS) is None  # same frames: not counted again
-    assert a.drops[DropReason.STALE] == 1
+    assert a.drops[PolicyDropReason.STALE] == 1
 
     _frames(a, 1300 * MS, skip=('cam_high',))  # cam_high still at 1000 ms: 300 ms apart
     assert a.assemble(1310 * MS) is None
-    assert a.drops[DropReason.SKEW] == 0  # cam_high's frame may still be on its way
+    assert a.drops[PolicyDropReason.SKEW] == 0  # cam_high's frame may still be on its way
     assert a.assemble(1340 * MS) is None  # it had max_skew (30 ms) to arrive: a drop
-    assert a.drops[DropReason.SKEW] == 1
+    assert a.drops[PolicyDropReason.SKEW] == 1
 
     _frames(a, 1400 * MS)  # cameras agree, but the newest joint sample is 400 ms older
     assert a.assemble(1410 * MS) is None

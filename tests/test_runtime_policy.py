@@ -12,7 +12,7 @@ from halo_ros.joints import BIMANUAL_JOINTS
 from halo_ros.runtime.actor import Actor, ActorConfig
 from halo_ros.runtime.context import ContextStore
 from halo_ros.runtime.feedback import ChunkSchedule
-from halo_ros.runtime.observation import AssemblyConfig, DropCounter, DropReason
+from halo_ros.runtime.observation import AssemblyConfig, PolicyDropCounter, PolicyDropReason
 from halo_ros.runtime.policy import PolicyConfig, PolicyRuntime
 from halo_ros.runtime.reasoner import Reasoner
 from halo_ros.runtime.seam import SeamMode
@@ -63,7 +63,7 @@ def _observations():
 def test_instruction_change_bumps_the_epoch_and_the_next_chunk_follows_it():
     engine = ScriptedEngine()
     context = ContextStore('pick up the cube')
-    drops = DropCounter()
+    drops = PolicyDropCounter()
     chunks = []
     actor = Actor(
         engine,
@@ -80,7 +80,7 @@ def test_instruction_change_bumps_the_epoch_and_the_next_chunk_follows_it():
     # The instruction changes while a chunk is being computed: that chunk is discarded.
     engine.during_act = lambda: context.set_instruction('put it down')
     assert actor.step() is None
-    assert drops[DropReason.EPOCH] == 1
+    assert drops[PolicyDropReason.EPOCH] == 1
     engine.during_act = None
 
     second = actor.step()  # no waiting for reasoning: the new instruction, no old plan
@@ -126,7 +126,7 @@ def test_reasoning_for_a_superseded_instruction_is_discarded():
     snapshot = context.snapshot()
     assert snapshot.instruction == 'wipe the table' and snapshot.reasoning.text == ''
     assert snapshot.version > stale.version  # versions only grow
-    assert reasoner.drops[DropReason.EPOCH] == 1
+    assert reasoner.drops[PolicyDropReason.EPOCH] == 1
 
 
 def test_a_reasoning_cycle_that_never_ends_does_not_stop_the_chunks():

@@ -17,7 +17,7 @@ from halo_ros.engine.interface import Observation
 from halo_ros.runtime.actor import Actor, ActorConfig
 from halo_ros.runtime.context import ContextStore
 from halo_ros.runtime.feedback import ChunkSchedule
-from halo_ros.runtime.observation import DropReason
+from halo_ros.runtime.observation import PolicyDropReason
 from halo_ros.runtime.seam import SeamMode
 from halo_ros.transport.client import RemoteConfig, RemoteEngine, RemoteUnavailable
 
@@ -90,7 +90,7 @@ def test_server_killed_mid_request_then_back(tmp_path):
         thread.join(60)
         assert results == [None]  # reported as a failed chunk...
         assert len(published) == 1  # ...and nothing was published
-        assert actor.drops[DropReason.ENGINE_ERROR] == 1
+        assert actor.drops[PolicyDropReason.ENGINE_ERROR] == 1
         with pytest.raises(RemoteUnavailable):
             engine.health()
         assert actor.step() is None and len(published) == 1  # still down: still nothing

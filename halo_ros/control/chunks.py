@@ -40,7 +40,7 @@ class Rejection(Enum):
 
 
 @dataclass(frozen=True)
-class Chunk:
+class ControllerChunk:
     stamp_ns: int  # observation time the chunk was computed from
     dt_ns: int  # time between points
     positions: np.ndarray  # (H, 14) float64 in joints.BIMANUAL_JOINTS order
@@ -53,7 +53,7 @@ class Chunk:
         return self.stamp_ns + (len(self.positions) - 1) * self.dt_ns
 
 
-def _position(chunk: Chunk) -> StreamPosition:
+def _position(chunk: ControllerChunk) -> StreamPosition:
     return StreamPosition(chunk.epoch, chunk.seq, chunk.stamp_ns)
 
 
@@ -73,7 +73,7 @@ def make_chunk(
     seq: int = 0,
     context_version: int = 0,
     max_points: int | None = None,
-) -> Chunk:
+) -> ControllerChunk:
     """Validate a chunk received in any joint order and reorder it to ours; ChunkError says why
     not (the caller counts `error.reason`). `max_points` caps its length (None: no cap)."""
     check_length(len(positions) if hasattr(positions, '__len__') else 0, max_points)
@@ -90,7 +90,7 @@ def make_chunk(
     if not np.isfinite(array).all():
         raise ChunkError(Rejection.NON_FINITE, 'positions contain NaN or infinity')
     order = [names.index(n) for n in BIMANUAL_JOINTS]
-    return Chunk(stamp_ns, dt_ns, array[:, order], epoch, seq, context_version)
+    return ControllerChunk(stamp_ns, dt_ns, array[:, order], epoch, seq, context_version)
 
 
 def check_length(points: int, max_points: int | None) -> None:
@@ -105,7 +105,7 @@ class Playback:
 
     __slots__ = ('target', 'chunk', 'index')
 
-    def __init__(self, target: np.ndarray, chunk: Chunk, index: float):
+    def __init__(self, target: np.ndarray, chunk: ControllerChunk, index: float):
         self.target = target  # (14,)
         self.chunk = chunk
         self.index = index  # fractional point index within the chunk
@@ -130,15 +130,17 @@ class ChunkBuffer:
         self.period_ns = period_ns
         self.max_age_ns = max_age_ns
         self.max_future_ns = max_future_ns
-        self.current: Chunk | None = None
-        self._newest: Chunk | None = None  # the last chunk taken: order is checked against it
+        self.current: ControllerChunk | None = None
+        self._newest: ControllerChunk | None = (
+            None  # the last chunk taken: order is checked against it
+        )
         self.epoch = -1  # newest epoch seen in this stream
         self.last_action: np.ndarray | None = None  # of the chunk that ran out (hold there)
         self._offset_ns = 0  # chunk time of the first executed tick
         self._ticks = 0  # ticks executed from the current chunk
         self._executed: deque[int] = deque(maxlen=history)  # stamps of ticks that ran an action
 
-    def offer(self, chunk: Chunk, now_ns: int) -> int:
+    def offer(self, chunk: ControllerChunk, now_ns: int) -> int:
         """Take `chunk` as the one in use from this tick; returns its first executed index."""
         if chunk.stamp_ns > now_ns + self.max_future_ns:
             ahead_ms = (chunk.stamp_ns - now_ns) / 1e6

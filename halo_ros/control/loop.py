@@ -36,7 +36,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from halo_ros.control.arms import FOLLOWERS, LEADERS, RobotArms, join, split
-from halo_ros.control.chunks import Chunk, ChunkBuffer, ChunkError, Rejection
+from halo_ros.control.chunks import ChunkBuffer, ChunkError, ControllerChunk, Rejection
 from halo_ros.control.clock_map import StampMap
 from halo_ros.control.config import ControllerConfig
 from halo_ros.control.modes import Mode, Pending, Phase, Request, Snapshot, prepare, refused
@@ -101,7 +101,7 @@ class ControlLoop(ModeSwitching, TargetSelection, Supervision):
             max_future_ns=int(config.max_chunk_future_s * 1e9),
         )
         self._stamps = StampMap(int(config.clock_step_tolerance_s * 1e9))
-        self._inbox: deque[Chunk] = deque()  # appended by the node's thread
+        self._inbox: deque[ControllerChunk] = deque()  # appended by the node's thread
         self._inbox_lock = threading.Lock()
         self._requests: queue.SimpleQueue[Pending] = queue.SimpleQueue()
         self._lock = threading.Lock()
@@ -126,7 +126,7 @@ class ControlLoop(ModeSwitching, TargetSelection, Supervision):
         self._sent = np.full(DOF, np.nan)  # follower command written last tick (NaN: none)
         self._lagging = np.zeros(DOF, int)  # ticks in a row beyond the path tolerance
         self._path_tolerance = config.path_tolerance
-        self._parked: Chunk | None = None  # newest chunk while not in POLICY
+        self._parked: ControllerChunk | None = None  # newest chunk while not in POLICY
         self._last_chunk_ns = 0
         self._ramp_from: np.ndarray | None = None
         self._ramp_start_ns = 0
@@ -205,7 +205,7 @@ class ControlLoop(ModeSwitching, TargetSelection, Supervision):
 
     # -- requests (any thread) ----------------------------------------------------------------
 
-    def submit_chunk(self, chunk: Chunk) -> bool:
+    def submit_chunk(self, chunk: ControllerChunk) -> bool:
         """A validated chunk (make_chunk) from the node; taken at the next tick. False when
         refused (too long); a full queue drops its oldest. Both are counted."""
         if len(chunk.positions) > self.config.max_chunk_points:
@@ -396,7 +396,7 @@ class ControlLoop(ModeSwitching, TargetSelection, Supervision):
                 continue
             self._offer(chunk, now_ns)
 
-    def _offer(self, chunk: Chunk, now_ns: int) -> None:
+    def _offer(self, chunk: ControllerChunk, now_ns: int) -> None:
         try:
             self.buffer.offer(chunk, now_ns)
         except ChunkError as error:

@@ -36,7 +36,7 @@ from halo_ros.drivers.aloha_calibration import load as load_calibration
 from halo_ros.engine.interface import Engine
 from halo_ros.joints import BIMANUAL_JOINTS
 from halo_ros.paths import calibration_file
-from halo_ros.runtime.chunk import Chunk
+from halo_ros.runtime.chunk import PolicyChunk
 from halo_ros.runtime.policy import PolicyConfig, PolicyRuntime
 from halo_ros.sim.cameras import CameraRig
 from halo_ros.sim.direct_arms import DirectArms
@@ -219,7 +219,7 @@ class EpisodeRunner:
         runtime.assembler.add_joints(BIMANUAL_JOINTS, positions, stamp_ns)
 
     @staticmethod
-    def _submit(loop: ControlLoop, chunk: Chunk) -> None:
+    def _submit(loop: ControlLoop, chunk: PolicyChunk) -> None:
         loop.submit_chunk(
             make_chunk(
                 BIMANUAL_JOINTS,
@@ -259,7 +259,7 @@ class EpisodeRunner:
         arms = DirectArms(sim, clock.now)
         loop = ControlLoop(arms, self.controller, self.calibration, clock_ns=clock.now)
         loop.prime()
-        produced: list[Chunk] = []
+        produced: list[PolicyChunk] = []
         first = _FirstReasoning()
         runtime = PolicyRuntime(
             _Delayed(self.engine, clock, cfg.delay_steps * dt_ns),
@@ -269,7 +269,7 @@ class EpisodeRunner:
             on_reasoning=first,
         )
         track = _Track()
-        pending: list[tuple[int, Chunk]] = []  # (arrival ns, chunk)
+        pending: list[tuple[int, PolicyChunk]] = []  # (arrival ns, chunk)
         ticks = round(cfg.episode_seconds / sim.control_period_s)
         period_ticks = max(1, round(self.policy.reasoning_period_s / sim.control_period_s))
         engaged_at = None
@@ -324,11 +324,11 @@ class EpisodeRunner:
         sim.reset(seed)
         arms = DirectArms(sim, time.monotonic_ns)
         loop = ControlLoop(arms, self.controller, self.calibration, clock_ns=time.time_ns)
-        produced: list[Chunk] = []
+        produced: list[PolicyChunk] = []
         engaged = threading.Event()
         lock = threading.Lock()
 
-        def on_chunk(chunk: Chunk) -> None:
+        def on_chunk(chunk: PolicyChunk) -> None:
             with lock:
                 produced.append(chunk)
             if first.conditions(chunk, runtime):
@@ -433,7 +433,7 @@ class _FirstReasoning:
         if accepted and self.version is None:
             self.version = reasoning.version
 
-    def conditions(self, chunk: Chunk, runtime: PolicyRuntime) -> bool:
+    def conditions(self, chunk: PolicyChunk, runtime: PolicyRuntime) -> bool:
         if runtime.reasoner is None:
             return True
         return self.version is not None and chunk.tag.context_version >= self.version
@@ -458,7 +458,7 @@ class _Track:
         self._last_chunk: tuple[int, int] | None = None
         self._chunks = 0
 
-    def chunk(self, chunk: Chunk) -> None:
+    def chunk(self, chunk: PolicyChunk) -> None:
         self._chunks += 1
         self.latency_ms.append(chunk.timings_ms.get('stamp_to_publish', float('nan')))
         self.flow_ms.append(chunk.timings_ms.get('total', float('nan')))

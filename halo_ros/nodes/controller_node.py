@@ -51,7 +51,7 @@ from std_srvs.srv import SetBool, Trigger
 from trajectory_msgs.msg import JointTrajectory
 
 from halo_ros.control.arms import ArmSetArms
-from halo_ros.control.chunks import Chunk, ChunkError, Rejection, check_length, make_chunk
+from halo_ros.control.chunks import ChunkError, ControllerChunk, Rejection, check_length, make_chunk
 from halo_ros.control.config import load_config
 from halo_ros.control.control_state import ControlState
 from halo_ros.control.loop import ControlLoop, TickRecord
@@ -68,7 +68,7 @@ from halo_ros.runtime.chunk import ChunkTag
 _REQUEST_TIMEOUT_S = 5.0  # torque and reboot talk to every servo of an arm
 
 
-def chunk_from_msg(msg: JointTrajectory, max_points: int | None = None) -> Chunk:
+def chunk_from_msg(msg: JointTrajectory, max_points: int | None = None) -> ControllerChunk:
     """Validate a JointTrajectory as a chunk; ChunkError with the reason otherwise."""
     points = msg.points
     check_length(len(points), max_points)  # before any conversion

@@ -27,7 +27,7 @@ from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 from halo_ros.joints import BIMANUAL_JOINTS
 from halo_ros.nodes.conversions import image_array, image_msg, ns_from_stamp, stamp_from_ns
 from halo_ros.nodes.spin import run_node
-from halo_ros.runtime.observation import DropReason
+from halo_ros.runtime.observation import PolicyDropReason
 from halo_ros.runtime.policy import PolicyRuntime
 from halo_ros.runtime.reasoning_message import TOPIC as REASONING_TOPIC
 from halo_ros.runtime.reasoning_message import ReasoningMessage
@@ -100,7 +100,7 @@ class PolicyNode(Node):
             try:
                 frame = image_array(msg)
             except ValueError as error:
-                self.runtime.drops.add(DropReason.SHAPE, f'{camera}: {error}')
+                self.runtime.drops.add(PolicyDropReason.SHAPE, f'{camera}: {error}')
                 return
             self.runtime.assembler.add_image(camera, frame, ns_from_stamp(msg.header.stamp))
 

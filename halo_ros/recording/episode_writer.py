@@ -46,7 +46,7 @@ class Compression(enum.Enum):
     ZSTD = 'zstd'  # MCAP chunk compression: every MCAP reader handles it, nothing to configure
 
 
-class DropReason(enum.Enum):
+class RecordingDropReason(enum.Enum):
     QUEUE_FULL = 'queue_full'  # the writer thread fell behind
     UNKNOWN_TYPE = 'unknown_type'  # the type is not in the typestore, so no schema to write
     DISK_FULL = 'disk_full'  # was in the chunk that could not be written
@@ -77,19 +77,19 @@ class WriterConfig:
             raise ValueError('WriterConfig.fsync_period_s and disk_reserve_bytes must be >= 0')
 
 
-class DropCounter:
+class RecordingDropCounter:
     """Thread-safe counts of dropped messages by (topic, reason)."""
 
     def __init__(self):
         self._lock = threading.Lock()
-        self._counts: dict[tuple[str, DropReason], int] = defaultdict(int)
+        self._counts: dict[tuple[str, RecordingDropReason], int] = defaultdict(int)
 
-    def add(self, topic: str, reason: DropReason, n: int = 1) -> None:
+    def add(self, topic: str, reason: RecordingDropReason, n: int = 1) -> None:
         if n:
             with self._lock:
                 self._counts[(topic, reason)] += n
 
-    def snapshot(self) -> dict[tuple[str, DropReason], int]:
+    def snapshot(self) -> dict[tuple[str, RecordingDropReason], int]:
         with self._lock:
             return dict(self._counts)
 
@@ -139,7 +139,7 @@ class EpisodeWriter:
 
         self.bag_dir = Path(bag_dir)
         self.config = config
-        self.drops = DropCounter()
+        self.drops = RecordingDropCounter()
         self.meta_topic = meta_topic  # the node passes the resolved (namespaced) name
         self._clock_ns = clock_ns
         self._typestore = get_typestore(Stores.ROS2_JAZZY)
@@ -211,10 +211,10 @@ class EpisodeWriter:
             # Before start or after stop a message is simply not part of the episode; after a
             # write error it is one the episode lost.
             if self._error is not None:
-                self.drops.add(topic, DropReason.WRITE_ERROR)
+                self.drops.add(topic, RecordingDropReason.WRITE_ERROR)
             return False
         if not self._queue.put((topic, msgtype, stamp_ns, data), len(data)):
-            self.drops.add(topic, DropReason.QUEUE_FULL)
+            self.drops.add(topic, RecordingDropReason.QUEUE_FULL)
             return False
         return True
 
@@ -337,7 +337,7 @@ class EpisodeWriter:
     def _write(self, topic: str, msgtype: str, stamp_ns: int, data) -> None:
         conn = self._connection(topic, msgtype)
         if conn is None:
-            self.drops.add(topic, DropReason.UNKNOWN_TYPE)
+            self.drops.add(topic, RecordingDropReason.UNKNOWN_TYPE)
             return
         safe_offset = self._sink.tell()
         try:
@@ -365,7 +365,11 @@ class EpisodeWriter:
         """Cut the failed chunk off the file and account for the messages it held."""
         self._accepting = False
         self._error = err
-        reason = DropReason.DISK_FULL if err.errno in _DISK_FULL_ERRNOS else DropReason.WRITE_ERROR
+        reason = (
+            RecordingDropReason.DISK_FULL
+            if err.errno in _DISK_FULL_ERRNOS
+            else RecordingDropReason.WRITE_ERROR
+        )
         self._release_reserve()
         for topic, lost in self._sink.roll_back(safe_offset).items():
             # The message being written when the error hit was never counted as written.
@@ -396,7 +400,7 @@ class EpisodeWriter:
             error = f'{os.strerror(self._error.errno or errno.EIO)}: {self._error}'
         for item in self._queue.drain():
             if item is not _STOP:
-                self.drops.add(item[0], DropReason.WRITE_ERROR)
+                self.drops.add(item[0], RecordingDropReason.WRITE_ERROR)
         with self._meta_lock:
             self._meta = self._meta.with_(
                 status=status,

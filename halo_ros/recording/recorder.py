@@ -19,9 +19,9 @@ from halo_ros.recording.episode_meta import (
     write_sidecar,
 )
 from halo_ros.recording.episode_writer import (
-    DropCounter,
     EpisodeSummary,
     EpisodeWriter,
+    RecordingDropCounter,
     WriterConfig,
 )
 from halo_ros.recording.topics import EPISODE_META_TOPIC, OfferedQos
@@ -194,7 +194,7 @@ class EpisodeRecorder:
         self.last_summary = writer.stop()
         return self.last_summary
 
-    def drops(self) -> DropCounter | None:
+    def drops(self) -> RecordingDropCounter | None:
         writer = self._writer
         return writer.drops if writer is not None else None
 

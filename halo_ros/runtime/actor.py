@@ -17,11 +17,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from halo_ros.engine.interface import Engine, Observation
-from halo_ros.runtime.chunk import Chunk, ChunkTag
+from halo_ros.runtime.chunk import ChunkTag, PolicyChunk
 from halo_ros.runtime.context import ContextStore
 from halo_ros.runtime.delay import DelayEstimator
 from halo_ros.runtime.feedback import ExecutionFeedback
-from halo_ros.runtime.observation import DropCounter, DropReason
+from halo_ros.runtime.observation import PolicyDropCounter, PolicyDropReason
 from halo_ros.runtime.seam import DEFAULT_MAX_GUIDANCE, SeamMode, WeightSchedule, plan_seam
 from halo_ros.runtime.stats import RuntimeStats
 from halo_ros.runtime.worker import Worker
@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 
 # observe(now_ns, after_ns) -> the newest observation stamped after after_ns, or None
 ObservationSource = Callable[[int, int], Observation | None]
-ChunkSink = Callable[[Chunk, int], None]  # (chunk, publish time ns)
+ChunkSink = Callable[[PolicyChunk, int], None]  # (chunk, publish time ns)
 
 
 @dataclass(frozen=True)
@@ -74,7 +74,7 @@ class Actor(Worker):
         clock_ns: Callable[[], int] = time.time_ns,
         on_chunk: ChunkSink | None = None,
         stats: RuntimeStats | None = None,
-        drops: DropCounter | None = None,
+        drops: PolicyDropCounter | None = None,
     ):
         super().__init__()
         info = engine.info
@@ -91,7 +91,7 @@ class Actor(Worker):
         self._clock_ns = clock_ns
         self._on_chunk = on_chunk
         self.stats = stats or RuntimeStats()
-        self.drops = drops or DropCounter()
+        self.drops = drops or PolicyDropCounter()
         self.delay = DelayEstimator(
             config.control_dt_s,
             window=config.delay_window,
@@ -114,7 +114,7 @@ class Actor(Worker):
         interval = float(np.median(np.diff(np.fromiter(self._starts_s, float))))
         return max(delay_steps, 1, round(interval / self.config.control_dt_s))
 
-    def step(self) -> Chunk | None:
+    def step(self) -> PolicyChunk | None:
         """Try to produce one chunk now; None if no new observation or the chunk was dropped."""
         info = self._engine.info
         start = time.perf_counter()
@@ -145,16 +145,20 @@ class Actor(Worker):
         try:
             result = self._engine.act(observation, snapshot.reasoning, noise, plan)
         except Exception:  # noqa: BLE001 (one bad chunk must not end the fast loop)
-            self.drops.add(DropReason.ENGINE_ERROR, f'act on observation {observation.stamp_ns}')
-            first = self.drops[DropReason.ENGINE_ERROR] == 1  # the rest are counted, not logged
+            self.drops.add(
+                PolicyDropReason.ENGINE_ERROR, f'act on observation {observation.stamp_ns}'
+            )
+            first = (
+                self.drops[PolicyDropReason.ENGINE_ERROR] == 1
+            )  # the rest are counted, not logged
             (log.error if first else log.debug)('engine.act failed', exc_info=True)
             return None
         actions = result.actions
         if actions.shape != (info.chunk_length, info.action_dim) or not np.isfinite(actions).all():
-            self.drops.add(DropReason.BAD_ACTIONS, f'actions {actions.shape}')
+            self.drops.add(PolicyDropReason.BAD_ACTIONS, f'actions {actions.shape}')
             return None
         if self._context.snapshot().epoch != snapshot.epoch:
-            self.drops.add(DropReason.EPOCH, f'chunk for epoch {snapshot.epoch}')
+            self.drops.add(PolicyDropReason.EPOCH, f'chunk for epoch {snapshot.epoch}')
             return None
 
         publish_ns = self._clock_ns()
@@ -171,7 +175,7 @@ class Actor(Worker):
         timings['observation_age'] = (now_ns - observation.stamp_ns) / 1e6
         timings['seam_plan'] = planned_ms
         timings['stamp_to_publish'] = latency_ms
-        chunk = Chunk(
+        chunk = PolicyChunk(
             actions.astype(np.float32, copy=False), observation.stamp_ns, self.dt_ns, tag, timings
         )
         for stage, ms in timings.items():

@@ -65,7 +65,7 @@ class ChunkTag:
 
 
 @dataclass(frozen=True)
-class Chunk:
+class PolicyChunk:
     actions: np.ndarray  # (H, 14) float32, model space exactly as sampled (the RTC tail source)
     stamp_ns: int  # observation time; action k is for stamp_ns + k * dt_ns
     dt_ns: int  # control period

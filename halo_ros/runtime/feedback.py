@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from halo_ros.runtime.alignment import AlignmentError, StreamPosition, check_order, steps_to_drop
-from halo_ros.runtime.chunk import Chunk, ChunkTag
+from halo_ros.runtime.chunk import ChunkTag, PolicyChunk
 
 
 @dataclass(frozen=True)
@@ -46,13 +46,13 @@ class ExecutionFeedback(ABC):
         define them: (n <= count, action_dim) in model space; n = 0 when nothing is known."""
 
 
-def _position(chunk: Chunk) -> StreamPosition:
+def _position(chunk: PolicyChunk) -> StreamPosition:
     return StreamPosition(chunk.tag.epoch, chunk.tag.seq, chunk.stamp_ns)
 
 
 @dataclass(frozen=True)
 class _Entry:
-    chunk: Chunk
+    chunk: PolicyChunk
     start_ns: int  # when it began executing (received)
     start_index: int  # its first executed action
 
@@ -73,7 +73,7 @@ class ChunkSchedule(ExecutionFeedback):
         self._epoch = -1
         self._lock = threading.Lock()
 
-    def record(self, chunk: Chunk, received_ns: int) -> bool:
+    def record(self, chunk: PolicyChunk, received_ns: int) -> bool:
         """Take a chunk as the controller would; False if the controller would discard it."""
         if chunk.dt_ns != self.dt_ns:
             raise ValueError(f'chunk dt {chunk.dt_ns} ns differs from the schedule {self.dt_ns} ns')

@@ -21,7 +21,7 @@ from halo_ros.joints import ARM_JOINTS, SIDES
 log = logging.getLogger(__name__)
 
 
-class DropReason(enum.Enum):
+class PolicyDropReason(enum.Enum):
     STALE = 'stale'  # observation older than max_age when assembled
     SKEW = 'skew'  # cameras / joints too far apart in time
     SHAPE = 'shape'  # wrong image size, encoding or joint vector length
@@ -50,14 +50,14 @@ class AssemblyConfig:
             )
 
 
-class DropCounter:
+class PolicyDropCounter:
     """Thread-safe counts by reason (the diagnostics 'drops' field)."""
 
     def __init__(self):
-        self._counts: Counter[DropReason] = Counter()
+        self._counts: Counter[PolicyDropReason] = Counter()
         self._lock = threading.Lock()
 
-    def add(self, reason: DropReason, what: str = '') -> None:
+    def add(self, reason: PolicyDropReason, what: str = '') -> None:
         with self._lock:
             self._counts[reason] += 1
             n = self._counts[reason]
@@ -68,15 +68,15 @@ class DropCounter:
         with self._lock:
             return {reason.value: n for reason, n in self._counts.items()}
 
-    def __getitem__(self, reason: DropReason) -> int:
+    def __getitem__(self, reason: PolicyDropReason) -> int:
         with self._lock:
             return self._counts[reason]
 
 
 class ObservationAssembler:
-    def __init__(self, config: AssemblyConfig, drops: DropCounter | None = None):
+    def __init__(self, config: AssemblyConfig, drops: PolicyDropCounter | None = None):
         self.config = config
-        self.drops = drops or DropCounter()
+        self.drops = drops or PolicyDropCounter()
         self._frames: dict[str, tuple[int, np.ndarray]] = {}
         self._joints = {side: deque(maxlen=config.joint_history) for side in SIDES}
         self._judged_stamp = -1  # newest frame set already judged (a drop is counted once)
@@ -90,7 +90,8 @@ class ObservationAssembler:
             raise ValueError(f'camera {camera!r} is not one of {self.config.cameras}')
         if frame.dtype != np.uint8 or frame.shape != (h, w, 3):
             self.drops.add(
-                DropReason.SHAPE, f'{camera}: {frame.shape} {frame.dtype}, expected ({h}, {w}, 3)'
+                PolicyDropReason.SHAPE,
+                f'{camera}: {frame.shape} {frame.dtype}, expected ({h}, {w}, 3)',
             )
             return False
         with self._lock:
@@ -102,15 +103,17 @@ class ObservationAssembler:
         names = tuple(names)
         values = np.asarray(positions, dtype=np.float64)
         if values.shape != (len(names),):
-            self.drops.add(DropReason.SHAPE, f'{len(names)} joint names, {values.shape} positions')
+            self.drops.add(
+                PolicyDropReason.SHAPE, f'{len(names)} joint names, {values.shape} positions'
+            )
             return False
         index = {name: i for i, name in enumerate(names)}
         sides = [s for s in SIDES if all(f'{s}_{j}' in index for j in ARM_JOINTS)]
         if not sides or len(names) != 7 * len(sides):
-            self.drops.add(DropReason.JOINT_NAMES, f'{list(names)} match neither arm')
+            self.drops.add(PolicyDropReason.JOINT_NAMES, f'{list(names)} match neither arm')
             return False
         if not np.isfinite(values).all():
-            self.drops.add(DropReason.NON_FINITE, f'joint state {values.tolist()}')
+            self.drops.add(PolicyDropReason.NON_FINITE, f'joint state {values.tolist()}')
             return False
         with self._lock:
             for side in sides:
@@ -147,12 +150,12 @@ class ObservationAssembler:
             images = {c: self._frames[c][1] for c in cfg.cameras}
             samples = {side: list(self._joints[side]) for side in SIDES}
         if newest - stamp > max_skew_ns:
-            self.drops.add(DropReason.SKEW, f'camera stamps {stamps} ns')
+            self.drops.add(PolicyDropReason.SKEW, f'camera stamps {stamps} ns')
             return None
         if stamp <= after_ns:
             return None  # the caller already used these frames
         if now_ns - stamp > cfg.max_age_ms * 1e6:
-            self.drops.add(DropReason.STALE, f'frames {(now_ns - stamp) / 1e6:.0f} ms old')
+            self.drops.add(PolicyDropReason.STALE, f'frames {(now_ns - stamp) / 1e6:.0f} ms old')
             return None
         state = []
         for side in SIDES:
@@ -161,7 +164,7 @@ class ObservationAssembler:
             joint_stamp, arm = min(samples[side], key=lambda s: abs(s[0] - stamp))
             if abs(joint_stamp - stamp) > max_skew_ns:
                 self.drops.add(
-                    DropReason.SKEW, f'{side} joints {(joint_stamp - stamp) / 1e6:.0f} ms off'
+                    PolicyDropReason.SKEW, f'{side} joints {(joint_stamp - stamp) / 1e6:.0f} ms off'
                 )
                 return None
             state.append(arm)

@@ -9,10 +9,10 @@ from dataclasses import dataclass, field
 
 from halo_ros.engine.interface import Engine, Reasoning
 from halo_ros.runtime.actor import Actor, ActorConfig
-from halo_ros.runtime.chunk import Chunk
+from halo_ros.runtime.chunk import PolicyChunk
 from halo_ros.runtime.context import ContextStore
 from halo_ros.runtime.feedback import ChunkSchedule
-from halo_ros.runtime.observation import AssemblyConfig, DropCounter, ObservationAssembler
+from halo_ros.runtime.observation import AssemblyConfig, ObservationAssembler, PolicyDropCounter
 from halo_ros.runtime.reasoner import Reasoner
 from halo_ros.runtime.stats import RuntimeStats
 
@@ -37,12 +37,12 @@ class PolicyRuntime:
         config: PolicyConfig = PolicyConfig(),
         *,
         clock_ns: Callable[[], int] = time.time_ns,
-        on_chunk: Callable[[Chunk], None] | None = None,
+        on_chunk: Callable[[PolicyChunk], None] | None = None,
         on_reasoning: Callable[[Reasoning, bool], None] | None = None,
     ):
         self.config = config
         self.engine = engine
-        self.drops = DropCounter()
+        self.drops = PolicyDropCounter()
         self.stats = RuntimeStats()
         self._clock_ns = clock_ns
         self._on_chunk = on_chunk
@@ -83,7 +83,7 @@ class PolicyRuntime:
             return None
         return observation
 
-    def _chunk_out(self, chunk: Chunk, publish_ns: int) -> None:
+    def _chunk_out(self, chunk: PolicyChunk, publish_ns: int) -> None:
         self.schedule.record(chunk, publish_ns)  # as the controller will execute it
         if self._on_chunk is not None:
             start = time.perf_counter()

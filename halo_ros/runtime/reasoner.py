@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 from halo_ros.engine.interface import Engine, Observation, Reasoning
 from halo_ros.runtime.context import ContextStore
-from halo_ros.runtime.observation import DropCounter, DropReason
+from halo_ros.runtime.observation import PolicyDropCounter, PolicyDropReason
 from halo_ros.runtime.stats import RuntimeStats
 from halo_ros.runtime.worker import Worker
 
@@ -36,7 +36,7 @@ class Reasoner(Worker):
         max_tokens: int = 64,
         on_reasoning: ReasoningSink | None = None,
         stats: RuntimeStats | None = None,
-        drops: DropCounter | None = None,
+        drops: PolicyDropCounter | None = None,
     ):
         super().__init__()
         if period_s <= 0:
@@ -49,7 +49,7 @@ class Reasoner(Worker):
         self._max_tokens = max_tokens
         self._on_reasoning = on_reasoning
         self.stats = stats or RuntimeStats()
-        self.drops = drops or DropCounter()
+        self.drops = drops or PolicyDropCounter()
         self.busy = threading.Event()  # set while a cycle runs (tests, diagnostics)
 
     def cycle(self) -> Reasoning | None:
@@ -71,7 +71,7 @@ class Reasoner(Worker):
             self.busy.clear()
         accepted = self._context.offer(reasoning, epoch)
         if not accepted:
-            self.drops.add(DropReason.EPOCH, f'reasoning v{version} for {instruction!r}')
+            self.drops.add(PolicyDropReason.EPOCH, f'reasoning v{version} for {instruction!r}')
         self.stats.reasoning_done()
         for stage, ms in reasoning.timings_ms.items():
             if stage != 'tokens':
@@ -84,7 +84,7 @@ class Reasoner(Worker):
         try:
             done = self.cycle()
         except Exception:  # noqa: BLE001 (a failed cycle must not end the slow loop)
-            self.drops.add(DropReason.ENGINE_ERROR, 'reasoning cycle')
+            self.drops.add(PolicyDropReason.ENGINE_ERROR, 'reasoning cycle')
             log.exception('reasoning cycle failed')
             done = True
         # No instruction / observation yet: look again soon instead of a full period later.

@@ -22,7 +22,7 @@ import numpy as np
 from halo_ros.engine.interface import Observation
 from halo_ros.joints import DOF, GRIPPER_INDICES
 from halo_ros.runtime.actor import Actor, ActorConfig
-from halo_ros.runtime.chunk import Chunk
+from halo_ros.runtime.chunk import PolicyChunk
 from halo_ros.runtime.context import ContextStore
 from halo_ros.runtime.feedback import ChunkSchedule
 from halo_ros.runtime.seam import SeamMode, WeightSchedule
@@ -90,9 +90,9 @@ def _simulate(config: HarnessConfig, variant: str, delay: int, on_tick) -> list:
         on_act=land,
     )
     schedule = ChunkSchedule(dt_ns)
-    arrived: list[tuple[Chunk, int]] = []
+    arrived: list[tuple[PolicyChunk, int]] = []
 
-    def on_chunk(chunk: Chunk, publish_ns: int) -> None:
+    def on_chunk(chunk: PolicyChunk, publish_ns: int) -> None:
         schedule.record(chunk, publish_ns)
         arrived.append((chunk, publish_ns))
 
