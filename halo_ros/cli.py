@@ -8,6 +8,7 @@ commands that do not need it.
 
 import argparse
 import importlib
+import importlib.util
 import logging
 import sys
 
