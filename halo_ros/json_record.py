@@ -7,10 +7,33 @@ reader gets a `RecordError` naming the topic and the field instead of a bare Key
 
 import json
 from collections.abc import Callable, Mapping
+from typing import ClassVar
 
 
 class RecordError(ValueError):
     """A message that does not match its topic's schema: not JSON, or a field missing or bad."""
+
+
+class JsonRecord:
+    """`to_json` / `from_json` around a record's `to_dict` / `from_dict`; `TOPIC` names its topic
+    in the errors."""
+
+    TOPIC: ClassVar[str]
+
+    def to_dict(self) -> dict:
+        raise NotImplementedError
+
+    @classmethod
+    def from_dict(cls, d):
+        raise NotImplementedError
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict())
+
+    @classmethod
+    def from_json(cls, text: str):
+        """RecordError (a ValueError) when the text is not this record."""
+        return cls.from_dict(parse_object(text, cls.TOPIC))
 
 
 def parse_object(text: str, topic: str) -> dict:

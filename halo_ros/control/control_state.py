@@ -8,12 +8,11 @@ only.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 from halo_ros.control.modes import Mode, Phase
-from halo_ros.json_record import boolean, parse_object, read_fields
+from halo_ros.json_record import JsonRecord, boolean, read_fields
 
 if TYPE_CHECKING:
     from halo_ros.control.loop import TickRecord
@@ -40,7 +39,9 @@ class ChunkPosition:
 
 
 @dataclass(frozen=True)
-class ControlState:
+class ControlState(JsonRecord):
+    TOPIC: ClassVar[str] = TOPIC
+
     tick: int
     stamp_ns: int  # the tick's start, ROS time
     mode: Mode
@@ -101,10 +102,3 @@ class ControlState:
             'tick_ms': float,
         }
         return cls(**read_fields(d, TOPIC, fields))
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict())
-
-    @classmethod
-    def from_json(cls, text: str) -> ControlState:
-        return cls.from_dict(parse_object(text, TOPIC))

@@ -7,11 +7,10 @@ live here only. The subgoal image travels on its own topic, stamped with `observ
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
-from halo_ros.json_record import boolean, parse_object, read_fields, string
+from halo_ros.json_record import JsonRecord, boolean, read_fields, string
 
 if TYPE_CHECKING:
     from halo_ros.engine.interface import Reasoning
@@ -20,7 +19,9 @@ TOPIC = 'halo/reasoning'
 
 
 @dataclass(frozen=True)
-class ReasoningMessage:
+class ReasoningMessage(JsonRecord):
+    TOPIC: ClassVar[str] = TOPIC
+
     plan: str
     subtask: str
     movement: str
@@ -69,10 +70,3 @@ class ReasoningMessage:
             'timings_ms': lambda t: {str(k): float(v) for k, v in t.items()},
         }
         return cls(**read_fields(d, TOPIC, fields))
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict())
-
-    @classmethod
-    def from_json(cls, text: str) -> ReasoningMessage:
-        return cls.from_dict(parse_object(text, TOPIC))

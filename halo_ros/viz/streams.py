@@ -5,11 +5,12 @@ for what it leaves out; `halo_ros.viz.episode` puts the pieces together.
 """
 
 from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 
 from halo_ros.control.control_state import ControlState
-from halo_ros.json_record import RecordError
+from halo_ros.json_record import JsonRecord, RecordError
 from halo_ros.recording import topics as T
 from halo_ros.recording.episode_reader import EpisodeData, image_array, match_topic
 from halo_ros.runtime.chunk import ChunkTag
@@ -68,7 +69,7 @@ def measured_at(names, stamps_ns, followers) -> np.ndarray:
     return out
 
 
-def _records(data: EpisodeData, key: str, schema) -> list[tuple[int, object]]:
+def _records(data: EpisodeData, key: str, schema: type[JsonRecord]) -> list[tuple[int, Any]]:
     """(log stamp, record) of every message of a JSON topic, parsed by its schema."""
     stream = data.texts.get(key)
     if stream is None:
@@ -78,9 +79,8 @@ def _records(data: EpisodeData, key: str, schema) -> list[tuple[int, object]]:
         try:
             rows.append((int(stamp), schema.from_json(text)))
         except RecordError as error:
-            topic = {'control_state': T.CONTROL_STATE_TOPIC, 'reasoning': T.REASONING_TOPIC}[key]
             raise EpisodeError(
-                f'{data.bag_dir}: {topic} message {k} is unreadable: {error}'
+                f'{data.bag_dir}: {schema.TOPIC} message {k} is unreadable: {error}'
             ) from None
     return rows
 
