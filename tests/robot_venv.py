@@ -140,7 +140,7 @@ def robot_venv(venv: Path | None = None, *, fresh: bool = False, pip_cache: bool
                      '--force-reinstall', source],
                     env, log,
                 )  # fmt: skip
-    return {'venv': venv, 'python': python, 'env': env, **timings}
+    return {'venv': venv, 'python': str(python), 'env': env, **timings}
 
 
 def main() -> int:

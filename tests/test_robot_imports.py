@@ -70,7 +70,7 @@ ROBOT_SIDE = textwrap.dedent(
     settings = policy_settings({
         'backend': 'remote', 'server': sys.argv[1], 'remote_timeout_s': 60.0,
         'image_width': 160, 'image_height': 120, 'seam_mode': 'rtc', 'chunk_rate_hz': 5.0,
-        'reasoning': True, 'reasoning_period_s': 0.5, 'max_tokens': 4, 'subgoal': False,
+        'reasoning': True, 'reasoning_period_s': 0.5, 'max_tokens': 4, 'subgoal': True,
         'instruction': 'transfer the cube',
     })
     engine = load_policy_engine(settings)
