@@ -202,3 +202,16 @@ def test_string_parameters_reach_the_node_as_strings(tmp_path):
     command = make_process(spec, params, str(tmp_path / 'x.log')).command()
     values = [command[i + 1] for i, a in enumerate(command) if a == '-p']
     assert values == ["serial:='012345'", 'device:=/dev/video0', 'fps:=30.0', "driver:='true'"]
+
+
+def test_an_integer_override_of_a_decimal_parameter_reaches_the_node_as_a_decimal():
+    """`--set policy.remote_timeout_s=10`: rclpy refuses an integer for a double parameter, so
+    the node crashed on every restart; it gets 10.0 (the profile's YAML says 1.0)."""
+    from halo_ros.bringup.profiles import profile
+    from halo_ros.bringup.supervise import typed_like
+
+    spec = profile('serve').node('policy')
+    typed = typed_like({'remote_timeout_s': 10, 'jpeg_quality': 80, 'server': 'tcp://h:1'}, spec)
+    assert typed == {'remote_timeout_s': 10.0, 'jpeg_quality': 80, 'server': 'tcp://h:1'}
+    assert isinstance(typed['remote_timeout_s'], float)
+    assert isinstance(typed['jpeg_quality'], int)  # an integer parameter stays one

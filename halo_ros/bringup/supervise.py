@@ -15,6 +15,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import yaml
+
 from halo_ros.bringup.profiles import NodeSpec, Profile, Restart
 from halo_ros.paths import share_dir
 from halo_ros.supervisor import NodeProcess
@@ -36,6 +38,25 @@ def make_process(spec: NodeSpec, params: dict, log_path: str) -> NodeProcess:
         params_files=tuple(str(share / f) for f in spec.params_files),
         remaps=spec.remaps,
     )
+
+
+def typed_like(overrides: dict, spec: NodeSpec) -> dict:
+    """An integer override of a parameter whose profile value is a decimal becomes a decimal:
+    `--set policy.remote_timeout_s=10` means 10.0, and rclpy refuses an integer for a double
+    parameter (the node would crash on start, every restart)."""
+    defaults = dict(spec.params)
+    share = share_dir()
+    for relative in spec.params_files:
+        with open(share / relative, encoding='utf-8') as f:
+            document = yaml.safe_load(f) or {}
+        section = document.get(spec.node_name) or document.get('/**') or {}
+        defaults |= section.get('ros__parameters', {})
+    typed = dict(overrides)
+    for name, value in overrides.items():
+        is_int = isinstance(value, int) and not isinstance(value, bool)
+        if is_int and isinstance(defaults.get(name), float):
+            typed[name] = float(value)
+    return typed
 
 
 class NodeEvent(enum.Enum):
@@ -102,7 +123,8 @@ class Supervisor:
             if not set(spec.start_after) <= ready | self.absent:
                 continue
             self.pending.remove(spec)
-            params = spec.parameters(self.absent) | self._overrides.get(spec.key, {})
+            overrides = typed_like(self._overrides.get(spec.key, {}), spec)
+            params = spec.parameters(self.absent) | overrides
             process = self._factory(spec, params, os.path.join(self.run_dir, f'{spec.key}.log'))
             self.nodes[spec.key] = Supervised(spec, process.start())
             log.info('started %s (pid %d)', spec.key, process.process.pid)

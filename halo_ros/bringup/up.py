@@ -181,6 +181,10 @@ def run(args) -> int:
     if supervisor.failure:
         print(f'stopped because {supervisor.failure}; see {run_dir}')
         return 1
+    gave_up = sorted(k for k, n in supervisor.nodes.items() if n.down and n.exit_codes[-1:] != [0])
+    if gave_up:  # a non-essential node that crashed past its restarts: the bring-up was not whole
+        print(f'stopped; {", ".join(gave_up)} kept failing and stayed down; see {run_dir}')
+        return 1
     print(
         f'stopped cleanly ({"Ctrl-C" if stop["signal"] else "duration reached"}); logs in {run_dir}'
     )
