@@ -37,6 +37,7 @@ COMMANDS = {
     'report': 'halo_ros.viz.report',
     'seam-eval': 'halo_ros.runtime.seam_eval',
     'serve': 'halo_ros.transport.serve',
+    'soak-controller': 'halo_ros.control.soak',
     'train': 'halo_ros.training.command',
     'up': 'halo_ros.bringup.up',
     'view': 'halo_ros.viz.view',

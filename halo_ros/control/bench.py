@@ -1,18 +1,24 @@
-"""Controller 50 Hz period error and CPU share, with the simulator and policy node beside it.
+"""Controller 50 Hz period error and CPU share, with the simulator, policy and recorder beside it.
 
-Starts three processes -- the simulator (virtual Dynamixel buses, the scripted operator on the
-leader arms), the policy node (halo-tiny on the CPU, random weights unless --checkpoint) and the
-controller node -- puts the controller in --mode (teleop by default: every tick reads the leaders
-and writes the followers; the policy's chunks are produced and received meanwhile), and measures
-for --duration seconds from `halo/control_state` (every tick's period error) and `diagnostics`
-(missed ticks):
+Starts the simulator (virtual Dynamixel buses, the scripted operator on the leader arms), the
+policy node (halo-tiny on the CPU, random weights unless --checkpoint), optionally the recorder
+(--recorder) and the controller node, puts the controller in --mode (teleop by default: every tick
+reads the leaders and writes the followers; the policy's chunks are produced and received
+meanwhile), and measures for --duration seconds from `halo/control_state` (every tick's period
+error), `halo/command` (what an independent subscriber receives) and `diagnostics` (missed ticks):
 
 - period error = tick start - its scheduled deadline on the monotonic clock (DESIGN.md);
   p50 / p99 / max, and missed ticks (a full period late);
+- commands received per expected (50 per second of the window): ticks that never happened or
+  never reached a subscriber;
 - CPU share of each process (user + system time / wall time, in % of one core).
+
+The real-time measures (SCHED_FIFO for the loop and its bus workers, mlockall, the GC in the
+loop's slack, the GIL switch interval; SCHED_FIFO for the simulator's bus replies) are on as in
+config/controller.yaml unless switched off one by one (--no-fifo, --no-mlock, ...; --bare: all
+off), so each can be measured with and without.
 """
 
-import json
 import logging
 import os
 import time
@@ -21,7 +27,7 @@ import numpy as np
 
 from halo_ros import rosenv
 from halo_ros.benchmarks import report
-from halo_ros.supervisor import NodeProcess
+from halo_ros.control.graph import ControllerGraph
 
 log = logging.getLogger(__name__)
 
@@ -39,12 +45,20 @@ def add_arguments(parser) -> None:
         help='controller mode while measuring',
     )
     parser.add_argument('--no-policy', action='store_true', help='no policy node')
+    parser.add_argument('--recorder', action='store_true', help='record everything meanwhile')
+    parser.add_argument('--no-fifo', action='store_true', help='controller loop at normal priority')
+    parser.add_argument('--no-mlock', action='store_true', help='controller memory not locked')
+    parser.add_argument('--no-gc', action='store_true', help='automatic garbage collection')
     parser.add_argument(
-        '--realtime-priority',
-        type=int,
-        default=0,
-        help='SCHED_FIFO priority of the control loop (0: normal thread)',
+        '--no-switch-interval', action='store_true', help="Python's default 5 ms GIL interval"
     )
+    parser.add_argument(
+        '--bus-priority',
+        type=int,
+        default=50,
+        help="SCHED_FIFO priority of the simulator's bus replies (0: normal threads)",
+    )
+    parser.add_argument('--bare', action='store_true', help='every real-time measure off')
     parser.add_argument('--checkpoint', default='', help='halo-tiny weights (default random)')
     parser.add_argument('--camera-size', type=int, nargs=2, default=(160, 120), metavar=('W', 'H'))
     parser.add_argument('--run-dir', default=None, help='node logs (default runs/bench-...)')
@@ -58,140 +72,90 @@ def _cpu_s(pid: int) -> float:
 
 
 def run(args) -> int:
-    domain = int(os.environ.get('ROS_DOMAIN_ID') or rosenv.random_domain_id())
-    rosenv.apply(domain)
+    rosenv.apply(int(os.environ.get('ROS_DOMAIN_ID') or rosenv.random_domain_id()))
     run_dir = args.run_dir or os.path.join('runs', time.strftime('bench-controller-%Y%m%d-%H%M%S'))
-    os.makedirs(run_dir, exist_ok=True)
-
-    import rclpy
-    from diagnostic_msgs.msg import DiagnosticArray
-    from rclpy.qos import QoSProfile
-    from std_msgs.msg import String
-    from std_srvs.srv import Trigger
-    from trajectory_msgs.msg import JointTrajectory
-
-    width, height = args.camera_size
-    processes = {
-        'sim': NodeProcess(
-            'halo_ros.nodes.sim_node',
-            {
-                'operator': 'leaders',
-                'camera_width': width,
-                'camera_height': height,
-            },
-            log_path=os.path.join(run_dir, 'sim_node.log'),
-        ),
-        'controller': NodeProcess(
-            'halo_ros.nodes.controller_node',
-            {'realtime_priority': args.realtime_priority},
-            log_path=os.path.join(run_dir, 'controller_node.log'),
-        ),
-    }
-    if not args.no_policy:
-        params = {
-            'image_width': width,
-            'image_height': height,
-            'chunk_rate_hz': 5.0,
-            'threads': 1,
-            'instruction': 'transfer the cube to the other arm',
-        }
-        if args.checkpoint:
-            params['checkpoint'] = args.checkpoint
-        processes['policy'] = NodeProcess(
-            'halo_ros.nodes.policy_node', params, log_path=os.path.join(run_dir, 'policy_node.log')
-        )
-    for process in processes.values():
-        process.start()
-    rclpy.init()
-    node = rclpy.create_node('bench_controller')
-    ticks: dict[int, dict] = {}
-    missed = []
-    chunks = [0]
-
-    def on_state(msg):
-        state = json.loads(msg.data)
-        ticks[state['tick']] = state
-
-    def on_diagnostics(msg):
-        for status in msg.status:
-            if status.name == 'halo_ros: controller':
-                values = {kv.key: kv.value for kv in status.values}
-                missed.append(int(values['missed_ticks']))
-
-    node.create_subscription(String, 'halo/control_state', on_state, QoSProfile(depth=500))
-    node.create_subscription(DiagnosticArray, 'diagnostics', on_diagnostics, 10)
-    node.create_subscription(
-        JointTrajectory, 'halo/action_chunk', lambda _: chunks.__setitem__(0, chunks[0] + 1), 10
-    )
-
-    def spin(seconds: float, until=None) -> bool:
-        end = time.monotonic() + seconds
-        while time.monotonic() < end:
-            if until is not None and until():
-                return True
-            if not all(p.running for p in processes.values()):
-                dead = [n for n, p in processes.items() if not p.running]
-                raise RuntimeError(f'{dead} exited; see the logs in {run_dir}')
-            rclpy.spin_once(node, timeout_sec=0.02)
-        return until is None
-
+    measures = _measures(args)
+    graph = ControllerGraph(
+        run_dir,
+        camera_size=tuple(args.camera_size),
+        checkpoint=args.checkpoint,
+        policy=not args.no_policy,
+        recorder=args.recorder,
+        controller_config=measures['controller'],
+        sim_params={'bus_reply_priority': measures['bus_reply_priority']},
+    ).start()
     try:
-        if not spin(120, lambda: len(ticks) > 50):
-            raise RuntimeError(f'no controller ticks within 120 s; see {run_dir}')
-        if 'policy' in processes and not spin(180, lambda: chunks[0] >= 3):
-            log.warning('the policy produced no chunks within 180 s; measuring anyway')
+        graph.wait_ready(chunks=not args.no_policy)
         if args.mode != 'hold':
-            client = node.create_client(Trigger, f'/controller/engage_{args.mode}')
-            client.wait_for_service(timeout_sec=30)
-            future = client.call_async(Trigger.Request())
-            spin(15, future.done)
-            log.info('engage_%s: %s', args.mode, future.result())
-        spin(2.0)
-        first_tick, missed_before, chunks_before = max(ticks), (missed or [0])[-1], chunks[0]
-        pid = processes['controller'].process.pid
-        cpu = {name: _cpu_s(p.process.pid) for name, p in processes.items()}
+            log.info('engage_%s: %s', args.mode, graph.call(f'/controller/engage_{args.mode}'))
+        graph.spin(2.0)
+        first_tick, reports = max(graph.ticks), len(graph.missed)
+        missed_before = graph.missed[-1] if graph.missed else 0
+        chunks_before, commands_before = graph.chunks, graph.commands
+        pids = {name: p.process.pid for name, p in graph.processes.items()}
+        cpu = {name: _cpu_s(pid) for name, pid in pids.items()}
+        log.info('measuring for %g s', args.duration)  # a marker for whoever quiets the machine
         start = time.monotonic()
-        spin(args.duration)
+        graph.spin(args.duration)
         wall = time.monotonic() - start
-        cpu = {name: (_cpu_s(p.process.pid) - cpu[name]) / wall for name, p in processes.items()}
-        spin(2.0, lambda: missed and len(missed) > 1)
-        last_tick = max(ticks)
+        log.info('measured')
+        received = graph.commands - commands_before
+        cpu = {name: (_cpu_s(pids[name]) - cpu[name]) / wall for name in pids}
+        last_tick = max(graph.ticks)
+        graph.spin(2.5, lambda: len(graph.missed) > reports + 1)  # a report after the window
+        missed = graph.missed[-1] - missed_before if len(graph.missed) > reports else -1
+        chunks = graph.chunks - chunks_before
     finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
-        for process in reversed(list(processes.values())):
-            process.stop()
+        graph.close()
 
-    window = [ticks[t] for t in range(first_tick + 1, last_tick + 1) if t in ticks]
+    window = [graph.ticks[t] for t in range(first_tick + 1, last_tick + 1) if t in graph.ticks]
     errors = np.array([s['period_error_ms'] for s in window])
     tick_ms = np.array([s['tick_ms'] for s in window])
     modes = {}
     for s in window:
         modes[f'{s["mode"]}/{s["phase"]}'] = modes.get(f'{s["mode"]}/{s["phase"]}', 0) + 1
+
+    def share(name):
+        return round(100 * cpu[name], 1) if name in cpu else '-'
+
     row = {
         'duration_s': round(wall, 1),
         'ticks': last_tick - first_tick,
         'p50_ms': float(np.percentile(errors, 50)),
         'p99_ms': float(np.percentile(errors, 99)),
         'max_ms': float(errors.max()),
-        'missed': missed[-1] - missed_before if missed else -1,
+        'missed': missed,
         'tick_p50_ms': float(np.percentile(tick_ms, 50)),
         'tick_p99_ms': float(np.percentile(tick_ms, 99)),
         'lost_msgs': (last_tick - first_tick) - len(window),
-        'controller_cpu_pct': round(100 * cpu['controller'], 1),
-        'sim_cpu_pct': round(100 * cpu['sim'], 1),
-        'policy_cpu_pct': round(100 * cpu['policy'], 1) if 'policy' in cpu else '-',
-        'chunks_recv': chunks[0] - chunks_before,
+        'commands_per_expected': round(received / (wall * 50.0), 4),
+        **{f'{name}_cpu_pct': share(name) for name in ('controller', 'sim', 'policy', 'recorder')},
+        'chunks_recv': chunks,
     }
     report(
-        'controller period at 50 Hz (sim + policy in other processes)',
+        'controller period at 50 Hz (sim, policy, recorder in other processes)',
         [row],
         args.json,
         mode=args.mode,
-        realtime_priority=args.realtime_priority,
+        measures=measures,
+        load_average=os.getloadavg(),
         ticks_by_phase=modes,
-        controller_pid=pid,
+        controller_pid=pids['controller'],
         run_dir=run_dir,
     )
     print(f'ticks by mode/phase: {modes}')
     return 0
+
+
+def _measures(args) -> dict:
+    """The real-time measures of this run: controller settings and the simulator's bus priority."""
+    controller = {}
+    if args.bare or args.no_fifo:
+        controller['realtime_priority'] = 0
+    if args.bare or args.no_mlock:
+        controller['lock_memory'] = False
+    if args.bare or args.no_gc:
+        controller['gc_in_slack'] = False
+    if args.bare or args.no_switch_interval:
+        controller['switch_interval_ms'] = 0.0
+    return {'controller': controller, 'bus_reply_priority': 0 if args.bare else args.bus_priority}

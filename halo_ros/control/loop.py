@@ -40,7 +40,7 @@ from halo_ros.control.chunks import ChunkBuffer, ChunkError, ControllerChunk, Re
 from halo_ros.control.clock_map import StampMap
 from halo_ros.control.config import ControllerConfig
 from halo_ros.control.modes import Mode, Pending, Phase, Request, Snapshot, prepare, refused
-from halo_ros.control.realtime import SlackCollector, make_fifo
+from halo_ros.control.realtime import SlackCollector
 from halo_ros.control.safety import SafetyFilter
 from halo_ros.control.stats import ControlStats
 from halo_ros.control.supervision import Resync, Supervision, arm_joints
@@ -49,6 +49,7 @@ from halo_ros.control.targets import TargetSelection
 from halo_ros.drivers.aloha_arm import ArmState
 from halo_ros.drivers.aloha_calibration import ArmName, RobotCalibration
 from halo_ros.joints import DOF
+from halo_ros.sched import make_fifo
 
 log = logging.getLogger(__name__)
 
@@ -134,6 +135,7 @@ class ControlLoop(ModeSwitching, TargetSelection, Supervision):
         self._sleep_deadline_ns = 0
         self._sleep_done = threading.Event()
         self._collector = SlackCollector() if config.gc_in_slack else None
+        self.fifo_priority = 0  # SCHED_FIFO priority the loop thread got (0: normal)
 
     # -- thread -----------------------------------------------------------------------------
 
@@ -176,7 +178,8 @@ class ControlLoop(ModeSwitching, TargetSelection, Supervision):
             # The bus workers too: their replies gate every tick (a normal-priority worker
             # would invert the priority).
             workers = [t for t in threading.enumerate() if t.name.startswith('bus-')]
-            make_fifo(self.config.realtime_priority, [threading.current_thread(), *workers])
+            if make_fifo(self.config.realtime_priority, [threading.current_thread(), *workers]):
+                self.fifo_priority = self.config.realtime_priority
         period = self.config.period_ns
         pacer = self._pacer
         pacer.wait_started(self._stop)

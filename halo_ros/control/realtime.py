@@ -3,11 +3,11 @@ garbage collector and the GIL kept off the hot path.
 
 Each measure is a setting of ControllerConfig, so it can be measured on and off
 (`halo-ros bench-controller`, BENCHMARKS.md). Thread-level: SCHED_FIFO for the loop thread and
-the bus workers whose replies gate every tick (`make_fifo`). Process-level, for the controller
-node's process only (`prepare_process`): mlockall, automatic collection off with the start-up
-objects frozen, a short GIL switch interval. The loop then collects in its slack after each
-tick's write (`SlackCollector`). A measure that is refused logs one warning and the controller
-runs without it.
+the bus workers whose replies gate every tick (`halo_ros.sched.make_fifo`). Process-level, for
+the controller node's process only (`prepare_process`): mlockall, automatic collection off with
+the start-up objects frozen, a short GIL switch interval. The loop then collects in its slack
+after each tick's write (`SlackCollector`). A measure that is refused logs one warning and the
+controller runs without it.
 """
 
 import ctypes
@@ -15,25 +15,10 @@ import gc
 import logging
 import os
 import sys
-import threading
 
 log = logging.getLogger(__name__)
 
 _MCL_CURRENT, _MCL_FUTURE = 1, 2  # <sys/mman.h>
-
-
-def make_fifo(priority: int, threads: list[threading.Thread]) -> bool:
-    """SCHED_FIFO `priority` for `threads` (all or, on the first refusal, none further)."""
-    for thread in threads:
-        try:
-            os.sched_setscheduler(thread.native_id, os.SCHED_FIFO, os.sched_param(priority))
-        except OSError as error:
-            log.warning(
-                'SCHED_FIFO %d for %s refused (%s): normal priority', priority, thread.name, error
-            )
-            return False
-    log.info('SCHED_FIFO %d for %s', priority, [t.name for t in threads])
-    return True
 
 
 def prepare_process(*, lock_memory: bool, gc_in_slack: bool, switch_interval_ms: float) -> dict:

@@ -254,8 +254,10 @@ class ControllerNode(Node):
         for arm_name, arm in self.arm_set.arms.items():  # the driver's own counters
             values[f'port_losses.{arm_name.value}'] = arm.port_losses
             values[f'port_reopens.{arm_name.value}'] = arm.port_reopens
+            values[f'bus_retries.{arm_name.value}'] = arm.bus.failed_attempts
         for measure, applied in self._realtime.items():
             values[f'realtime.{measure}'] = applied
+        values['realtime.fifo_priority'] = self.loop.fifo_priority
         snapshot = self.loop.snapshot()
         values['mode'], values['phase'] = snapshot.mode.value, self.loop.phase.value
         if snapshot.faults or snapshot.mode is Mode.ESTOP or not self.loop.running:

@@ -12,6 +12,7 @@ with use_sim_time then run at its pace). The node itself keeps the wall clock: i
 
 import json
 
+from rcl_interfaces.msg import SetParametersResult
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, qos_profile_sensor_data
 from rosgraph_msgs.msg import Clock
@@ -48,6 +49,9 @@ class SimNode(Node):
                 ('status_rate_hz', 10.0),
                 ('sim_time', False),  # publish /clock and stamp on simulated time
                 ('real_time_factor', 1.0),  # simulated seconds per wall second (needs sim_time)
+                ('bus_reply_priority', 0),  # SCHED_FIFO of the virtual buses (a USB adaptor's)
+                ('bus_corrupt_probability', 0.0),  # fault drills: replies with a broken CRC
+                ('unplugged_buses', ['']),  # fault drills, settable at run time: arms unplugged
             ],
         )
         v = {param.name: param.value for param in p}
@@ -62,6 +66,8 @@ class SimNode(Node):
             calibration=v['calibration'],
             real_time_factor=v['real_time_factor'],
             sim_time=v['sim_time'],
+            bus_reply_priority=v['bus_reply_priority'],
+            bus_corrupt_probability=v['bus_corrupt_probability'],
         )
         self._clock_publisher = (
             self.create_publisher(Clock, '/clock', QoSProfile(depth=10))
@@ -86,6 +92,7 @@ class SimNode(Node):
             config, on_frames=self._publish_frames, on_tick=self._publish_joints
         )
         self.runner.start()
+        self.add_on_set_parameters_callback(self._on_parameters)
         self.get_logger().info(
             f'simulating {config.task.value} with cameras {list(config.cameras)} at '
             f'{config.width}x{config.height} {config.camera_rate_hz:g} Hz, operator '
@@ -119,6 +126,15 @@ class SimNode(Node):
         seed = self.runner.reset()
         response.success, response.message = True, f'episode reset with seed {seed}'
         return response
+
+    def _on_parameters(self, parameters):
+        for parameter in parameters:
+            if parameter.name == 'unplugged_buses':
+                try:
+                    self.runner.set_unplugged([n for n in parameter.value if n])
+                except ValueError as error:  # not an arm name
+                    return SetParametersResult(successful=False, reason=str(error))
+        return SetParametersResult(successful=True)
 
     def destroy_node(self):
         self.runner.stop()

@@ -12,6 +12,7 @@ use_sim_time run at the simulation's pace: at r = 0.1 a CPU policy looks ten tim
 """
 
 import logging
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -20,6 +21,7 @@ from enum import Enum
 
 import numpy as np
 
+from halo_ros.drivers.aloha_calibration import ArmName
 from halo_ros.drivers.aloha_calibration import load as load_calibration
 from halo_ros.drivers.aloha_motors import ArmModel, shaft_limits
 from halo_ros.joints import SIDES
@@ -28,7 +30,7 @@ from halo_ros.sim.cameras import CameraRig, FrameSink, RenderLoop
 from halo_ros.sim.expert import EPISODE_TICKS, TransferCubeExpert
 from halo_ros.sim.expert_eval import command_to_shafts
 from halo_ros.sim.scene import CAMERAS, Task
-from halo_ros.sim.virtual_bus import KinematicArm, start_virtual_buses
+from halo_ros.sim.virtual_bus import FaultInjection, KinematicArm, start_virtual_buses
 from halo_ros.sim.world import (
     GRIPPER_SHAFT_CLOSED_RAD,
     GRIPPER_SHAFT_OPEN_RAD,
@@ -67,6 +69,12 @@ class SimConfig:
     real_time_factor: float = 1.0
     # Stamp everything on the simulated clock (published as /clock) instead of the wall clock.
     sim_time: bool = False
+    # SCHED_FIFO priority of the virtual buses' serving threads (0: normal): a USB adaptor and
+    # its servos answer whatever the CPU does; an emulator thread would wait behind the load.
+    # With it the GIL is handed over every 0.5 ms (not 5): a woken bus thread still needs it.
+    bus_reply_priority: int = 0
+    # Share of status packets sent with a broken CRC on every virtual bus (fault drills).
+    bus_corrupt_probability: float = 0.0
 
     def __post_init__(self):
         if self.width < 16 or self.height < 16:
@@ -112,6 +120,7 @@ class PeriodStats:
 
 
 HAND_SPEED_RAD_S = 4.0  # the scripted operator's fastest joint motion
+_BUS_SWITCH_INTERVAL_S = 0.0005  # GIL hand-over with bus_reply_priority (see SimConfig)
 
 TickSink = Callable[[AlohaSim, int], None]  # called on the physics thread after every step
 
@@ -195,8 +204,15 @@ class SimRunner:
 
     def start(self, *, render_timeout_s: float = 30.0) -> None:
         if self.config.virtual_buses:
+            if self.config.bus_reply_priority:
+                sys.setswitchinterval(_BUS_SWITCH_INTERVAL_S)
             calibration = load_calibration(calibration_file(self.config.calibration))
-            self._buses = start_virtual_buses(self.arms, calibration)
+            self._buses = start_virtual_buses(
+                self.arms,
+                calibration,
+                reply_priority=self.config.bus_reply_priority,
+                faults=FaultInjection(corrupt_probability=self.config.bus_corrupt_probability),
+            )
             log.info(
                 'virtual Dynamixel buses: %s',
                 {name.value: bus.link for name, bus in self._buses.items()},
@@ -224,6 +240,17 @@ class SimRunner:
         for bus in self._buses.values():
             bus.stop()
         self._buses = {}
+
+    def set_unplugged(self, names) -> None:
+        """Unplug the virtual buses of the named arms (their ptys vanish), replug the others."""
+        names = {ArmName(n) for n in names}
+        for name, bus in self._buses.items():
+            if name in names and bus.plugged:
+                bus.unplug()
+                log.warning('%s: virtual bus unplugged', name.value)
+            elif name not in names and not bus.plugged:
+                bus.replug()
+                log.warning('%s: virtual bus plugged back in', name.value)
 
     @property
     def frames_rendered(self) -> int:

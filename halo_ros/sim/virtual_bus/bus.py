@@ -39,6 +39,7 @@ from halo_ros.drivers.dynamixel.tables import (
     StatusError,
     StatusReturnLevel,
 )
+from halo_ros.sched import make_fifo
 from halo_ros.sim.arm_io import SHAFTS, SimulatedArm
 from halo_ros.sim.virtual_bus.hardware import ServoMount, mounts
 from halo_ros.sim.virtual_bus.servo import ServoSettings, VirtualServo
@@ -104,12 +105,18 @@ class VirtualBus:
         faults: FaultInjection = FaultInjection(),
         reply_latency_ms: float = 0.0,
         assembly_error_ticks: Mapping[int, float] | None = None,
+        reply_priority: int = 0,
     ) -> None:
         """`reply_latency_ms` delays every burst of replies, standing in for wire time and the
         USB adapter's latency timer (a pty has neither), e.g. for benchmarks.
-        `assembly_error_ticks` mounts servos (by ID) off by that many encoder ticks."""
+        `assembly_error_ticks` mounts servos (by ID) off by that many encoder ticks.
+        `reply_priority` > 0 serves on a SCHED_FIFO thread: a USB adaptor and its servos answer
+        whatever the CPU is doing, an emulator thread at normal priority waits its turn."""
         if reply_latency_ms < 0:
             raise ValueError(f'reply_latency_ms must be >= 0, got {reply_latency_ms}')
+        if not 0 <= reply_priority <= 99:
+            raise ValueError(f'reply_priority must be in [0, 99], got {reply_priority}')
+        self.reply_priority = reply_priority
         self.reply_latency_s = reply_latency_ms / 1e3
         self.arm = arm
         self.calibration = calibration
@@ -187,6 +194,10 @@ class VirtualBus:
                 os.close(fd)
         self._master = self._slave = -1
 
+    @property
+    def plugged(self) -> bool:
+        return self._master >= 0
+
     def unplug(self) -> None:
         """The USB adaptor goes away: the pty closes under the driver (its next I/O fails) and
         the port path disappears. The servos stay powered: their state is kept."""
@@ -221,6 +232,8 @@ class VirtualBus:
     # -- serving ----------------------------------------------------------------------------
 
     def _serve(self) -> None:
+        if self.reply_priority:
+            make_fifo(self.reply_priority, [threading.current_thread()])
         while not self._stop.is_set():
             ready, _, _ = select.select([self._master], [], [], _POLL_S)
             if not ready:
