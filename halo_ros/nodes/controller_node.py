@@ -44,6 +44,7 @@ from pathlib import Path
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.node import Node
 from sensor_msgs.msg import JointState
 from std_msgs.msg import String
@@ -150,6 +151,10 @@ class ControllerNode(Node):
             pace_clock_ns=ros_now if sim_time else None,  # 50 Hz of simulated time
         )
         self.create_subscription(JointTrajectory, 'halo/action_chunk', self._on_chunk, 10)
+        # A request waits (up to seconds) for the loop to perform it; with sim time the loop
+        # ticks only as /clock arrives, which the default group takes meanwhile (main: two
+        # executor threads), or the wait would starve the clock it waits on.
+        waits = MutuallyExclusiveCallbackGroup()
         for name, request in (
             ('hold', Request.HOLD),
             ('engage_teleop', Request.TELEOP),
@@ -158,8 +163,8 @@ class ControllerNode(Node):
             ('reboot', Request.REBOOT),
             ('sleep', Request.SLEEP),
         ):
-            self.create_service(Trigger, f'~/{name}', self._trigger(request))
-        self.create_service(SetBool, '~/torque', self._on_torque)
+            self.create_service(Trigger, f'~/{name}', self._trigger(request), callback_group=waits)
+        self.create_service(SetBool, '~/torque', self._on_torque, callback_group=waits)
         self.create_timer(1.0, self._publish_slow)
         self._realtime = prepare_process(
             lock_memory=self.config.lock_memory,
@@ -306,7 +311,7 @@ class ControllerNode(Node):
 
 
 def main(args=None):
-    run_node(ControllerNode, args)
+    run_node(ControllerNode, args, threads=2)
 
 
 if __name__ == '__main__':

@@ -29,7 +29,7 @@ class DrillControllerNode(ControllerNode):
 
 
 def main(args=None):
-    run_node(DrillControllerNode, args)
+    run_node(DrillControllerNode, args, threads=2)
 
 
 if __name__ == '__main__':
