@@ -1,5 +1,6 @@
 """Sim time through the graph: the simulator publishes /clock at a real-time factor below 1 and
-the controller, started with use_sim_time, ticks at 50 Hz of simulated time."""
+the controller, started with use_sim_time, ticks at 50 Hz of simulated time and performs requests
+while it does."""
 
 import json
 import time
@@ -12,6 +13,7 @@ from rclpy.qos import QoSProfile
 from ros_helpers import spin_until
 from rosgraph_msgs.msg import Clock
 from std_msgs.msg import String
+from std_srvs.srv import Trigger
 
 from halo_ros.nodes.conversions import ns_from_stamp
 from halo_ros.supervisor import NodeProcess
@@ -65,12 +67,20 @@ def test_controller_ticks_follow_the_simulated_clock(tmp_path):
             60,
             'two simulated seconds of control ticks',
         )
+        # A request waits for the loop, which ticks on /clock: the node must keep taking /clock
+        # meanwhile (it deadlocked until the request timed out: 'did not act within 5 s').
+        hold = watcher.create_client(Trigger, '/controller/hold')
+        assert hold.wait_for_service(timeout_sec=30)
+        future = hold.call_async(Trigger.Request())
+        spin_until(watcher, future.done, 30, 'the ~/hold reply')
+        held = future.result()
     finally:
         watcher.destroy_node()
         rclpy.try_shutdown()
         controller_rc, sim_rc = controller.stop(), sim.stop()
     assert controller_rc == 0, (tmp_path / 'controller_node.log').read_text()[-3000:]
     assert sim_rc == 0
+    assert held.success, held.message
 
     inside = [t for t in watcher.ticks if first <= t['stamp_ns'] < first + window_ns]
     # 50 ticks per simulated second, stamped on the simulated clock 20 ms apart.
