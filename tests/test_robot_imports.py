@@ -134,8 +134,10 @@ def test_robot_side_runs_a_remote_policy_without_torch(server):
     assert run.returncode == 0, run.stderr[-4000:]
     report = json.loads(run.stdout.strip().splitlines()[-1])
     assert report['loaded'] == []
-    # The trained checkpoint's card, read without torch: its one camera and its instruction.
-    assert report['card'] == ['cam_high', 'rtc', 'transfer the cube to the other arm']
+    # The trained checkpoint's card, read without torch: its cameras, its seam (trained with
+    # executed prefixes: training-time RTC) and its instruction.
+    cameras = 'cam_high,cam_left_wrist,cam_right_wrist'
+    assert report['card'] == [cameras, 'prefix', 'transfer the cube to the other arm']
     for backend, extras in (
         ('torch', 'halo_ros[model]'),
         ('onnxruntime', 'halo_ros[model,engine]'),

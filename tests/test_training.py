@@ -292,7 +292,9 @@ def test_the_shipped_checkpoint_loads_like_released_weights_and_says_how_it_was_
     size = sum(p.stat().st_size for p in folder.iterdir() if p.is_file())
     assert size <= 20 * 1024 * 1024, f'{size / 2**20:.1f} MiB'
     card = checkpoint_card(str(folder))
-    assert card['model'] == 'halo-tiny' and card['cameras'] == ['cam_high']
+    assert card['model'] == 'halo-tiny'
+    assert card['cameras'] == ['cam_high', 'cam_left_wrist', 'cam_right_wrist']
+    assert card['max_prefix_steps'] > 0  # trained for training-time RTC seams
     assert len(card['data']['sha256']) == 64 and card['data']['episodes'] >= 20
     assert card['training']['steps'] > 0 and card['max_thought_tokens'] > 0
     model = HaloModel(load_config('halo-tiny'))
