@@ -18,7 +18,7 @@ from enum import Enum
 import numpy as np
 
 from halo_ros.joints import BIMANUAL_JOINTS, DOF
-from halo_ros.runtime.alignment import AlignmentError, StreamPosition, check_order, steps_to_drop
+from halo_ros.runtime.alignment import AlignmentError, StreamPosition, align
 
 log = logging.getLogger(__name__)
 
@@ -150,13 +150,14 @@ class ChunkBuffer:
             raise ChunkError(Rejection.STALE, f'observation {age_ns / 1e6:.1f} ms old')
         newest = self._newest
         try:
-            check_order(_position(chunk), newest and _position(newest), self.epoch)
-            drop = steps_to_drop(
-                chunk.stamp_ns,
-                now_ns,
-                self.period_ns,
-                self.consumed_since(chunk.stamp_ns),
-                (len(chunk.positions) - 1) * chunk.dt_ns,
+            drop = align(
+                _position(chunk),
+                newest and _position(newest),
+                self.epoch,
+                now_ns=now_ns,
+                period_ns=self.period_ns,
+                consumed=self.consumed_since(chunk.stamp_ns),
+                span_ns=(len(chunk.positions) - 1) * chunk.dt_ns,
             )
         except AlignmentError as error:
             raise ChunkError(Rejection(error.reason.value), error.detail) from None

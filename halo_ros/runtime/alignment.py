@@ -73,3 +73,19 @@ def steps_to_drop(stamp_ns: int, now_ns: int, period_ns: int, consumed: int, spa
     if drop * period_ns > span_ns:
         raise AlignmentError(Misalignment.STALE, f'{drop} steps to drop, chunk spans {span_ns} ns')
     return drop
+
+
+def align(
+    chunk: StreamPosition,
+    newest: StreamPosition | None,
+    epoch: int,
+    *,
+    now_ns: int,
+    period_ns: int,
+    consumed: int,
+    span_ns: int,
+) -> int:
+    """The whole rule for a chunk taking over at `now_ns`: `check_order`, then `steps_to_drop`
+    (returned); AlignmentError says why it may not."""
+    check_order(chunk, newest, epoch)
+    return steps_to_drop(chunk.stamp_ns, now_ns, period_ns, consumed, span_ns)

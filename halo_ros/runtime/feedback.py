@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from halo_ros.runtime.alignment import AlignmentError, StreamPosition, check_order, steps_to_drop
+from halo_ros.runtime.alignment import AlignmentError, StreamPosition, align
 from halo_ros.runtime.chunk import ChunkTag, PolicyChunk
 
 
@@ -80,13 +80,14 @@ class ChunkSchedule(ExecutionFeedback):
         with self._lock:
             newest = self._entries[-1].chunk if self._entries else None
             try:
-                check_order(_position(chunk), newest and _position(newest), self._epoch)
-                start = steps_to_drop(
-                    chunk.stamp_ns,
-                    received_ns,
-                    self.dt_ns,
-                    self._consumed(chunk.stamp_ns, received_ns),
-                    (chunk.length - 1) * self.dt_ns,
+                start = align(
+                    _position(chunk),
+                    newest and _position(newest),
+                    self._epoch,
+                    now_ns=received_ns,
+                    period_ns=self.dt_ns,
+                    consumed=self._consumed(chunk.stamp_ns, received_ns),
+                    span_ns=(chunk.length - 1) * self.dt_ns,
                 )
             except AlignmentError:
                 return False
