@@ -29,7 +29,8 @@ from halo_ros.supervisor import NodeProcess
 pytestmark = pytest.mark.ros
 
 
-def test_overload_is_reported_held_and_cleared_through_the_reboot_service(tmp_path):
+def _controller_on_virtual_buses(tmp_path):
+    """Four kinematic arms on virtual buses and a controller node process driving them."""
     environ = {'HALO_ROS_RUN_DIR': str(tmp_path)}
     calibration = load(calibration_file('sim_aloha.yaml'), environ=environ)
     arms = {name: KinematicArm(name, initial_position_rad=START) for name in ARMS}
@@ -40,6 +41,11 @@ def test_overload_is_reported_held_and_cleared_through_the_reboot_service(tmp_pa
         env={**os.environ, **environ},
         log_path=str(tmp_path / 'controller_node.log'),
     ).start()
+    return arms, buses, controller
+
+
+def test_overload_is_reported_held_and_cleared_through_the_reboot_service(tmp_path):
+    arms, buses, controller = _controller_on_virtual_buses(tmp_path)
     rclpy.init()
     node = rclpy.create_node('fault_observer')
     seen = {'state': None, 'diagnostics': None}
@@ -108,16 +114,7 @@ def test_overload_is_reported_held_and_cleared_through_the_reboot_service(tmp_pa
 
 
 def test_stopping_the_node_puts_the_arms_to_sleep_before_torque_off(tmp_path):
-    environ = {'HALO_ROS_RUN_DIR': str(tmp_path)}
-    calibration = load(calibration_file('sim_aloha.yaml'), environ=environ)
-    arms = {name: KinematicArm(name, initial_position_rad=START) for name in ARMS}
-    buses = start_virtual_buses(arms, calibration)
-    controller = NodeProcess(
-        'halo_ros.nodes.controller_node',
-        {},
-        env={**os.environ, **environ},
-        log_path=str(tmp_path / 'controller_node.log'),
-    ).start()
+    arms, buses, controller = _controller_on_virtual_buses(tmp_path)
     rclpy.init()
     node = rclpy.create_node('sleep_observer')
     states = []
