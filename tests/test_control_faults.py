@@ -123,20 +123,21 @@ def test_a_wall_clock_step_neither_reverses_the_ramp_nor_blinds_the_watchdog(tmp
 
 
 class StaleReads:
-    """The arms, except that the next `count` readings of one arm do not arrive."""
+    """From now on, the next `count` readings of one arm do not arrive (patches `arms.read`,
+    which the loop and its collaborators share)."""
 
     def __init__(self, arms, name, count):
-        self._arms, self._name, self.count = arms, name, count
+        self.count = count
+        read = arms.read
 
-    def __getattr__(self, attribute):
-        return getattr(self._arms, attribute)
+        def stale_read():
+            states = read()
+            if self.count > 0:
+                self.count -= 1
+                states[name] = ArmState.stale('no status packet (injected)')
+            return states
 
-    def read(self):
-        states = self._arms.read()
-        if self.count > 0:
-            self.count -= 1
-            states[self._name] = ArmState.stale('no status packet (injected)')
-        return states
+        arms.read = stale_read
 
 
 def record_goals(arm):
@@ -166,7 +167,7 @@ def test_a_resync_waits_for_a_fresh_reading(tmp_path, request_kind):
             fallen = [0.0, -0.4, 0, 0, 0, 0, 0]
         loop.tick(T0 + DT)
         assert loop.phase in (Phase.TORQUE_OFF, Phase.FAULT), loop.phase
-        loop.arms = StaleReads(loop.arms, ArmName.FOLLOWER_LEFT, 6)
+        stale = StaleReads(loop.arms, ArmName.FOLLOWER_LEFT, 6)
         loop.tick(T0 + 2 * DT)
         moved = arms['follower_left'].read().position_rad + fallen
         arms['follower_left'].move_by_hand(moved)
@@ -178,7 +179,7 @@ def test_a_resync_waits_for_a_fresh_reading(tmp_path, request_kind):
         assert not ok and 'no fresh reading of' in message, message
         for i in range(5, 15):
             loop.tick(T0 + i * DT)
-        assert loop.arms.count == 0 and loop.mode is Mode.HOLD
+        assert stale.count == 0 and loop.mode is Mode.HOLD
     assert len(goals) > 5, 'the arm was never commanded again'
     # Whatever reached the servos holding torque from the request on was the pose the arm is in.
     worst = np.nanmax(np.abs(np.array(goals)[:, :6] - moved[:6]))

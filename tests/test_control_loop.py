@@ -300,6 +300,6 @@ def test_a_garbled_hardware_error_reading_does_not_stop_the_robot(tmp_path):
         readings = iter([{ArmName.FOLLOWER_LEFT: {1: HardwareError(189)}}, {}])
         loop.arms.hardware_errors = lambda names: next(readings)  # a late reply taken as this one
         record = loop.tick(T0)
-        assert not loop._check_alerts(record.states, force=True)
+        assert not loop.supervisor.check_alerts(record.states, force=True)
         assert loop.mode is Mode.HOLD and loop.phase is Phase.HOLDING and not loop.faults
         assert loop.stats.snapshot()['events']['unconfirmed_hardware_error'] == 1

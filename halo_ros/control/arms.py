@@ -23,6 +23,15 @@ FOLLOWERS = (ArmName.FOLLOWER_LEFT, ArmName.FOLLOWER_RIGHT)
 LEADERS = (ArmName.LEADER_LEFT, ArmName.LEADER_RIGHT)
 
 
+_LEFT = (ArmName.FOLLOWER_LEFT, ArmName.LEADER_LEFT)
+
+
+def arm_joints(name: ArmName) -> slice:
+    """The arm's 7 entries in the 14-vector of its pair."""
+    start = 0 if name in _LEFT else 7
+    return slice(start, start + 7)
+
+
 def join(states: Mapping[ArmName, np.ndarray], pair: tuple[ArmName, ArmName]) -> np.ndarray:
     """Two 7-vectors (left, right) -> the 14-vector of joints.BIMANUAL_JOINTS."""
     return np.concatenate([states[pair[0]], states[pair[1]]])
@@ -30,6 +39,20 @@ def join(states: Mapping[ArmName, np.ndarray], pair: tuple[ArmName, ArmName]) ->
 
 def split(vector: np.ndarray, pair: tuple[ArmName, ArmName]) -> dict[ArmName, np.ndarray]:
     return {pair[0]: vector[:7], pair[1]: vector[7:]}
+
+
+class Poses:
+    """The last fresh pose of each pair (14,), None until both arms of the pair read fresh."""
+
+    def __init__(self):
+        self.followers: np.ndarray | None = None
+        self.leaders: np.ndarray | None = None
+
+    def remember(self, states: Mapping[ArmName, ArmState]) -> None:
+        if all(states[a].fresh for a in FOLLOWERS):
+            self.followers = join({a: states[a].position() for a in FOLLOWERS}, FOLLOWERS)
+        if all(states[a].fresh for a in LEADERS):
+            self.leaders = join({a: states[a].position() for a in LEADERS}, LEADERS)
 
 
 class RobotArms(ABC):

@@ -22,6 +22,7 @@ off), so each can be measured with and without.
 import logging
 import os
 import time
+from collections import Counter
 
 import numpy as np
 
@@ -109,11 +110,9 @@ def run(args) -> int:
         graph.close()
 
     window = [graph.ticks[t] for t in range(first_tick + 1, last_tick + 1) if t in graph.ticks]
-    errors = np.array([s['period_error_ms'] for s in window])
-    tick_ms = np.array([s['tick_ms'] for s in window])
-    modes = {}
-    for s in window:
-        modes[f'{s["mode"]}/{s["phase"]}'] = modes.get(f'{s["mode"]}/{s["phase"]}', 0) + 1
+    errors = np.array([s.period_error_ms for s in window])
+    tick_ms = np.array([s.tick_ms for s in window])
+    modes = dict(Counter(f'{s.mode.value}/{s.phase.value}' for s in window))
 
     def share(name):
         return round(100 * cpu[name], 1) if name in cpu else '-'

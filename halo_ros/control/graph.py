@@ -5,7 +5,6 @@ subscriber would (`halo/control_state` of every tick, `halo/command`, chunks, di
 `halo-ros bench-controller` measures periods with it, `halo-ros soak-controller` injects faults.
 """
 
-import json
 import logging
 import os
 import signal
@@ -13,6 +12,7 @@ import time
 
 import yaml
 
+from halo_ros.control.control_state import ControlState
 from halo_ros.paths import config_file
 from halo_ros.supervisor import NodeProcess
 
@@ -71,7 +71,7 @@ class ControllerGraph:
             module = 'halo_ros.nodes.policy_node'
             self.processes['policy'] = self._node('policy_node', module, params)
         self.down: set[str] = set()  # processes stopped on purpose (a drill)
-        self.ticks: dict[int, dict] = {}
+        self.ticks: dict[int, ControlState] = {}
         self.diagnostics: dict[str, str] = {}  # the controller's latest values
         self.missed: list[int] = []  # missed_ticks of every diagnostics report
         self.chunks = 0
@@ -123,8 +123,8 @@ class ControllerGraph:
     # -- the observer ---------------------------------------------------------------------------
 
     def _on_state(self, msg) -> None:
-        state = json.loads(msg.data)
-        self.ticks[state['tick']] = state
+        state = ControlState.from_json(msg.data)
+        self.ticks[state.tick] = state
 
     def _on_command(self, msg) -> None:
         self.commands += 1
@@ -139,8 +139,8 @@ class ControllerGraph:
                 self.missed.append(int(self.diagnostics['missed_ticks']))
 
     @property
-    def last(self) -> dict:
-        return self.ticks[max(self.ticks)] if self.ticks else {}
+    def last(self) -> ControlState | None:
+        return self.ticks[max(self.ticks)] if self.ticks else None
 
     # -- driving it -----------------------------------------------------------------------------
 

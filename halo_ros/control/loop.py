@@ -21,12 +21,12 @@ A read that is not fresh changes nothing the tick needs: the policy's target nee
 teleop reuses the last leader pose; `max_consecutive_read_failures` in a row -> hold (or e-stop).
 A write that fails reaches only that arm: it gets no command until a fresh reading re-syncs it.
 
-Choosing the target lives in `targets.TargetSelection`, performing mode switches in
-`switching.ModeSwitching`, the checks in `supervision.Supervision` (mixins sharing this state).
+The loop orchestrates three collaborators that own their state and share one `ModeState` (mode,
+phase, torque, faults): `targets.Targets` chooses the target, `switching.ModeSwitch` performs
+mode switches, `supervision.Supervisor` runs the checks.
 """
 
 import logging
-import queue
 import threading
 import time
 from collections import deque
@@ -35,17 +35,27 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from halo_ros.control.arms import FOLLOWERS, LEADERS, RobotArms, join, split
+from halo_ros.control.arms import FOLLOWERS, LEADERS, Poses, RobotArms, arm_joints, split
 from halo_ros.control.chunks import ChunkBuffer, ChunkError, ControllerChunk, Rejection
 from halo_ros.control.clock_map import StampMap
 from halo_ros.control.config import ControllerConfig
-from halo_ros.control.modes import Mode, Pending, Phase, Request, Snapshot, prepare, refused
+from halo_ros.control.modes import (
+    Mode,
+    ModeState,
+    Pending,
+    Phase,
+    Request,
+    Snapshot,
+    prepare,
+    refused,
+)
+from halo_ros.control.parts import LoopParts
 from halo_ros.control.realtime import SlackCollector
 from halo_ros.control.safety import SafetyFilter
 from halo_ros.control.stats import ControlStats
-from halo_ros.control.supervision import Resync, Supervision, arm_joints
-from halo_ros.control.switching import ModeSwitching
-from halo_ros.control.targets import TargetSelection
+from halo_ros.control.supervision import Resync, Supervisor
+from halo_ros.control.switching import ModeSwitch
+from halo_ros.control.targets import Targets
 from halo_ros.drivers.aloha_arm import ArmState
 from halo_ros.drivers.aloha_calibration import ArmName, RobotCalibration
 from halo_ros.joints import DOF
@@ -74,7 +84,7 @@ class TickRecord:
     tick_ms: float  # from the start of the tick to the write done (what eats the period)
 
 
-class ControlLoop(ModeSwitching, TargetSelection, Supervision):
+class ControlLoop:
     def __init__(
         self,
         arms: RobotArms,
@@ -101,41 +111,43 @@ class ControlLoop(ModeSwitching, TargetSelection, Supervision):
             max_age_ns=int(config.max_chunk_age_s * 1e9),
             max_future_ns=int(config.max_chunk_future_s * 1e9),
         )
+        self.state = ModeState()
+        self.poses = Poses()  # last fresh reading of each pair
+        parts = LoopParts(
+            arms,
+            config,
+            self.state,
+            self.follower_filter,
+            self.leader_filter,
+            self.buffer,
+            self.stats,
+            self.poses,
+        )
+        # Collaborators, each owning its state; a late fault or an alignment reaches the switch.
+        self.targets = Targets(
+            parts,
+            release_leaders=lambda: self.switch.set_leader_torque(False),
+            fault=lambda: self.switch.enter_hold(Phase.FAULT),
+        )
+        self.supervisor = Supervisor(parts, self.targets, fail=lambda a: self.switch.fail(a))
+        self.switch = ModeSwitch(parts, self.targets, self.supervisor)
         self._stamps = StampMap(int(config.clock_step_tolerance_s * 1e9))
         self._inbox: deque[ControllerChunk] = deque()  # appended by the node's thread
         self._inbox_lock = threading.Lock()
-        self._requests: queue.SimpleQueue[Pending] = queue.SimpleQueue()
-        self._lock = threading.Lock()
+        self._parked: ControllerChunk | None = None  # newest chunk while not in POLICY
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self.mode = Mode.HOLD
-        self.phase = Phase.HOLDING
-        self.intervention = False
-        self.faults: dict[ArmName, dict] = {}  # arm -> {id: HardwareError}
-        self.follower_torque = True
-        self.leader_torque = True
         self._tick = 0
         self._last_tick_ns: int | None = None  # control time of the previous tick
-        self._hold: np.ndarray | None = None  # target while holding
-        self._leader_hold: np.ndarray | None = None  # leaders' target while going to sleep
-        self._leaders: np.ndarray | None = None  # last fresh leader pose (14,)
-        self._followers: np.ndarray | None = None  # last fresh follower pose (14,)
-        self._target: np.ndarray | None = None
-        self._failures = {name: 0 for name in FOLLOWERS + LEADERS}
-        # Arms whose filter restarts from their next fresh reading, and how much of it.
-        self._unsynced: dict[ArmName, Resync] = {}
-        self._sent = np.full(DOF, np.nan)  # follower command written last tick (NaN: none)
-        self._lagging = np.zeros(DOF, int)  # ticks in a row beyond the path tolerance
-        self._path_tolerance = config.path_tolerance
-        self._parked: ControllerChunk | None = None  # newest chunk while not in POLICY
-        self._last_chunk_ns = 0
-        self._ramp_from: np.ndarray | None = None
-        self._ramp_start_ns = 0
-        self._align_deadline_ns = 0
-        self._sleep_deadline_ns = 0
-        self._sleep_done = threading.Event()
         self._collector = SlackCollector() if config.gc_in_slack else None
         self.fifo_priority = 0  # SCHED_FIFO priority the loop thread got (0: normal)
+
+    # The loop's state as the node and the tests read it (ModeState has the lock).
+    mode = property(lambda self: self.state.mode)
+    phase = property(lambda self: self.state.phase)
+    intervention = property(lambda self: self.state.intervention)
+    follower_torque = property(lambda self: self.state.follower_torque)
+    faults = property(lambda self: self.state.faults)
 
     # -- thread -----------------------------------------------------------------------------
 
@@ -148,8 +160,7 @@ class ControlLoop(ModeSwitching, TargetSelection, Supervision):
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout_s)
-        while not self._requests.empty():
-            self._requests.get().finish(False, 'the controller is shutting down')
+        self.switch.cancel_requests('the controller is shutting down')
 
     def shutdown(self, *, sleep: bool = True) -> str:
         """Stop, first driving every arm to its sleep pose (`sleep` and `sleep_on_exit`) so that
@@ -161,7 +172,7 @@ class ControlLoop(ModeSwitching, TargetSelection, Supervision):
                 ok, message = self.request(Request.SLEEP).wait(2.0)
                 if not ok:
                     outcome = f'stopped where the arms are ({message})'
-                elif self._sleep_done.wait(self.config.sleep_timeout_s + 1.0):
+                elif self.switch.sleep_done.wait(self.config.sleep_timeout_s + 1.0):
                     outcome = f'stopped {self.phase.value}'
                 else:
                     outcome = 'stopped before the arms reached the sleep pose (timeout)'
@@ -225,13 +236,7 @@ class ControlLoop(ModeSwitching, TargetSelection, Supervision):
         self.stats.count('rejections', reason.value)
 
     def snapshot(self) -> Snapshot:
-        with self._lock:
-            faults = '; '.join(
-                f'{arm.value} ID {i} {error!r}'
-                for arm, errors in self.faults.items()
-                for i, error in errors.items()
-            )
-            return Snapshot(self.mode, self.follower_torque, faults)
+        return self.state.snapshot()
 
     def request(self, request: Request) -> Pending:
         """Prepare (may refuse at once) and queue for the loop; `.wait()` for the outcome."""
@@ -239,7 +244,7 @@ class ControlLoop(ModeSwitching, TargetSelection, Supervision):
         if reason:
             return refused(request, reason)
         pending = Pending(request)
-        self._requests.put(pending)
+        self.switch.requests.put(pending)
         return pending
 
     # -- the tick ---------------------------------------------------------------------------
@@ -253,15 +258,14 @@ class ControlLoop(ModeSwitching, TargetSelection, Supervision):
         else:
             bad = {n.value: s.error for n, s in states.items() if not s.fresh}
             raise RuntimeError(f'controller start: arms not readable: {bad}')
-        self._remember(states)
-        self.follower_filter.reset(self._followers)
-        self.leader_filter.reset(self._leaders)
-        self._hold = self.follower_filter.last_command
-        self._target = self._hold.copy()
-        self._sent[:] = np.nan
+        self.poses.remember(states)
+        self.follower_filter.reset(self.poses.followers)
+        self.leader_filter.reset(self.poses.leaders)
+        self.targets.begin_hold(self.follower_filter.last_command)
+        self.supervisor.sent[:] = np.nan
         if not self.config.leaders_hold_outside_teleop:
-            self._set_leader_torque(False)
-        self._check_alerts(states, force=True)
+            self.switch.set_leader_torque(False)
+        self.supervisor.check_alerts(states, force=True)
 
     def tick(
         self, now_ns: int, period_error_ms: float = 0.0, *, stamp_ns: int | None = None
@@ -271,24 +275,25 @@ class ControlLoop(ModeSwitching, TargetSelection, Supervision):
         the last mapping (callers ticking on one clock: tests, the lockstep evaluation)."""
         mono_ns = time.monotonic_ns()  # pairs the tick with the readings' monotonic stamps
         stamp_ns = self._map_stamps(now_ns, stamp_ns)
-        self._perform_requests(now_ns)
+        self.switch.perform_requests(now_ns)
         stalled_ns = 0 if self._last_tick_ns is None else now_ns - self._last_tick_ns
         self._last_tick_ns = now_ns
         states = self.arms.read()
-        self._check_reads(states)
-        self._remember(states)
-        self._check_alerts(states)
+        supervisor = self.supervisor
+        supervisor.check_reads(states)
+        self.poses.remember(states)
+        supervisor.check_alerts(states)
         if stalled_ns >= 2 * self.config.period_ns:
             self._stalled(stalled_ns)
-        self._sync(states)
-        self._check_following(states)
+        supervisor.sync(states)
+        supervisor.check_following(states)
         self._take_chunks(now_ns)
-        target, leader_target, chunk = self._choose(now_ns)
+        target, leader_target, chunk = self.targets.choose(now_ns)
         if self.phase is not Phase.MOVING_TO_SLEEP:
-            self._sleep_done.set()  # arrived, or the way there ended (a fault, ~/hold)
+            self.switch.sleep_done.set()  # arrived, or the way there ended (a fault, ~/hold)
         command, limits = None, frozenset()
         commands = {}
-        if self.follower_torque:
+        if self.state.follower_torque:
             effort = np.array([states[a].effort_ma[6] for a in FOLLOWERS])
             grippers = np.array([states[a].gripper_position for a in FOLLOWERS])
             fresh = np.isfinite(effort).all() and np.isfinite(grippers).all()
@@ -299,18 +304,17 @@ class ControlLoop(ModeSwitching, TargetSelection, Supervision):
             commands.update(split(command, FOLLOWERS))
             for limit in limits:
                 self.stats.count('limits', limit.value)
-        elif self._followers is not None:
-            self.follower_filter.reset(self._followers)  # limp: resume from where it is
+        elif self.poses.followers is not None:
+            self.follower_filter.reset(self.poses.followers)  # limp: resume from where it is
         if leader_target is not None:
             commands.update(split(self.leader_filter.filter(leader_target).command, LEADERS))
         self._write(commands)
-        self._target = target
         record = TickRecord(
             tick=self._tick,
             stamp_ns=stamp_ns,
-            mode=self.mode,
-            phase=self.phase,
-            intervention=self.intervention,
+            mode=self.state.mode,
+            phase=self.state.phase,
+            intervention=self.state.intervention,
             chunk=chunk,
             limits=limits,
             command=command,
@@ -362,8 +366,9 @@ class ControlLoop(ModeSwitching, TargetSelection, Supervision):
     def _write(self, commands: dict[ArmName, np.ndarray]) -> None:
         """Sync writes for the arms that are in sync; an arm whose write fails is re-synced
         from its next fresh reading (its servos kept the last goal that reached them)."""
-        commands = {n: c for n, c in commands.items() if n not in self._unsynced}
-        self._sent[:] = np.nan
+        supervisor = self.supervisor
+        commands = {n: c for n, c in commands.items() if supervisor.in_sync(n)}
+        supervisor.sent[:] = np.nan
         if not commands:
             return
         try:
@@ -374,27 +379,24 @@ class ControlLoop(ModeSwitching, TargetSelection, Supervision):
             if name in failed:
                 continue
             if name in FOLLOWERS:
-                self._sent[arm_joints(name)] = command
+                supervisor.sent[arm_joints(name)] = command
         for name, error in failed.items():
             self.stats.count('write_failures', name.value)
-            self._need_resync([name], Resync.MOTION)
+            supervisor.need_resync([name], Resync.MOTION)
             if self.stats.write_failures[name.value] in (1, 10, 100, 1000):
                 log.warning('%s: write failed: %s', name.value, error)
 
-    def _remember(self, states: Mapping[ArmName, ArmState]) -> None:
-        if all(states[a].fresh for a in FOLLOWERS):
-            self._followers = join({a: states[a].position() for a in FOLLOWERS}, FOLLOWERS)
-        if all(states[a].fresh for a in LEADERS):
-            self._leaders = join({a: states[a].position() for a in LEADERS}, LEADERS)
-
     def _take_chunks(self, now_ns: int) -> None:
+        if self.state.mode is Mode.POLICY and self._parked is not None:
+            self._offer(self._parked, now_ns)  # the newest chunk from before the engagement
+            self._parked = None
         while True:
             with self._inbox_lock:
                 if not self._inbox:
                     return
                 chunk = self._inbox.popleft()
             chunk = replace(chunk, stamp_ns=self._stamps.to_control(chunk.stamp_ns))
-            if self.mode is not Mode.POLICY:
+            if self.state.mode is not Mode.POLICY:
                 self._parked = chunk  # offered (and checked) when the policy is engaged
                 continue
             self._offer(chunk, now_ns)
@@ -407,8 +409,8 @@ class ControlLoop(ModeSwitching, TargetSelection, Supervision):
             log.debug('chunk seq %d refused: %s', chunk.seq, error)
             return
         self.stats.count('events', 'chunks_used')
-        self._last_chunk_ns = now_ns
-        if self.phase is Phase.WATCHDOG:
+        self.targets.chunk_taken(now_ns)
+        if self.state.phase is Phase.WATCHDOG:
             log.info('chunks again (seq %d): resuming', chunk.seq)
 
 

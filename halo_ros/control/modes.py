@@ -8,6 +8,8 @@ import threading
 from dataclasses import dataclass
 from enum import Enum
 
+from halo_ros.drivers.aloha_calibration import ArmName
+
 
 class Mode(Enum):
     HOLD = 'HOLD'  # keep pose (after decelerating)
@@ -52,6 +54,41 @@ class Snapshot:
     mode: Mode
     follower_torque: bool
     faults: str  # '' when no hardware error is latched, else which arm/servo/error
+
+
+class ModeState:
+    """What the loop is in: the one record its collaborators (switching, targets, supervision)
+    read and change, and the only part other threads see (`snapshot`, under the lock)."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.mode = Mode.HOLD
+        self.phase = Phase.HOLDING
+        self.intervention = False  # the operator took over from the policy
+        self.follower_torque = True
+        self.leader_torque = True
+        self.faults: dict[ArmName, dict] = {}  # arm -> {servo id: HardwareError}
+
+    def set(self, mode: Mode, phase: Phase) -> None:
+        with self.lock:
+            self.mode, self.phase = mode, phase
+
+    def set_follower_torque(self, enabled: bool) -> None:
+        with self.lock:
+            self.follower_torque = enabled
+
+    def set_faults(self, faults: dict) -> None:
+        with self.lock:
+            self.faults = dict(faults)
+
+    def snapshot(self) -> Snapshot:
+        with self.lock:
+            faults = '; '.join(
+                f'{arm.value} ID {i} {error!r}'
+                for arm, errors in self.faults.items()
+                for i, error in errors.items()
+            )
+            return Snapshot(self.mode, self.follower_torque, faults)
 
 
 def prepare(request: Request, state: Snapshot) -> str:

@@ -15,7 +15,6 @@ After the run: the recorded commands are checked against every limit (`control.a
 for completeness (every control tick recorded, nothing dropped), and the counters for each fault.
 """
 
-import json
 import logging
 import os
 import time
@@ -27,7 +26,9 @@ from halo_ros import rosenv
 from halo_ros.benchmarks import report
 from halo_ros.control.audit import landed_on, violations
 from halo_ros.control.config import load_config
+from halo_ros.control.control_state import ControlState
 from halo_ros.control.graph import ControllerGraph
+from halo_ros.control.modes import Mode, Phase
 from halo_ros.drivers.aloha_calibration import load as load_calibration
 from halo_ros.paths import calibration_file
 
@@ -86,7 +87,8 @@ def run(args) -> int:
         while (elapsed := time.monotonic() - start) < duration:
             if pending and elapsed >= pending[0][0]:
                 drills.append(_drill(graph, pending.pop(0)[1], args, elapsed))
-            if graph.last.get('mode') == 'HOLD' and time.monotonic() >= next_engage:
+            held = graph.last is not None and graph.last.mode is Mode.HOLD
+            if held and time.monotonic() >= next_engage:
                 reply = graph.call('/controller/engage_policy')
                 engagements += bool(reply and reply.success)
                 next_engage = time.monotonic() + 2.0
@@ -137,15 +139,15 @@ def _check(run_dir, diagnostics, drills, engagements, codes, args) -> dict:
     episodes = os.path.join(run_dir, 'episodes')
     data = read_episode(os.path.join(episodes, sorted(os.listdir(episodes))[-1]))
     meta = read_sidecar(data.bag_dir)
-    states = [json.loads(text) for text in data.texts['control_state'].text]
-    ticks = {state['tick'] for state in states}
+    states = [ControlState.from_json(text) for text in data.texts['control_state'].text]
+    ticks = {state.tick for state in states}
     gaps = max(ticks) - min(ticks) + 1 - len(ticks)
     command = data.joints['command']
     config = load_config()
     limits = config.follower_limits(load_calibration(calibration_file(config.calibration)))
     # A hold on a following error re-syncs the command to the measured pose: in a fault hold,
     # a joint whose command landed on its measurement was re-synced, not moved (control.audit).
-    in_fault = np.array([state['phase'] == 'fault' for state in states])[:, None]
+    in_fault = np.array([state.phase is Phase.FAULT for state in states])[:, None]
     measured = _measured(data.bag_dir, command.stamp_ns, config.period_ns)
     resynced = in_fault & landed_on(command.position, measured, limits, config.period_ns)
     # Stamps as the controller gave them: the drill's step back is no stall (no time passes),
@@ -167,8 +169,8 @@ def _check(run_dir, diagnostics, drills, engagements, codes, args) -> dict:
     )
     for check, passed in checks.items():
         (log.info if passed else log.error)('%s: %s', check, 'yes' if passed else 'NO')
-    errors = np.array([state['period_error_ms'] for state in states])
-    phases = Counter(f'{state["mode"]}/{state["phase"]}' for state in states)
+    errors = np.array([state.period_error_ms for state in states])
+    phases = Counter(f'{state.mode.value}/{state.phase.value}' for state in states)
     in_policy = sum(n for phase, n in phases.items() if phase.startswith('POLICY/'))
     row = {
         'minutes': args.minutes,

@@ -1,7 +1,9 @@
 """What the control loop watches on every tick besides the command: reads that fail, latched
 hardware errors, following error, stalls, and arms whose filter must start again from a reading.
 
-A mixin of `ControlLoop`: it uses the loop's arms, filters, stats and mode state.
+`Supervisor` owns what the checks carry from tick to tick (failed reads in a row, ticks beyond
+the path tolerance, the command sent last, the arms waiting for a re-sync); what a failure does
+(hold or e-stop) is the loop's `fail` callback.
 
 - Read failures: `max_consecutive_read_failures` in a row on an arm the mode needs -> action.
 - Hardware errors: an alert bit is confirmed by two alike readings of defined bits -> action.
@@ -16,13 +18,15 @@ import enum
 import functools
 import logging
 import operator
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 import numpy as np
 
-from halo_ros.control.arms import FOLLOWERS, LEADERS
+from halo_ros.control.arms import FOLLOWERS, LEADERS, arm_joints
 from halo_ros.control.config import FailureAction
-from halo_ros.control.modes import Mode, Phase
+from halo_ros.control.modes import Mode
+from halo_ros.control.parts import LoopPart, LoopParts
+from halo_ros.control.targets import Targets
 from halo_ros.drivers.aloha_arm import ArmState
 from halo_ros.drivers.aloha_calibration import ArmName
 from halo_ros.drivers.dynamixel.bus import DynamixelCommError
@@ -32,7 +36,6 @@ from halo_ros.joints import BIMANUAL_JOINTS
 log = logging.getLogger(__name__)
 
 _KNOWN_ERRORS = functools.reduce(operator.or_, (int(e) for e in HardwareError))
-_SIDE = {ArmName.FOLLOWER_LEFT: 0, ArmName.LEADER_LEFT: 0}  # others: right (index 7)
 
 
 class Resync(enum.IntEnum):
@@ -43,17 +46,31 @@ class Resync(enum.IntEnum):
     POSE = 2  # the arm was limp (torque on, reboot): also hold where it is
 
 
-def arm_joints(name: ArmName) -> slice:
-    """The arm's 7 entries in the 14-vector of its pair."""
-    start = _SIDE.get(name, 7)
-    return slice(start, start + 7)
+class Supervisor(LoopPart):
+    def __init__(
+        self,
+        parts: LoopParts,
+        targets: Targets,
+        *,
+        fail: Callable[[FailureAction], None],
+    ):
+        super().__init__(parts)
+        self.targets = targets
+        self._fail = fail
+        self._failures = {name: 0 for name in FOLLOWERS + LEADERS}  # failed reads in a row
+        self._lagging = np.zeros(14, int)  # ticks in a row beyond the path tolerance
+        self._path_tolerance = parts.config.path_tolerance
+        self.sent = np.full(14, np.nan)  # follower command written last tick (NaN: none)
+        # Arms whose filter restarts from their next fresh reading, and how much of it.
+        self._unsynced: dict[ArmName, Resync] = {}
 
+    def in_sync(self, name: ArmName) -> bool:
+        return name not in self._unsynced
 
-class Supervision:
     # -- reads and hardware errors ------------------------------------------------------------
 
-    def _check_reads(self, states: Mapping[ArmName, ArmState]) -> None:
-        needed = FOLLOWERS + (LEADERS if self.mode is Mode.TELEOP else ())
+    def check_reads(self, states: Mapping[ArmName, ArmState]) -> None:
+        needed = FOLLOWERS + (LEADERS if self.state.mode is Mode.TELEOP else ())
         for name, state in states.items():
             if state.fresh:
                 self._failures[name] = 0
@@ -65,8 +82,8 @@ class Supervision:
                 log.error('%s: %d reads in a row failed (%s)', name.value, limit, state.error)
                 self._fail(self.config.read_failure_action)
 
-    def _check_alerts(self, states: Mapping[ArmName, ArmState], force: bool = False) -> None:
-        alerting = [n for n, s in states.items() if s.alert_ids and n not in self.faults]
+    def check_alerts(self, states: Mapping[ArmName, ArmState], force: bool = False) -> None:
+        alerting = [n for n, s in states.items() if s.alert_ids and n not in self.state.faults]
         if force:
             alerting = list(states)
         if not alerting:
@@ -74,8 +91,7 @@ class Supervision:
         found = self._confirmed_errors(alerting)
         if not found:
             return
-        with self._lock:
-            self.faults.update(found)
+        self.state.set_faults({**self.state.faults, **found})
         for arm, errors in found.items():
             described = {i: repr(e) for i, e in errors.items()}
             self.stats.set_hardware_errors(arm.value, described)
@@ -108,18 +124,12 @@ class Supervision:
             log.warning('hardware error readings not confirmed: %s then %s', first, second)
         return confirmed
 
-    def _fail(self, action: FailureAction) -> None:
-        if action is FailureAction.ESTOP:
-            self._estop()
-        elif self.mode is not Mode.ESTOP:
-            self._enter_hold(Phase.FAULT)
-
     # -- following error ------------------------------------------------------------------------
 
-    def _check_following(self, states: Mapping[ArmName, ArmState]) -> None:
+    def check_following(self, states: Mapping[ArmName, ArmState]) -> None:
         """Measured vs the command of the tick before, per follower joint (grippers exempt)."""
-        sent = self._sent
-        if self.mode is Mode.ESTOP or not self.follower_torque:
+        sent = self.sent
+        if self.state.mode is Mode.ESTOP or not self.state.follower_torque:
             self._lagging[:] = 0
             return
         measured = np.full(14, np.nan)
@@ -143,17 +153,17 @@ class Supervision:
             self._path_tolerance[worst],
         )
         self._lagging[:] = 0
-        self._need_resync(FOLLOWERS, Resync.MOTION)
-        self._sync(states)
+        self.need_resync(FOLLOWERS, Resync.MOTION)
+        self.sync(states)
         self._fail(FailureAction.HOLD)
 
     # -- re-sync from a fresh reading -----------------------------------------------------------
 
-    def _need_resync(self, names: Iterable[ArmName], kind: Resync) -> None:
+    def need_resync(self, names: Iterable[ArmName], kind: Resync) -> None:
         for name in names:
             self._unsynced[name] = max(kind, self._unsynced.get(name, kind))
 
-    def _sync(self, states: Mapping[ArmName, ArmState]) -> None:
+    def sync(self, states: Mapping[ArmName, ArmState]) -> None:
         """Every arm waiting for a re-sync that has a fresh reading continues from it."""
         for name in [n for n in self._unsynced if states[n].fresh]:
             kind = self._unsynced.pop(name)
@@ -166,18 +176,18 @@ class Supervision:
                 self.leader_filter.resync(position, velocity, mask)
                 continue
             self.follower_filter.resync(position, velocity, mask)
-            self._sent[mask] = np.nan  # nothing was sent from here yet
+            self.sent[mask] = np.nan  # nothing was sent from here yet
             if kind is Resync.POSE:  # the arm was limp: where it is now is what to hold
-                self._hold[mask] = self.follower_filter.last_command[mask]
+                self.targets.hold_measured(mask)
 
-    def _resync_followers(self, attempts: int = 3) -> None:
+    def resync_followers(self, attempts: int = 3) -> None:
         """After torque on or a reboot: the filter starts again from the measured pose, read
         fresh (a stale reading would start it where the arm was before it fell)."""
-        self._need_resync(FOLLOWERS, Resync.POSE)
+        self.need_resync(FOLLOWERS, Resync.POSE)
         for _ in range(attempts):
             states = self.arms.read()
-            self._remember(states)
-            self._sync(states)
+            self.poses.remember(states)
+            self.sync(states)
             if not set(FOLLOWERS) & set(self._unsynced):
                 return
         waiting = {n.value: states[n].error for n in FOLLOWERS if n in self._unsynced}
