@@ -18,6 +18,7 @@ from halo_ros.demo_report import teleop_outcome
 from halo_ros.supervisor import Watch
 
 DEFAULT_INSTRUCTION = 'transfer the cube to the other arm'
+_ERRORS_IN_A_ROW = 3  # a node refusing this often in a row is not a passing hiccup: stop
 
 
 def add_arguments(parser) -> None:
@@ -51,20 +52,37 @@ def run(args) -> int:
 def _collect(args, out: str) -> list[dict]:
     """Start the robot side and the recorder, drive the demonstrations, stop them; rclpy lives
     exactly as long. Returns the simulator's status at the end of each episode."""
-    from halo_ros.nodes.demo_driver import driving  # rclpy only after the environment is set
+    # rclpy only after the environment is set
+    from halo_ros.nodes.demo_driver import DemoError, driving
 
     recorder = {
         'output_dir': os.path.join(out, 'episodes'),
         'robot': 'sim_aloha',
         'instruction': args.instruction,
     }
-    processes, results = {}, []
+    processes, results, errors = {}, [], 0
     with driving(CAMERA_TOPICS, FOLLOWER_TOPICS, processes) as driver:
         processes['recorder'] = node(out, 'recorder_node', 'recorder', recorder)
         processes |= start_robot_side(args, out)
         driver.wait_ready(Watch.for_seconds(120, processes))
         for k in range(args.episodes):
-            status = driver.teleop_episode(Watch.for_seconds(args.timeout_per_episode, processes))
+            watch = Watch.for_seconds(args.timeout_per_episode, processes)
+            try:
+                status = driver.teleop_episode(watch)
+            except DemoError as error:
+                # One refused request (a bus that did not answer in time) loses this episode
+                # only: its bag is already marked or is left unmarked, never counted a success.
+                errors += 1
+                stop = errors >= _ERRORS_IN_A_ROW
+                print(
+                    f'episode {k + 1}/{args.episodes}: {error}; '
+                    + ('stopping' if stop else 'going on'),
+                    flush=True,
+                )
+                if stop:
+                    break
+                continue
+            errors = 0
             results.append(status)
             print(
                 f'episode {k + 1}/{args.episodes} (seed {status["seed"]}): '

@@ -157,15 +157,17 @@ class DemoDriver(TopicMonitor):
         follows in TELEOP; returns the simulator's status at its end."""
         episode = self.new_episode(watch)
         self.call('/recorder_node/start', watch)
-        self.call('/controller/engage_teleop', watch)
-        self.wait(
-            lambda: self.status()['episode'] == episode and self.status()['operator_done'],
-            'the end of the teleoperated episode',
-            watch,
-        )
-        status = self.status()
-        self._mark_success(status['success'], watch)
-        self.call('/recorder_node/stop', watch)
+        try:
+            self.call('/controller/engage_teleop', watch)
+            self.wait(
+                lambda: self.status()['episode'] == episode and self.status()['operator_done'],
+                'the end of the teleoperated episode',
+                watch,
+            )
+            status = self.status()
+            self._mark_success(status['success'], watch)
+        finally:  # closed either way: the next episode's start must find the recorder idle
+            self.call('/recorder_node/stop', watch)
         self.call('/controller/hold', watch)
         return status
 
