@@ -31,7 +31,7 @@ import numpy as np
 from halo_ros.control.chunks import make_chunk
 from halo_ros.control.config import ControllerConfig, load_config
 from halo_ros.control.loop import ControlLoop
-from halo_ros.control.modes import Mode, Request
+from halo_ros.control.modes import Request
 from halo_ros.drivers.aloha_calibration import load as load_calibration
 from halo_ros.engine.interface import Engine
 from halo_ros.joints import BIMANUAL_JOINTS
@@ -357,7 +357,9 @@ class EpisodeRunner:
                 record = loop.tick(time.time_ns())
                 with sim.lock:
                     sim.step()
-                if engaged.is_set() and loop.mode is Mode.POLICY:
+                # Timed from the engagement, as in lockstep, whatever the mode: a loop that
+                # leaves POLICY (a fault hold) ends the episode at its time, not never.
+                if engaged.is_set():
                     started = started or time.monotonic()
                     track.tick(record, sim, time.monotonic() - started)
                     timeout = time.monotonic() - started > cfg.episode_seconds
