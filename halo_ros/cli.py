@@ -28,6 +28,7 @@ COMMANDS = {
     'collect': 'halo_ros.collect',
     'demo': 'halo_ros.demo',
     'eval': 'halo_ros.evaluation.command',
+    'eval-open-loop': 'halo_ros.evaluation.open_loop_command',
     'expert-eval': 'halo_ros.sim.expert_eval',
     'export': 'halo_ros.engine.export_cmd',
     'export-dataset': 'halo_ros.recording.export_dataset',

@@ -24,12 +24,54 @@ DEFAULT_CHECKPOINT = 'halo-tiny-transfer-cube'
 FIRST_SEED = 1000  # `halo-ros collect` uses seeds 1.. for demonstrations
 
 
+def add_policy_arguments(parser) -> None:
+    """The engine and seam every evaluation runs (`halo-ros eval`, `halo-ros eval-open-loop`)."""
+    parser.add_argument('--checkpoint', default=DEFAULT_CHECKPOINT, help="folder, or 'random'")
+    parser.add_argument('--backend', default='onnxruntime', choices=('torch', 'onnxruntime'))
+    parser.add_argument('--seam', default='auto', choices=('auto', 'prefix', 'rtc', 'hard', 'none'))
+    parser.add_argument('--no-subgoal', action='store_true', help='reason without a subgoal')
+    parser.add_argument('--threads', type=int, default=1, help='engine threads')
+    parser.add_argument(
+        '--set',
+        action='append',
+        default=[],
+        metavar='PARAM=VALUE',
+        help='any policy node parameter (halo_ros.runtime.settings), YAML-typed',
+    )
+
+
+def policy_settings_from(args, **values):
+    """The policy settings of `add_policy_arguments`' options (+ `values`); the cameras deliver
+    what the checkpoint was trained on unless set. Raises ValueError / FileNotFoundError."""
+    import yaml
+
+    from halo_ros.runtime.settings import policy_settings
+
+    values = {
+        'checkpoint': args.checkpoint,
+        'backend': args.backend,
+        'threads': args.threads,
+        'seam_mode': args.seam,
+        'subgoal': not args.no_subgoal,
+        **values,
+    }
+    for item in args.set:
+        key, sep, value = item.partition('=')
+        if not sep:
+            raise ValueError(f'--set {item!r}: expected PARAM=VALUE')
+        values[key.strip()] = yaml.safe_load(value)
+    settings = policy_settings(values)
+    hw = settings.card.get('image_hw')
+    if hw and not {'image_height', 'image_width'} & set(values):
+        values |= {'image_height': int(hw[0]), 'image_width': int(hw[1])}
+        settings = policy_settings(values)
+    return settings
+
+
 def add_arguments(parser) -> None:
     from halo_ros.evaluation.closed_loop import CLOCKS, EvalConfig
 
     d = EvalConfig()
-    parser.add_argument('--checkpoint', default=DEFAULT_CHECKPOINT, help="folder, or 'random'")
-    parser.add_argument('--backend', default='onnxruntime', choices=('torch', 'onnxruntime'))
     parser.add_argument('--episodes', type=int, default=50)
     parser.add_argument('--first-seed', type=int, default=FIRST_SEED)
     parser.add_argument('--clock', default=d.clock, choices=CLOCKS)
@@ -43,53 +85,25 @@ def add_arguments(parser) -> None:
         default=d.delay_steps,
         help='lockstep: emulated chunk latency in ticks (2 ~ a GPU at 50 Hz)',
     )
-    parser.add_argument('--seam', default='auto', choices=('auto', 'prefix', 'rtc', 'hard', 'none'))
+    add_policy_arguments(parser)
     parser.add_argument('--reasoning-period-s', type=float, default=None)
-    parser.add_argument('--no-subgoal', action='store_true', help='reason without a subgoal')
-    parser.add_argument('--threads', type=int, default=1, help='engine threads')
-    parser.add_argument(
-        '--set',
-        action='append',
-        default=[],
-        metavar='PARAM=VALUE',
-        help='any policy node parameter (halo_ros.runtime.settings), YAML-typed',
-    )
     parser.add_argument('--out', default=None, help='results folder (default runs/eval-<time>)')
     parser.add_argument('--no-sheets', action='store_true', help='no contact sheets of failures')
 
 
 def run(args) -> int:
-    import yaml
-
     from halo_ros.evaluation.closed_loop import EpisodeRunner, EvalConfig
     from halo_ros.evaluation.report import contact_sheet, summarize, summary_lines
-    from halo_ros.runtime.settings import load_policy_engine, policy_settings
+    from halo_ros.runtime.settings import load_policy_engine
 
     if args.episodes < 1:
         log.error('--episodes must be at least 1, got %d', args.episodes)
         return 2
-    values = {
-        'checkpoint': args.checkpoint,
-        'backend': args.backend,
-        'threads': args.threads,
-        'seam_mode': args.seam,
-        'subgoal': not args.no_subgoal,
-    }
+    extra = {}
     if args.reasoning_period_s is not None:
-        values['reasoning_period_s'] = args.reasoning_period_s
-    for item in args.set:
-        key, sep, value = item.partition('=')
-        if not sep:
-            log.error('--set %r: expected PARAM=VALUE', item)
-            return 2
-        values[key.strip()] = yaml.safe_load(value)
+        extra['reasoning_period_s'] = args.reasoning_period_s
     try:
-        settings = policy_settings(values)
-        # Cameras deliver what the checkpoint was trained on (unless set explicitly).
-        hw = settings.card.get('image_hw')
-        if hw and not {'image_height', 'image_width'} & set(values):
-            values |= {'image_height': int(hw[0]), 'image_width': int(hw[1])}
-            settings = policy_settings(values)
+        settings = policy_settings_from(args, **extra)
         config = EvalConfig(
             clock=args.clock,
             episode_seconds=args.episode_seconds,

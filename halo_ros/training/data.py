@@ -87,7 +87,7 @@ def data_hash(folders: Sequence[Path]) -> str:
     return h.hexdigest()
 
 
-def _decode(jpeg: bytes | np.ndarray) -> np.ndarray:
+def decode_frame(jpeg: bytes | np.ndarray) -> np.ndarray:
     import cv2
 
     if isinstance(jpeg, np.ndarray) and jpeg.ndim == 3:  # recorded without JPEG
@@ -137,7 +137,7 @@ def load_episode(
         left = [s.decode() for s in f['Primitives/left/text'][()]]
         right = [s.decode() for s in f['Primitives/right/text'][()]]
         goal_rows = f[f'observations/images/{goal_camera}']
-        goals = tuple(_decode(goal_rows[int(s['end_index'])]) for s in ann['subtasks'])
+        goals = tuple(decode_frame(goal_rows[int(s['end_index'])]) for s in ann['subtasks'])
     if len(goals) != len(keys):
         raise DatasetError(
             f'{folder}: {len(goals)} subtasks in {ANNOTATION_FILE}, {len(keys)} in {subs[0].name}'
@@ -214,7 +214,7 @@ class EmcotData:
         self.still_ticks = int((weights < 1.0).sum())
         self.max_thought_tokens = max(len(ids) for ids in cache.values())
         first = self.episodes[0]
-        self.image_hw = _decode(first.frames[self.cameras[0]][0]).shape[:2]
+        self.image_hw = decode_frame(first.frames[self.cameras[0]][0]).shape[:2]
         logger.info(
             '%d episodes, %d ticks, %d distinct thoughts (longest %d tokens), frames %s',
             len(self.episodes),
@@ -238,7 +238,7 @@ class EmcotData:
             e, t = self._draw(rng)
             source = self.episodes[e]
             if camera in source.frames:
-                out.append(_decode(source.frames[camera][t]))
+                out.append(decode_frame(source.frames[camera][t]))
             else:
                 out.append(source.goals[int(source.subtask[t])])
         return out
@@ -264,7 +264,7 @@ class EmcotData:
             pad = np.repeat(actions[-1:], self.chunk_length - len(actions), 0)
             actions = np.concatenate([actions, pad])
         return Sample(
-            {cam: _decode(ep.frames[cam][t]) for cam in self.cameras},
+            {cam: decode_frame(ep.frames[cam][t]) for cam in self.cameras},
             self.prompt_ids,
             ep.thought_ids[c],
             (e, int(ep.subtask[c])),
