@@ -268,6 +268,34 @@ def test_still_ticks_are_drawn_less(emcot):
         EmcotData([emcot], tok, still_weight=0)
 
 
+def test_the_start_of_each_episode_is_drawn_more(emcot):
+    from halo_ros.model.tokenizer import tokenizer_for
+
+    tok = tokenizer_for(load_config('halo-tiny'))
+    rng = np.random.default_rng(0)
+
+    def share(data, start_s=0.5):
+        draws = [data._draw(rng) for _ in range(3000)]
+        return np.mean([t < round(start_s * data.fps) for _, t in draws])
+
+    uniform = EmcotData([emcot], tok)
+    heavy = EmcotData([emcot], tok, start_weight=8.0, start_s=0.5)
+    ticks = round(0.5 * heavy.fps) * len(heavy.episodes)
+    assert heavy.start_ticks == ticks and EmcotData([emcot], tok).start_ticks == 0
+    # Uniform: the start's share of the ticks; weighted 8x: 8 / (8 + rest) of the draws.
+    assert share(uniform) == pytest.approx(ticks / uniform.ticks, abs=0.03)
+    expected = 8 * ticks / (8 * ticks + heavy.ticks - ticks)
+    assert share(heavy) == pytest.approx(expected, abs=0.04) and share(heavy) > 3 * share(uniform)
+    # Still ticks at the start are drawn as start (the expert waits there before it moves).
+    from halo_ros.training.data import _still
+
+    both = EmcotData([emcot], tok, still_weight=0.05, start_weight=8.0, start_s=0.5)
+    still_after = sum(int(_still(e.actions)[round(0.5 * e.fps) :].sum()) for e in both.episodes)
+    assert both.still_ticks == still_after
+    with pytest.raises(ValueError, match='start_weight'):
+        EmcotData([emcot], tok, start_weight=0)
+
+
 def test_a_folder_that_is_not_an_emcot_episode_is_rejected(tmp_path, caplog):
     (tmp_path / 'junk').mkdir()
     (tmp_path / 'junk' / 'notes.txt').write_text('hello')

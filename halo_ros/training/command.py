@@ -86,6 +86,14 @@ def add_arguments(parser) -> None:
         default=d.still_weight,
         help='sampling weight of ticks where nothing moves (1: uniform)',
     )
+    parser.add_argument(
+        '--start-weight',
+        type=float,
+        default=d.start_weight,
+        help='sampling weight of the first --start-s of each episode, where only the cameras '
+        'say where the object is (1: uniform)',
+    )
+    parser.add_argument('--start-s', type=float, default=d.start_s)
     parser.add_argument('--ae-steps', type=int, default=d.ae_steps, help='autoencoder steps')
     parser.add_argument(
         '--ae-minutes', type=float, default=d.ae_minutes, help='autoencoder time budget'
@@ -123,6 +131,8 @@ def run(args) -> int:
         max_prefix_steps=args.max_prefix_steps,
         image_shift_px=args.image_shift_px,
         still_weight=args.still_weight,
+        start_weight=args.start_weight,
+        start_s=args.start_s,
         ae_steps=args.ae_steps,
         ae_minutes=args.ae_minutes,
         threads=args.threads,

@@ -167,7 +167,8 @@ def _still(actions: np.ndarray) -> np.ndarray:
 
 class EmcotData:
     """Every episode of `paths` in memory; `sample(rng)` draws (episode, tick) uniformly, still
-    ticks down-weighted by `still_weight`."""
+    ticks down-weighted by `still_weight`, the first `start_s` of each episode drawn
+    `start_weight` times as often."""
 
     def __init__(
         self,
@@ -179,9 +180,15 @@ class EmcotData:
         chunk_length: int = 50,
         plan_steps: int | None = None,
         still_weight: float = 1.0,
+        start_weight: float = 1.0,
+        start_s: float = 0.0,
     ):
         if not 0 < still_weight <= 1:
             raise ValueError(f'still_weight must be in (0, 1], got {still_weight}')
+        if start_weight <= 0 or start_s < 0:
+            raise ValueError(
+                f'start_weight must be positive and start_s >= 0, got {start_weight}, {start_s}'
+            )
         self.folders = episode_folders(paths)
         self.cameras, self.goal_camera, self.chunk_length = (
             tuple(cameras),
@@ -207,11 +214,18 @@ class EmcotData:
         self.lengths = np.array([e.length for e in self.episodes])
         # Ticks where nothing moves for the next STILL_TICKS (waiting, the hold at the end) are
         # near-duplicates of each other: drawn with weight `still_weight` (1 = uniform).
-        weights = np.concatenate(
-            [np.where(_still(e.actions), still_weight, 1.0) for e in self.episodes]
+        # The start of an episode, before the arm moves towards the object, is the only place
+        # where where-to-go must come from the cameras: later the arm's own motion gives it away
+        # (the copycat shortcut), so without more weight there the policy reaches for the
+        # average object position. Drawn with weight `start_weight`, still or not.
+        still = np.concatenate([_still(e.actions) for e in self.episodes])
+        start = np.concatenate(
+            [np.arange(e.length) < round(start_s * e.fps) for e in self.episodes]
         )
+        weights = np.where(start, start_weight, np.where(still, still_weight, 1.0))
         self._cumulative = np.cumsum(weights)
-        self.still_ticks = int((weights < 1.0).sum())
+        self.still_ticks = int((still & ~start).sum()) if still_weight < 1 else 0
+        self.start_ticks = int(start.sum())
         self.max_thought_tokens = max(len(ids) for ids in cache.values())
         first = self.episodes[0]
         self.image_hw = decode_frame(first.frames[self.cameras[0]][0]).shape[:2]

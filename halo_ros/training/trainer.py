@@ -97,6 +97,10 @@ class TrainConfig:
     image_shift_px: int = 4
     # Ticks where no action moves for 0.2 s (waiting, the final hold) are drawn this much less.
     still_weight: float = 0.3
+    # The first start_s of each episode (before the arm heads for the cube, which only the
+    # cameras can tell) is drawn start_weight times as often: 1 = uniform, as the release.
+    start_weight: float = 1.0
+    start_s: float = 0.5
     # Independent noisy copies of the action chunk per sample: each is its own noise split
     # (hidden from the others, same RoPE id), so a second flow sample costs ~52 of ~800 rows.
     action_samples: int = 2
@@ -269,6 +273,8 @@ def train(paths, out: str | Path, cfg: TrainConfig) -> TrainResult:
         chunk_length=cfg.chunk_length,
         plan_steps=cfg.plan_steps,
         still_weight=cfg.still_weight,
+        start_weight=cfg.start_weight,
+        start_s=cfg.start_s,
     )
     digest = data_hash(data.folders)
     rng = np.random.default_rng(cfg.seed)
