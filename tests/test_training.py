@@ -328,3 +328,23 @@ def test_the_shipped_checkpoint_loads_like_released_weights_and_says_how_it_was_
     model = HaloModel(load_config('halo-tiny'))
     report = load_checkpoint(model, folder / EMA_FILE, folder / VAE_FILE)  # strict, as released
     assert report.ok, report.summary()
+
+
+@pytest.mark.parametrize('hw', [(120, 160), (240, 320), (480, 640)])
+def test_goal_images_are_sized_as_every_engine_sizes_the_subgoal(hw):
+    """Training's goal latents, the eager engine's subgoal and the static graphs' latent block
+    share one grid (the release's VAE resize, stride 16): at 120x160 the trainer and the eager
+    engine once used 8x10 while the graphs used 8x11."""
+    from halo_ros.engine.layout import PrefixLayout
+    from halo_ros.model.inference import encode_image_latents
+    from halo_ros.training.autoencoder import vae_input
+
+    config = EngineConfig(cameras=('cam_high',), image_hw=hw)
+    model, _, _ = build_model(config)
+    frame = np.random.default_rng(0).integers(0, 256, (*hw, 3), dtype=np.uint8)
+    with torch.no_grad():
+        _, trained = encode_image_latents(model, vae_input(model, frame))
+    graphs = PrefixLayout.for_model(model.cfg, cameras=1, image_hw=hw).latent_grid
+    obs = Observation(0, {'cam_high': frame}, np.zeros(14, np.float32))
+    eager = load_engine(config).reason(obs, 'pick', 1, max_tokens=2).subgoal_grid
+    assert tuple(trained) == tuple(graphs) == tuple(eager)

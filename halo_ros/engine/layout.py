@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from halo_ros.model.config import HaloConfig
-from halo_ros.model.preprocess import target_size
+from halo_ros.model.preprocess import target_size, vae_size
 
 
 class PrefixTooLongError(ValueError):
@@ -58,7 +58,7 @@ class PrefixLayout:
         vit = cfg.vit
         vh, vw = target_size(h, w, vit.image_max_px, vit.image_min_px, vit.patch_size)
         stride = cfg.latent_downsample
-        lh, lw = target_size(h, w, cfg.vae.image_max_px, cfg.vae.image_min_px, stride)
+        lh, lw = vae_size(cfg, h, w)
         return cls(
             cameras=cameras,
             vit_hw=(vh, vw),

@@ -25,7 +25,7 @@ from halo_ros.engine.interface import (
 )
 from halo_ros.model.halo import HaloModel
 from halo_ros.model.inference import decode_latent_image
-from halo_ros.model.preprocess import display_image, target_size, vit_image
+from halo_ros.model.preprocess import display_image, vae_size, vit_image
 from halo_ros.model.segments import LatentSegment, TextSegment, ViTImageSegment
 from halo_ros.model.tokenizer import HaloTokenizer
 from halo_ros.reasoning import prompt
@@ -164,14 +164,7 @@ class TorchEngine(Engine):
     def _sample_subgoal(self, cache, observation: Observation, version: int):
         vae = self._model.cfg.vae
         frame = observation.images[self._subgoal_camera]
-        h, w = target_size(
-            frame.shape[0],
-            frame.shape[1],
-            vae.image_max_px,
-            vae.image_min_px,
-            self._model.cfg.latent_downsample * self._model.cfg.latent_patch_size,
-        )
-        grid = self._model.latent_grid(h, w)
+        grid = self._model.latent_grid(*vae_size(self._model.cfg, *frame.shape[:2]))
         width = self._model.cfg.latent_patch_size**2 * vae.z_channels
         # Seeded per version: the same observation and version give the same subgoal everywhere.
         generator = torch.Generator().manual_seed(version)

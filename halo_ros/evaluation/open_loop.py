@@ -13,7 +13,7 @@ whatever its training loss says; this shows it in a minute instead of a 10-minut
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
@@ -32,6 +32,7 @@ class TickFit:
     blind_error_rad: float  # the same for the mean demonstrated chunk at this tick
     model_spread_rad: float  # across episodes, std of the chunk's last point (joint mean)
     demo_spread_rad: float  # the same for the demonstrations: what there is to follow
+    end_correlation: float  # across episodes, chunk end vs demonstrated end (mean over joints)
 
     @property
     def explained(self) -> float:
@@ -40,6 +41,14 @@ class TickFit:
 
     def to_dict(self) -> dict:
         return asdict(self) | {'explained': round(self.explained, 3)}
+
+
+def _correlation(model: np.ndarray, demo: np.ndarray) -> float:
+    """Mean Pearson correlation per column of (episodes, joints); 0 where either is constant."""
+    m, d = model - model.mean(0), demo - demo.mean(0)
+    norm = np.sqrt((m * m).sum(0) * (d * d).sum(0))
+    r = np.divide((m * d).sum(0), norm, out=np.zeros(m.shape[1]), where=norm > 1e-12)
+    return float(r.mean())
 
 
 def open_loop_fit(chunks: dict[int, np.ndarray], demos: dict[int, np.ndarray]) -> list[TickFit]:
@@ -60,21 +69,39 @@ def open_loop_fit(chunks: dict[int, np.ndarray], demos: dict[int, np.ndarray]) -
                     blind_error_rad=float(np.abs(blind - demo)[..., joints].mean()),
                     model_spread_rad=float(model[:, -1, joints].std(axis=0).mean()),
                     demo_spread_rad=float(demo[:, -1, joints].std(axis=0).mean()),
+                    end_correlation=_correlation(model[:, -1, joints], demo[:, -1, joints]),
                 )
             )
     return fits
 
 
-def sample_chunks(engine, settings, episodes: Sequence, ticks: Sequence[int], seed: int = 0):
+SUBGOALS = ('own', 'true', 'none')
+
+
+def sample_chunks(
+    engine,
+    settings,
+    episodes: Sequence,
+    ticks: Sequence[int],
+    seed: int = 0,
+    subgoal: str = 'own',
+):
     """(chunks, demos): per tick, (episodes, K, 14) chunks the engine samples on the recorded
     frames, and the demonstrated chunks from that tick (padded with the last action, as training
-    pads). Episodes shorter than a tick are left out of it."""
+    pads). Episodes shorter than a tick are left out of it.
+
+    `subgoal`: the chunk conditions on the model's own imagined subgoal (`own`, as the node), on
+    the demonstration's goal image of that subtask encoded by the checkpoint's autoencoder
+    (`true`, as training feeds it), or on none."""
     from halo_ros.engine.interface import Observation
     from halo_ros.runtime.seam import plan_seam
     from halo_ros.training.data import decode_frame
 
     info, actor = engine.info, settings.policy.actor
     instruction = settings.values['instruction']
+    if subgoal not in SUBGOALS:
+        raise ValueError(f'subgoal {subgoal!r} is not one of {SUBGOALS}')
+    true_goal = _goal_encoder(settings) if subgoal == 'true' else None
     rng = np.random.default_rng(seed)
     chunks: dict[int, list] = {t: [] for t in ticks}
     demos: dict[int, list] = {t: [] for t in ticks}
@@ -90,9 +117,10 @@ def sample_chunks(engine, settings, episodes: Sequence, ticks: Sequence[int], se
                     f'{tuple(info.image_hw)}; set image_height / image_width to the recording'
                 )
             observation = Observation(t, images, episode.actions[t])
-            reasoning = engine.reason(
-                observation, instruction, 1, subgoal=settings.values['subgoal']
-            )
+            reasoning = engine.reason(observation, instruction, 1, subgoal=subgoal == 'own')
+            if true_goal is not None:
+                tokens, grid = true_goal(episode.goals[int(episode.subtask[t])])
+                reasoning = replace(reasoning, subgoal_tokens=tokens, subgoal_grid=grid)
             plan = plan_seam(actor.seam, episode.actions[t : t + 1], info.chunk_length, 1, 1)
             noise = rng.standard_normal((info.chunk_length, info.action_dim), dtype=np.float32)
             chunks[t].append(engine.act(observation, reasoning, noise, plan).actions)
@@ -106,14 +134,34 @@ def sample_chunks(engine, settings, episodes: Sequence, ticks: Sequence[int], se
     )
 
 
+def _goal_encoder(settings):
+    """goal frame -> (tokens, grid) as training gives them to the action expert: the goal
+    encoded by the checkpoint's own autoencoder (the clean copy, no subgoal divisor)."""
+    from halo_ros.engine.loading import build_model
+    from halo_ros.model.inference import encode_image_latents
+    from halo_ros.training.autoencoder import vae_input
+
+    model, _, _ = build_model(settings.engine)
+
+    def encode(rgb: np.ndarray):
+        import torch
+
+        with torch.no_grad():
+            tokens, grid = encode_image_latents(model, vae_input(model, rgb))
+        return tokens.float().cpu().numpy(), tuple(grid)
+
+    return encode
+
+
 def fit_lines(fits: Sequence[TickFit], fps: float) -> list[str]:
     lines = [
         f'{"time":>6} {"arm":>5} | {"chunk err":>9} {"blind err":>9} {"explained":>9} | '
-        f'{"chunk spread":>12} {"demo spread":>11}'
+        f'{"chunk spread":>12} {"demo spread":>11} {"end corr":>8}'
     ]
     for f in fits:
         lines.append(
             f'{f.tick / fps:5.1f}s {f.arm:>5} | {f.model_error_rad:9.3f} {f.blind_error_rad:9.3f} '
-            f'{f.explained:9.0%} | {f.model_spread_rad:12.3f} {f.demo_spread_rad:11.3f}'
+            f'{f.explained:9.0%} | {f.model_spread_rad:12.3f} {f.demo_spread_rad:11.3f} '
+            f'{f.end_correlation:8.2f}'
         )
     return lines

@@ -29,6 +29,13 @@ def add_arguments(parser) -> None:
         '--times', type=float, nargs='+', default=[0.0, 0.8, 1.6, 3.2], help='seconds into each'
     )
     add_policy_arguments(parser)
+    parser.add_argument(
+        '--subgoal',
+        default='own',
+        choices=('own', 'true', 'none'),
+        help="what the chunk conditions on: the model's imagined subgoal (as the node), the "
+        "demonstration's goal image (as training), or none (same as --no-subgoal)",
+    )
     parser.add_argument('--seed', type=int, default=0, help='flow noise')
     parser.add_argument('--out', default=None, help='JSON file (default: none)')
 
@@ -57,7 +64,8 @@ def run(args) -> int:
     ticks = sorted({round(t * fps) for t in args.times})
     engine = load_policy_engine(settings)
     try:
-        chunks, demos = sample_chunks(engine, settings, episodes, ticks, args.seed)
+        subgoal = 'none' if args.no_subgoal else args.subgoal
+        chunks, demos = sample_chunks(engine, settings, episodes, ticks, args.seed, subgoal)
     except ValueError as error:
         log.error('%s', error)
         return 2
@@ -70,8 +78,9 @@ def run(args) -> int:
     v = settings.values
     print(
         f'halo-ros eval-open-loop: {len(episodes)} episodes, {v["checkpoint"] or "random weights"}'
-        f' on {v["backend"]}, seam {v["seam_mode"]} (errors in rad, mean over the chunk and the '
-        'six joints of an arm; spread: std across episodes of the chunk end)'
+        f' on {v["backend"]}, seam {v["seam_mode"]}, subgoal {subgoal} (errors in rad, mean '
+        'over the chunk and the six joints of an arm; spread: std across episodes of the chunk '
+        'end; end corr: its correlation with the demonstrated end)'
     )
     for line in fit_lines(fits, fps):
         print(line)
@@ -83,6 +92,7 @@ def run(args) -> int:
             'policy': {k: v[k] for k in sorted(v) if 'key' not in k},
             'episodes': [str(f) for f in folders],
             'machine': machine(),
+            'subgoal': subgoal,
             'fits': [f.to_dict() for f in fits],
         }
         with open(args.out, 'w', encoding='utf-8') as f:

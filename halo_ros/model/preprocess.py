@@ -34,11 +34,23 @@ def target_size(
     return h, w
 
 
+def vae_size(cfg, height: int, width: int) -> tuple[int, int]:
+    """(height, width) a frame is resized to for the VAE (the subgoal image, goal images in
+    training): the release's ImageTransform(vae max, vae min, 16), 16 = `cfg.latent_downsample`
+    image pixels per latent token. Every engine and the trainer size goals with this."""
+    vae = cfg.vae
+    return target_size(height, width, vae.image_max_px, vae.image_min_px, cfg.latent_downsample)
+
+
 def resize_image(rgb: np.ndarray, max_px: int, min_px: int, stride: int) -> np.ndarray:
     """uint8 [H, W, 3] -> uint8 [H', W', 3] (PIL bicubic; unchanged if already that size)."""
     if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
         raise ValueError(f'resize_image expects uint8 [H, W, 3], got {rgb.dtype} {rgb.shape}')
-    h, w = target_size(rgb.shape[0], rgb.shape[1], max_px, min_px, stride)
+    return resize_to(rgb, *target_size(rgb.shape[0], rgb.shape[1], max_px, min_px, stride))
+
+
+def resize_to(rgb: np.ndarray, h: int, w: int) -> np.ndarray:
+    """uint8 [H, W, 3] -> uint8 [h, w, 3] (PIL bicubic; unchanged if already that size)."""
     if (h, w) == rgb.shape[:2]:
         return rgb
     from PIL import Image  # only needed when resizing (the release resizes with PIL)
@@ -56,8 +68,11 @@ def vit_image(rgb: np.ndarray, vit_max_px: int, vit_min_px: int, patch: int) -> 
     return to_tensor(resize_image(rgb, vit_max_px, vit_min_px, patch))
 
 
-def vae_image(rgb: np.ndarray, vae_max_px: int, vae_min_px: int, stride: int) -> Tensor:
-    return to_tensor(resize_image(rgb, vae_max_px, vae_min_px, stride))
+def vae_image(cfg, rgb: np.ndarray) -> Tensor:
+    """A frame as the VAE takes it (`vae_size`), [3, H, W] in [-1, 1]."""
+    if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
+        raise ValueError(f'vae_image expects uint8 [H, W, 3], got {rgb.dtype} {rgb.shape}')
+    return to_tensor(resize_to(rgb, *vae_size(cfg, *rgb.shape[:2])))
 
 
 def display_image(image) -> np.ndarray:

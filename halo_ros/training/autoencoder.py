@@ -27,10 +27,8 @@ logger = logging.getLogger(__name__)
 
 
 def vae_input(model: HaloModel, rgb: np.ndarray) -> Tensor:
-    """A frame resized as the engine resizes it for the subgoal ([3, H, W] in [-1, 1])."""
-    vae = model.cfg.vae
-    stride = model.cfg.latent_downsample * model.cfg.latent_patch_size  # as TorchEngine does
-    return vae_image(rgb, vae.image_max_px, vae.image_min_px, stride)
+    """A frame resized as every engine resizes it for the subgoal ([3, H, W] in [-1, 1])."""
+    return vae_image(model.cfg, rgb)
 
 
 def fit_autoencoder(
