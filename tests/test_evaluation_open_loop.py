@@ -7,10 +7,7 @@ import pytest
 
 from halo_ros.cli import main as cli_main
 from halo_ros.evaluation.open_loop import open_loop_fit
-from halo_ros.recording import synthetic
 from halo_ros.training.data import episode_folders, load_episode
-
-START_NS = 1_700_000_000_000_000_000
 
 
 def _demos(rng, episodes=12, k=50):
@@ -38,16 +35,6 @@ def test_a_chunk_that_follows_the_demonstrations_explains_them_and_a_blind_one_d
     assert all(f.explained < 0 for f in open_loop_fit({0: demos + 1.0}, {0: demos}))
     with pytest.raises(ValueError, match='disagree'):
         open_loop_fit({0: demos[:, :10]}, {0: demos})
-
-
-@pytest.fixture(scope='module')
-def emcot(tmp_path_factory):
-    root = tmp_path_factory.mktemp('open_loop')
-    for i in range(2):
-        synthetic.write_pick_place_episode(root / 'bags' / f'ep{i}', start_ns=START_NS, seed=i)
-    out = root / 'emcot'
-    assert cli_main(['annotate', str(root / 'bags'), '--out', str(out), '--no-progress']) == 0
-    return out
 
 
 RANDOM = ['--checkpoint', 'random', '--backend', 'torch', '--set', 'cameras=cam_high']

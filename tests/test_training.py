@@ -17,7 +17,6 @@ from halo_ros.model.training import (
     TrainViTImage,
     forward_train,
 )
-from halo_ros.recording import synthetic
 from halo_ros.training.data import DatasetError, EmcotData, data_hash, episode_folders
 from halo_ros.training.data import Sample as EmcotSample
 from halo_ros.training.trainer import (
@@ -27,18 +26,6 @@ from halo_ros.training.trainer import (
     train_step,
     trainable,
 )
-
-START_NS = 1_700_000_000_000_000_000
-
-
-@pytest.fixture(scope='module')
-def emcot(tmp_path_factory):
-    root = tmp_path_factory.mktemp('train')
-    for i in range(2):
-        synthetic.write_pick_place_episode(root / 'bags' / f'ep{i}', start_ns=START_NS, seed=i)
-    out = root / 'emcot'
-    assert cli_main(['annotate', str(root / 'bags'), '--out', str(out), '--no-progress']) == 0
-    return out
 
 
 def _fixed_sample(seed: int) -> list:

@@ -95,7 +95,7 @@ def sample_chunks(
     (`true`, as training feeds it), or on none."""
     from halo_ros.engine.interface import Observation
     from halo_ros.runtime.seam import plan_seam
-    from halo_ros.training.data import decode_frame
+    from halo_ros.training.data import chunk_at, decode_frame
 
     info, actor = engine.info, settings.policy.actor
     instruction = settings.values['instruction']
@@ -124,9 +124,7 @@ def sample_chunks(
             plan = plan_seam(actor.seam, episode.actions[t : t + 1], info.chunk_length, 1, 1)
             noise = rng.standard_normal((info.chunk_length, info.action_dim), dtype=np.float32)
             chunks[t].append(engine.act(observation, reasoning, noise, plan).actions)
-            demo = episode.actions[t : t + info.chunk_length]
-            pad = np.repeat(demo[-1:], info.chunk_length - len(demo), axis=0)
-            demos[t].append(np.concatenate([demo, pad]))
+            demos[t].append(chunk_at(episode.actions, t, info.chunk_length))
     kept = [t for t in ticks if chunks[t]]
     return (
         {t: np.stack(chunks[t]) for t in kept},

@@ -22,6 +22,7 @@ log = logging.getLogger(__name__)
 
 def add_arguments(parser) -> None:
     from halo_ros.evaluation.command import add_policy_arguments
+    from halo_ros.evaluation.open_loop import SUBGOALS
 
     parser.add_argument('data', nargs='+', help='annotated episode folders, or folders of them')
     parser.add_argument('--episodes', type=int, default=20, help='the first N episodes at most')
@@ -32,7 +33,7 @@ def add_arguments(parser) -> None:
     parser.add_argument(
         '--subgoal',
         default='own',
-        choices=('own', 'true', 'none'),
+        choices=SUBGOALS,
         help="what the chunk conditions on: the model's imagined subgoal (as the node), the "
         "demonstration's goal image (as training), or none (same as --no-subgoal)",
     )

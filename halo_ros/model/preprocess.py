@@ -42,11 +42,15 @@ def vae_size(cfg, height: int, width: int) -> tuple[int, int]:
     return target_size(height, width, vae.image_max_px, vae.image_min_px, cfg.latent_downsample)
 
 
+def _frame_hw(rgb: np.ndarray) -> tuple[int, int]:
+    if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
+        raise ValueError(f'expected a uint8 [H, W, 3] frame, got {rgb.dtype} {rgb.shape}')
+    return rgb.shape[0], rgb.shape[1]
+
+
 def resize_image(rgb: np.ndarray, max_px: int, min_px: int, stride: int) -> np.ndarray:
     """uint8 [H, W, 3] -> uint8 [H', W', 3] (PIL bicubic; unchanged if already that size)."""
-    if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
-        raise ValueError(f'resize_image expects uint8 [H, W, 3], got {rgb.dtype} {rgb.shape}')
-    return resize_to(rgb, *target_size(rgb.shape[0], rgb.shape[1], max_px, min_px, stride))
+    return resize_to(rgb, *target_size(*_frame_hw(rgb), max_px, min_px, stride))
 
 
 def resize_to(rgb: np.ndarray, h: int, w: int) -> np.ndarray:
@@ -70,9 +74,7 @@ def vit_image(rgb: np.ndarray, vit_max_px: int, vit_min_px: int, patch: int) -> 
 
 def vae_image(cfg, rgb: np.ndarray) -> Tensor:
     """A frame as the VAE takes it (`vae_size`), [3, H, W] in [-1, 1]."""
-    if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
-        raise ValueError(f'vae_image expects uint8 [H, W, 3], got {rgb.dtype} {rgb.shape}')
-    return to_tensor(resize_to(rgb, *vae_size(cfg, *rgb.shape[:2])))
+    return to_tensor(resize_to(rgb, *vae_size(cfg, *_frame_hw(rgb))))
 
 
 def display_image(image) -> np.ndarray:

@@ -154,6 +154,15 @@ def load_episode(
     )
 
 
+def chunk_at(actions: np.ndarray, t: int, length: int) -> np.ndarray:
+    """The demonstrated chunk from tick t: (length, A), padded with the last row near the end of
+    the episode, as HALO's loader does."""
+    chunk = actions[t : t + length]
+    if len(chunk) < length:
+        chunk = np.concatenate([chunk, np.repeat(chunk[-1:], length - len(chunk), 0)])
+    return chunk
+
+
 STILL_TICKS = 10  # 0.2 s at 50 Hz
 STILL_RAD = 0.01  # largest change of any action over STILL_TICKS that counts as not moving
 
@@ -273,10 +282,7 @@ class EmcotData:
     def sample_at(self, e: int, t: int, context_tick: int | None = None) -> Sample:
         ep = self.episodes[e]
         c = t if context_tick is None else context_tick
-        actions = ep.actions[t : t + self.chunk_length]
-        if len(actions) < self.chunk_length:  # padded with the last row, as HALO's loader does
-            pad = np.repeat(actions[-1:], self.chunk_length - len(actions), 0)
-            actions = np.concatenate([actions, pad])
+        actions = chunk_at(ep.actions, t, self.chunk_length)
         return Sample(
             {cam: decode_frame(ep.frames[cam][t]) for cam in self.cameras},
             self.prompt_ids,
