@@ -1,7 +1,7 @@
 """ament_python package metadata; also installable with pip into a venv (see README)."""
 
-from glob import glob
 import os
+from glob import glob
 
 from setuptools import find_packages, setup
 
