@@ -224,6 +224,15 @@ def test_teleop_policy_teleop_handover_and_estop_in_the_sim(graph):
         assert key in observer.diagnostics
 
 
+def first_followed_seq(observer, since_tick: int) -> int:
+    """The seq playing on the first tick past the ramp after since_tick (-1 before that tick)."""
+    for tick in sorted(t for t in observer.states if t > since_tick):
+        state = observer.states[tick]
+        if state['phase'] == 'following_chunk' and state['chunk'] is not None:
+            return state['chunk']['seq']
+    return -1
+
+
 def test_a_killed_policy_process_holds_within_a_tick_and_a_new_one_resumes(graph):
     observer, logs = graph
     # Back to the start pose the documented way: limp, reset the episode, torque on (the
@@ -244,11 +253,16 @@ def test_a_killed_policy_process_holds_within_a_tick_and_a_new_one_resumes(graph
         'control_chunk_source', env=env, log_path=str(logs / 'source1.log')
     ).start()
     try:
+        engaged_after = observer.last['tick']
         reply = observer.call('/controller/engage_policy')
         assert reply.success, reply.message
+        # Killed only once a chunk has taken over after the ramp: the source starts streaming
+        # before the engage, so on a slow box every chunk so far may have landed while ramping.
         spin_until(
             observer,
-            lambda: (observer.last['chunk'] or {}).get('seq', -1) >= 15,
+            lambda: observer.last['phase'] == 'following_chunk'
+            and (observer.last['chunk'] or {}).get('seq', -1) >= 15
+            and observer.last['chunk']['seq'] > first_followed_seq(observer, engaged_after),
             30,
             'the policy process driving the arms',
         )
