@@ -260,9 +260,11 @@ def test_a_killed_policy_process_holds_within_a_tick_and_a_new_one_resumes(graph
         # before the engage, so on a slow box every chunk so far may have landed while ramping.
         spin_until(
             observer,
-            lambda: observer.last['phase'] == 'following_chunk'
-            and (observer.last['chunk'] or {}).get('seq', -1) >= 15
-            and observer.last['chunk']['seq'] > first_followed_seq(observer, engaged_after),
+            lambda: (
+                observer.last['phase'] == 'following_chunk'
+                and (observer.last['chunk'] or {}).get('seq', -1) >= 15
+                and observer.last['chunk']['seq'] > first_followed_seq(observer, engaged_after)
+            ),
             30,
             'the policy process driving the arms',
         )
