@@ -67,15 +67,26 @@ setup(
     ],
     extras_require={
         'ros': ROS_WHEELS,
-        'sim': ['mujoco>=3.1,<3.9', 'gym-aloha>=0.1.5', 'dm-control>=1.0.15,<1.1', 'scipy>=1.10',
-                'dynamixel-sdk>=3.7'],
+        'sim': [
+            'mujoco>=3.1,<3.9',
+            'gym-aloha>=0.1.5',
+            'dm-control>=1.0.15,<1.1',
+            'scipy>=1.10',
+            'dynamixel-sdk>=3.7',
+        ],
         'model': ['torch>=2.3', 'safetensors>=0.4', 'tokenizers>=0.19', 'pillow>=9'],
         'engine': ['onnx>=1.16', 'onnxruntime>=1.18', 'onnxscript>=0.1', 'tqdm>=4'],
         'hardware': HARDWARE,
         'robot': ROBOT,
         'transport': TRANSPORT,
-        'recording': ['rosbags>=0.10', 'h5py>=3.9', 'pyarrow>=14', 'imageio-ffmpeg>=0.4', 'tqdm>=4',
-                      'opencv-python-headless>=4.8,<5'],
+        'recording': [
+            'rosbags>=0.10',
+            'h5py>=3.9',
+            'pyarrow>=14',
+            'imageio-ffmpeg>=0.4',
+            'tqdm>=4',
+            'opencv-python-headless>=4.8,<5',
+        ],
         # halo-ros report / view / --plot: plots (matplotlib brings pillow), bags, the Foxglove
         # WebSocket server.
         'viz': ['matplotlib>=3.8', 'pillow>=9', 'rosbags>=0.10', 'foxglove-sdk>=0.30,<1'],
