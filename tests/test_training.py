@@ -195,6 +195,57 @@ def test_train_command_writes_a_checkpoint_that_loads_and_acts(emcot, tmp_path):
     assert all(torch.equal(again.state_dict()[k], v) for k, v in vae.items())
 
 
+def test_normalised_actions_train_in_the_card_space_and_the_engine_speaks_radians(
+    emcot, tmp_path, caplog
+):
+    """--normalize-actions: the flow trains on (a - mean) / std of the data, the card carries
+    the statistics, and the loaded engine takes and gives raw radians: an executed prefix comes
+    back exactly, the rest is the inner chunk unnormalised. Weights trained that way refuse to
+    continue on raw actions."""
+    from halo_ros.engine.normalized import NormalizedEngine
+    from halo_ros.model.action_norm import MIN_STD, ActionNorm
+    from halo_ros.runtime.seam import SeamMode, SeamPlan
+
+    out = tmp_path / 'norm'
+    args = ['train', str(emcot), '--out', str(out), '--steps', '2', '--batch', '2']
+    assert cli_main([*args, '--ae-steps', '2', '--normalize-actions']) == 0
+    card = yaml.safe_load((out / 'training.yaml').read_text())
+    norm = ActionNorm.from_card(card)
+    data = np.concatenate([e.actions for e in EmcotData([emcot], _tokenizer()).episodes])
+    np.testing.assert_allclose(norm.mean, data.mean(axis=0), atol=1e-5)
+    np.testing.assert_allclose(norm.std, np.maximum(data.std(axis=0), MIN_STD), atol=1e-5)
+    assert (norm.std >= MIN_STD).all() and (norm.std > MIN_STD).any()
+
+    hw = tuple(card['image_hw'])
+    engine = load_engine(EngineConfig(checkpoint=str(out), cameras=('cam_high',), image_hw=hw))
+    assert isinstance(engine, NormalizedEngine)
+    rng = np.random.default_rng(1)
+    obs = Observation(
+        0, {'cam_high': rng.integers(0, 256, (*hw, 3), dtype=np.uint8)}, np.zeros(14, np.float32)
+    )
+    noise = rng.standard_normal((50, 14)).astype(np.float32)
+    target = (data[:50] + 0.01).astype(np.float32)  # raw radians, as the runtime plans seams
+    d = 5
+    weights = (np.arange(50) < d).astype(np.float32)
+    seam = SeamPlan(SeamMode.PREFIX, target, weights, delay_steps=d, valid_steps=50)
+    raw = engine.act(obs, None, noise, seam).actions
+    np.testing.assert_allclose(raw[:d], target[:d], atol=1e-5)
+    inner_seam = SeamPlan(SeamMode.PREFIX, norm.normalize(target), weights, d, 50)
+    inner = engine.inner.act(obs, None, noise, inner_seam).actions
+    np.testing.assert_allclose(raw, inner * norm.std + norm.mean, atol=1e-5)
+    assert not np.allclose(raw[d:], inner[d:], atol=1e-2)  # the units really differ
+
+    more = ['train', str(emcot), '--out', str(tmp_path / 'raw'), '--init', str(out)]
+    assert cli_main([*more, '--steps', '1', '--batch', '1']) == 2
+    assert 'continue it with --normalize-actions' in caplog.text
+
+
+def _tokenizer():
+    from halo_ros.model.tokenizer import tokenizer_for
+
+    return tokenizer_for(load_config('halo-tiny'))
+
+
 def test_the_data_holds_the_thought_every_tick_and_pads_chunks(emcot):
     from halo_ros.model.tokenizer import tokenizer_for
     from halo_ros.recording.emcot import training_sample

@@ -248,11 +248,23 @@ def ensure_onnx(config: EngineConfig, *, progress=None) -> Path:
 
 
 def load_engine(config: EngineConfig):
-    """The engine for `config.backend`."""
+    """The engine for `config.backend`, in raw action units whatever the checkpoint trained on."""
     if config.backend == 'remote':  # the model runs in `halo-ros serve`; no torch on this side
         from halo_ros.transport.client import remote_engine
 
         return remote_engine(config)
+    from halo_ros.model.action_norm import ActionNorm
+
+    engine = _local_engine(config)
+    norm = ActionNorm.from_card(checkpoint_card(config.checkpoint))
+    if norm is None:
+        return engine
+    from halo_ros.engine.normalized import NormalizedEngine
+
+    return NormalizedEngine(engine, norm)
+
+
+def _local_engine(config: EngineConfig):
     require_backend(config.backend)
     from halo_ros.engine.graph_engine import GraphEngine
     from halo_ros.model.config import load_config

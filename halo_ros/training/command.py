@@ -94,6 +94,12 @@ def add_arguments(parser) -> None:
         'say where the object is (1: uniform)',
     )
     parser.add_argument('--start-s', type=float, default=d.start_s)
+    parser.add_argument(
+        '--normalize-actions',
+        action='store_true',
+        help='train the flow on per-joint (a - mean) / std, the statistics in the card '
+        '(default: raw radians, as the release)',
+    )
     parser.add_argument('--ae-steps', type=int, default=d.ae_steps, help='autoencoder steps')
     parser.add_argument(
         '--ae-minutes', type=float, default=d.ae_minutes, help='autoencoder time budget'
@@ -107,7 +113,7 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     from halo_ros.engine.loading import EngineConfig, build_model
     from halo_ros.training.data import DatasetError
-    from halo_ros.training.trainer import TrainConfig, train
+    from halo_ros.training.trainer import TrainConfig, TrainConfigError, train
 
     cfg = TrainConfig(
         model=args.model,
@@ -133,6 +139,7 @@ def run(args) -> int:
         still_weight=args.still_weight,
         start_weight=args.start_weight,
         start_s=args.start_s,
+        normalize_actions=args.normalize_actions,
         ae_steps=args.ae_steps,
         ae_minutes=args.ae_minutes,
         threads=args.threads,
@@ -142,7 +149,7 @@ def run(args) -> int:
     )
     try:
         result = train(args.data, args.out, cfg)
-    except DatasetError as e:
+    except (DatasetError, TrainConfigError) as e:
         logger.error('%s', e)
         return 2
     # The checkpoint must load the way every engine loads it (strict).

@@ -14,8 +14,9 @@ Each sample carries `action_samples` noisy copies of its chunk (independent flow
 noise, each its own noise split, so none sees another): more action signal per prefix. Each
 copy starts with a random executed prefix of clean actions (training-time real-time chunking:
 per-row flow time 0, no loss there), and the camera frames are randomly shifted by a few pixels.
-Actions are trained raw (joint radians, grippers 0..1), as the release does: no statistics to
-carry into the engines. Optimiser steps accumulate `batch` samples (one `forward_train` each);
+Actions are trained raw (joint radians, grippers 0..1), as the release does, unless
+`normalize_actions`: then per-joint (a - mean) / std over the demonstrations (`ActionNorm`, as
+openpi and LeRobot do), the statistics written to the card for the engines. Optimiser steps accumulate `batch` samples (one `forward_train` each);
 the checkpoint holds an EMA of the weights, as the release's ema.safetensors does.
 """
 
@@ -32,6 +33,7 @@ import numpy as np
 import torch
 import yaml
 
+from halo_ros.model.action_norm import ActionNorm
 from halo_ros.model.checkpoint import EMA_FILE, VAE_FILE, load_checkpoint, save_checkpoint
 from halo_ros.model.config import load_config
 from halo_ros.model.halo import HaloModel
@@ -54,6 +56,10 @@ CHECKPOINT_FORMAT = 'halo_ros.checkpoint/1'
 TRAINING_FILE = 'training.yaml'
 LOSS_LOG = 'losses.jsonl'
 MAX_CHECKPOINT_BYTES = 20 * 1024 * 1024
+
+
+class TrainConfigError(ValueError):
+    """Settings that cannot train (e.g. continuing normalised weights on raw actions)."""
 
 
 @dataclass(frozen=True)
@@ -104,6 +110,9 @@ class TrainConfig:
     # Independent noisy copies of the action chunk per sample: each is its own noise split
     # (hidden from the others, same RoPE id), so a second flow sample costs ~52 of ~800 rows.
     action_samples: int = 2
+    # Train the flow on per-joint normalised actions (statistics of the data, or of --init's
+    # card if it has them); False trains raw radians, as the release.
+    normalize_actions: bool = False
     ae_steps: int = 400
     ae_minutes: float = 4.0
     ae_batch: int = 8
@@ -176,6 +185,7 @@ def sample_items(
     max_prefix_steps: int = 0,
     image_shift_px: int = 0,
     thought_lead_weight: float = 1.0,
+    action_norm: ActionNorm | None = None,
     rng: np.random.Generator | None = None,
 ) -> list:
     vit = model.cfg.vit
@@ -203,7 +213,8 @@ def sample_items(
         if not sample.lagged:
             items.append(TrainLatentImage(tokens * divisor, grid, noisy=True))
         items.append(TrainLatentImage(tokens, grid, noisy=False))
-    actions = torch.from_numpy(sample.actions)
+    chunk = sample.actions if action_norm is None else action_norm.normalize(sample.actions)
+    actions = torch.from_numpy(chunk)
     longest = min(max_prefix_steps, len(actions) - 1)
     items += [
         TrainActions(actions, prefix=int(rng.integers(longest + 1)) if longest > 0 else 0)
@@ -304,6 +315,7 @@ def train(paths, out: str | Path, cfg: TrainConfig) -> TrainResult:
     )
 
     lag = round(cfg.context_lag_s * data.fps)
+    norm = training_action_norm(cfg, data)
     params = trainable(model)
     opt = make_optimizer(params, cfg)
     ema = Ema(params, cfg.ema_decay)
@@ -336,6 +348,7 @@ def train(paths, out: str | Path, cfg: TrainConfig) -> TrainResult:
                         max_prefix_steps=cfg.max_prefix_steps,
                         image_shift_px=cfg.image_shift_px,
                         thought_lead_weight=cfg.thought_lead_weight,
+                        action_norm=norm,
                         rng=rng,
                     )
                 )
@@ -370,17 +383,35 @@ def train(paths, out: str | Path, cfg: TrainConfig) -> TrainResult:
                 log_file.flush()
             if time.monotonic() - last_save > cfg.save_every_minutes * 60:
                 _save(
-                    model, ema, out, cfg, data, digest, step, start, samples, last, ae, latent_stats
+                    model, ema, out, cfg, data, digest, step, start, samples, last, ae, latent_stats, norm
                 )
                 last_save = time.monotonic()
     finally:
         log_file.close()
-    _save(model, ema, out, cfg, data, digest, step, start, samples, last, ae, latent_stats)
+    _save(model, ema, out, cfg, data, digest, step, start, samples, last, ae, latent_stats, norm)
     elapsed = time.monotonic() - start
     return TrainResult(out, step, elapsed, samples / max(elapsed, 1e-9), last)
 
 
-def _save(model, ema, out, cfg, data, digest, step, start, samples, last, ae, latent_stats):
+def training_action_norm(cfg: TrainConfig, data: EmcotData) -> ActionNorm | None:
+    """The statistics the flow trains on: --init's (continuing keeps the space its weights
+    learned), else the data's when `normalize_actions`, else None (raw). Taken through the card
+    so training and the engines use the very same rounded numbers."""
+    earlier = None
+    if cfg.init:
+        earlier = ActionNorm.from_card(yaml.safe_load((Path(cfg.init) / TRAINING_FILE).read_text()))
+    if earlier is not None and not cfg.normalize_actions:
+        raise TrainConfigError(
+            f'{cfg.init} was trained on normalised actions (action_norm in its card): continue '
+            'it with --normalize-actions'
+        )
+    if not cfg.normalize_actions:
+        return None
+    fitted = earlier or ActionNorm.fit([e.actions for e in data.episodes])
+    return ActionNorm.from_card({'action_norm': fitted.to_card()})
+
+
+def _save(model, ema, out, cfg, data, digest, step, start, samples, last, ae, latent_stats, norm):
     """Write the EMA weights, the VAE and training.yaml; fail loudly if the folder is too big."""
     ema.swap()
     try:
@@ -400,6 +431,7 @@ def _save(model, ema, out, cfg, data, digest, step, start, samples, last, ae, la
         'plan_steps': cfg.plan_steps,
         # Seam modes the weights can follow: prefix only if trained with executed prefixes.
         'max_prefix_steps': cfg.max_prefix_steps,
+        **({'action_norm': norm.to_card()} if norm is not None else {}),
         'subgoal': {
             'target': 'encoded goal x subgoal_latent_divisor; clean copy = encoded goal',
             **{k: round(v, 4) for k, v in latent_stats.items()},
