@@ -21,8 +21,7 @@ class NormalizedEngine(Engine):
     def __init__(self, inner: Engine, norm: ActionNorm) -> None:
         if norm.mean.shape != (inner.info.action_dim,):
             raise ValueError(
-                f'action_norm has {norm.mean.shape[0]} joints, the engine '
-                f'{inner.info.action_dim}'
+                f'action_norm has {norm.mean.shape[0]} joints, the engine {inner.info.action_dim}'
             )
         self.inner, self.norm = inner, norm
 

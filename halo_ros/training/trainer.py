@@ -16,8 +16,9 @@ copy starts with a random executed prefix of clean actions (training-time real-t
 per-row flow time 0, no loss there), and the camera frames are randomly shifted by a few pixels.
 Actions are trained raw (joint radians, grippers 0..1), as the release does, unless
 `normalize_actions`: then per-joint (a - mean) / std over the demonstrations (`ActionNorm`, as
-openpi and LeRobot do), the statistics written to the card for the engines. Optimiser steps accumulate `batch` samples (one `forward_train` each);
-the checkpoint holds an EMA of the weights, as the release's ema.safetensors does.
+openpi and LeRobot do), the statistics written to the card for the engines. Optimiser steps
+accumulate `batch` samples (one `forward_train` each); the checkpoint holds an EMA of the
+weights, as the release's ema.safetensors does.
 """
 
 from __future__ import annotations
@@ -328,6 +329,12 @@ def train(paths, out: str | Path, cfg: TrainConfig) -> TrainResult:
     start = last_save = time.monotonic()
     window: dict[str, list[float]] = {'ce': [], 'mse': [], 'l1': []}
     step, samples, last = 0, 0, {}
+
+    def save() -> None:
+        _save(
+            model, ema, out, cfg, data, digest, step, start, samples, last, ae, latent_stats, norm
+        )
+
     try:
         while step < cfg.steps and time.monotonic() - start < seconds:
             progress = max(step / cfg.steps, (time.monotonic() - start) / seconds)
@@ -382,13 +389,11 @@ def train(paths, out: str | Path, cfg: TrainConfig) -> TrainResult:
                 log_file.write('\n')
                 log_file.flush()
             if time.monotonic() - last_save > cfg.save_every_minutes * 60:
-                _save(
-                    model, ema, out, cfg, data, digest, step, start, samples, last, ae, latent_stats, norm
-                )
+                save()
                 last_save = time.monotonic()
     finally:
         log_file.close()
-    _save(model, ema, out, cfg, data, digest, step, start, samples, last, ae, latent_stats, norm)
+    save()
     elapsed = time.monotonic() - start
     return TrainResult(out, step, elapsed, samples / max(elapsed, 1e-9), last)
 
