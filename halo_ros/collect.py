@@ -93,7 +93,8 @@ def _collect(args, out: str) -> list[dict]:
 
 
 def _annotate(episodes: str, out: str) -> int:
-    """The successful bags -> EM-CoT folders (a failed demonstration teaches the wrong thing)."""
+    """The successful bags -> EM-CoT folders (a failed demonstration teaches the wrong thing),
+    grounded: the simulator's object is the red cube."""
     import argparse
 
     from halo_ros.recording import annotate
@@ -102,5 +103,7 @@ def _annotate(episodes: str, out: str) -> int:
     parser = argparse.ArgumentParser()
     annotate.add_arguments(parser)
     return annotate.run(
-        parser.parse_args([episodes, '--out', out, '--only-success', '--no-progress'])
+        parser.parse_args(
+            [episodes, '--out', out, '--only-success', '--no-progress', '--grounding', 'red-cube']
+        )
     )

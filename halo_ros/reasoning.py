@@ -2,7 +2,9 @@
 
 The released data tags the three parts of a thought with textual markers (HALO's
 `robotwin_dataset.py`): `<|plan|>` the whole-task plan, `<|subtask|>` the current step, and
-`<|movement|>[LEFT]: ... [RIGHT]: ...` what each arm does now.
+`<|movement|>[LEFT]: ... [RIGHT]: ...` what each arm does now. Ours adds one optional part
+before the movement, written only when the annotation grounds the object
+(`halo_ros.recording.grounding`): `<|object|>cube at 41,63`, where the camera sees it now.
 """
 
 import re
@@ -10,18 +12,24 @@ from dataclasses import dataclass
 
 PROMPT_TEMPLATE = 'You are an embodied agent. Your task is to: {instruction}. Plan and act.'
 
-_TAGS = ('plan', 'subtask', 'movement')
-_SPLIT = re.compile(r'<\|(plan|subtask|movement)\|>')
+_TAGS = ('plan', 'subtask', 'object', 'movement')
+_OPTIONAL = ('object',)  # left out of the text when empty: ungrounded thoughts read as released
+_SPLIT = re.compile(r'<\|(plan|subtask|object|movement)\|>')
 
 
 @dataclass(frozen=True)
 class Thought:
     plan: str = ''
     subtask: str = ''
+    object: str = ''
     movement: str = ''
 
     def text(self) -> str:
-        return ''.join(f'<|{tag}|>{getattr(self, tag)}' for tag in _TAGS)
+        return ''.join(
+            f'<|{tag}|>{getattr(self, tag)}'
+            for tag in _TAGS
+            if tag not in _OPTIONAL or getattr(self, tag)
+        )
 
 
 def movement_text(left: str, right: str) -> str:

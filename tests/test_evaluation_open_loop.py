@@ -55,9 +55,7 @@ def test_the_command_scores_every_time_and_arm_against_the_recorded_chunks(emcot
     ]
     assert all(f['episodes'] == 2 and np.isfinite(f['model_error_rad']) for f in fits)
     # The baseline is read from the recorded actions: recompute it from the episodes.
-    episodes = [
-        load_episode(f, ('cam_high',), 'cam_high', lambda t: ()) for f in episode_folders([emcot])
-    ]
+    episodes = [load_episode(f, ('cam_high',), 'cam_high') for f in episode_folders([emcot])]
     demo = np.stack([e.actions[25:75] for e in episodes])
     blind = np.abs(demo - demo.mean(0, keepdims=True))[..., 7:13].mean()
     assert fits[3]['blind_error_rad'] == pytest.approx(float(blind), rel=1e-5)

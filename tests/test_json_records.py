@@ -85,10 +85,12 @@ def test_a_reasoning_cycle_round_trips_with_the_published_fields():
     reasoning = Reasoning(
         version=3,
         instruction='transfer the cube',
-        text='<|plan|>grasp; lift<|subtask|>grasp the cube<|movement|>[LEFT]: hold [RIGHT]: close',
+        text='<|plan|>grasp; lift<|subtask|>grasp the cube<|object|>cube at 41,63'
+        '<|movement|>[LEFT]: hold [RIGHT]: close',
         plan='grasp; lift',
         subtask='grasp the cube',
         movement='[LEFT]: hold [RIGHT]: close',
+        object='cube at 41,63',
         observation_stamp_ns=123,
         timings_ms={'total': 812.345, 'vit': 40.04},
     )
@@ -98,6 +100,7 @@ def test_a_reasoning_cycle_round_trips_with_the_published_fields():
         'plan',
         'subtask',
         'movement',
+        'object',
         'text',
         'instruction',
         'context_version',
@@ -109,6 +112,7 @@ def test_a_reasoning_cycle_round_trips_with_the_published_fields():
     ]
     assert record['latency_ms'] == 812.3 and record['timings_ms'] == {'total': 812.3, 'vit': 40.0}
     assert record['context_version'] == 3 and record['epoch'] == 2
+    assert record['object'] == 'cube at 41,63'
     assert ReasoningMessage.from_json(message.to_json()) == message
     del record['accepted']
     with pytest.raises(RecordError, match='halo/reasoning: no field accepted'):

@@ -63,7 +63,8 @@ def test_optimizer_steps_on_a_fixed_batch_lower_every_loss():
     opt = make_optimizer(params, cfg)
     for _ in range(8):
         step_losses, grad_norm = train_step(model, params, opt, batch, cfg)
-        assert np.isfinite(grad_norm) and set(step_losses) == {'ce', 'mse', 'l1'}
+        assert np.isfinite(grad_norm) and set(step_losses) == {'ce', 'mse', 'l1', 'obj'}
+        assert step_losses['obj'] == []  # no grounded object in these thoughts
     after = losses()
     for k in ('ce', 'mse', 'l1'):
         assert after[k] < 0.9 * before[k], (k, before[k], after[k])
@@ -95,6 +96,7 @@ def test_an_executed_prefix_is_given_clean_and_carries_no_loss():
         {'cam_high': np.zeros((60, 80, 3), np.uint8)},
         (5,),
         (6, 7),
+        None,
         (0, 0),
         np.zeros((50, 14), np.float32),
     )

@@ -105,6 +105,26 @@ def test_request_envelope_checks_version_first_then_fields():
         assert error.value.code == code, bad
 
 
+def test_reasoning_crosses_the_wire_with_every_part_of_the_thought():
+    from halo_ros.engine.interface import Reasoning
+
+    reasoning = Reasoning(
+        version=4,
+        instruction='transfer the cube',
+        text='<|plan|>reach<|subtask|>reach<|object|>cube at 41,63<|movement|>[LEFT]: stay',
+        plan='reach',
+        subtask='reach',
+        movement='[LEFT]: stay',
+        object='cube at 41,63',
+        observation_stamp_ns=9,
+    )
+    body = roundtrip(protocol.reasoning_body(reasoning, image=False))
+    assert protocol.parse_reasoning(body, image=False) == reasoning
+    del body['object']
+    with pytest.raises(ProtocolError, match='object'):
+        protocol.parse_reasoning(body, image=False)
+
+
 def test_jpeg_header_is_read_before_decoding():
     y, x = np.mgrid[:48, :64]
     frame = np.stack([x * 4, y * 5, (x + y) * 2], -1).astype(np.uint8)  # smooth, like a camera

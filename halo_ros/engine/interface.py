@@ -48,6 +48,7 @@ class Reasoning:
     plan: str = ''
     subtask: str = ''
     movement: str = ''
+    object: str = ''  # where the object is ('cube at 41,63'), if the checkpoint grounds it
     subgoal_tokens: np.ndarray | None = None  # (T, 64) float32 latent tokens, already / 1.4
     subgoal_grid: tuple[int, int] | None = None  # latent grid (h, w) of those tokens
     subgoal_image: np.ndarray | None = None  # (H, W, 3) uint8, decoded for display only
@@ -58,8 +59,9 @@ class Reasoning:
 def make_reasoning(
     version: int, instruction: str, text: str, observation: Observation, timings_ms: dict, **subgoal
 ) -> Reasoning:
-    """A Reasoning from decoded text (split into plan, subtask and movement), every backend's
-    way; `subgoal` holds subgoal_tokens / subgoal_grid / subgoal_image when one was sampled."""
+    """A Reasoning from decoded text (split into plan, subtask, object and movement), every
+    backend's way; `subgoal` holds subgoal_tokens / subgoal_grid / subgoal_image when one was
+    sampled."""
     from halo_ros.reasoning import parse_thought
 
     thought = parse_thought(text)
@@ -70,6 +72,7 @@ def make_reasoning(
         plan=thought.plan,
         subtask=thought.subtask,
         movement=thought.movement,
+        object=thought.object,
         observation_stamp_ns=observation.stamp_ns,
         timings_ms=timings_ms,
         **subgoal,

@@ -85,6 +85,7 @@ def sample_chunks(
     ticks: Sequence[int],
     seed: int = 0,
     subgoal: str = 'own',
+    on_reasoning=None,
 ):
     """(chunks, demos): per tick, (episodes, K, 14) chunks the engine samples on the recorded
     frames, and the demonstrated chunks from that tick (padded with the last action, as training
@@ -92,7 +93,8 @@ def sample_chunks(
 
     `subgoal`: the chunk conditions on the model's own imagined subgoal (`own`, as the node), on
     the demonstration's goal image of that subtask encoded by the checkpoint's autoencoder
-    (`true`, as training feeds it), or on none."""
+    (`true`, as training feeds it), or on none. `on_reasoning(episode, tick, reasoning)` sees
+    each reasoning (where the model says the object is, `grounding_fit`)."""
     from halo_ros.engine.interface import Observation
     from halo_ros.runtime.seam import plan_seam
     from halo_ros.training.data import chunk_at, decode_frame
@@ -118,6 +120,8 @@ def sample_chunks(
                 )
             observation = Observation(t, images, episode.actions[t])
             reasoning = engine.reason(observation, instruction, 1, subgoal=subgoal == 'own')
+            if on_reasoning is not None:
+                on_reasoning(episode, t, reasoning)
             if true_goal is not None:
                 tokens, grid = true_goal(episode.goals[int(episode.subtask[t])])
                 reasoning = replace(reasoning, subgoal_tokens=tokens, subgoal_grid=grid)
@@ -130,6 +134,68 @@ def sample_chunks(
         {t: np.stack(chunks[t]) for t in kept},
         {t: np.stack(demos[t]) for t in kept},
     )
+
+
+@dataclass(frozen=True)
+class GroundingFit:
+    """Where the reasoning says the object is against where the annotation found it, at one
+    episode time (hundredths of the grounding camera's width and height)."""
+
+    tick: int
+    episodes: int  # with an annotated position
+    said: int  # of those, reasonings that gave a position
+    error_x: float  # mean |x - annotated x| over the reasonings that gave one
+    error_y: float
+    blind_x: float  # mean |annotated x - their mean|: what saying the average position costs
+    blind_y: float
+
+    def to_dict(self) -> dict:
+        return {k: round(v, 2) if isinstance(v, float) else v for k, v in asdict(self).items()}
+
+
+def grounding_fit(pairs: dict[int, list[tuple[str, str]]]) -> list[GroundingFit]:
+    """Per tick, from (annotated object text, reasoned object text) pairs."""
+    from halo_ros.recording.grounding import parse_object_text
+
+    fits = []
+    for tick in sorted(pairs):
+        truth, said = [], []
+        for annotated, reasoned in pairs[tick]:
+            a, r = parse_object_text(annotated), parse_object_text(reasoned)
+            if a is None or a.xy is None:
+                continue
+            truth.append(a.xy)
+            if r is not None and r.xy is not None:
+                said.append((a.xy, r.xy))
+        if not truth:
+            continue
+        t = np.array(truth) * 100
+        err = (
+            np.abs(np.array([(r[0] - a[0], r[1] - a[1]) for a, r in said]) * 100) if said else None
+        )
+        blind = np.abs(t - t.mean(0)).mean(0)
+        fits.append(
+            GroundingFit(
+                tick,
+                len(truth),
+                len(said),
+                float(err[:, 0].mean()) if err is not None else float('nan'),
+                float(err[:, 1].mean()) if err is not None else float('nan'),
+                float(blind[0]),
+                float(blind[1]),
+            )
+        )
+    return fits
+
+
+def grounding_lines(fits: Sequence[GroundingFit], fps: float) -> list[str]:
+    lines = [f'{"time":>6} | {"said":>7} | {"error x, y":>11} | {"blind x, y":>11}  (hundredths)']
+    for f in fits:
+        lines.append(
+            f'{f.tick / fps:5.1f}s | {f.said:3d}/{f.episodes:<3d} | '
+            f'{f.error_x:5.1f} {f.error_y:5.1f} | {f.blind_x:5.1f} {f.blind_y:5.1f}'
+        )
+    return lines
 
 
 def _goal_encoder(settings):

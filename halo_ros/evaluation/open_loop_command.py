@@ -43,7 +43,13 @@ def add_arguments(parser) -> None:
 
 def run(args) -> int:
     from halo_ros.evaluation.command import policy_settings_from
-    from halo_ros.evaluation.open_loop import fit_lines, open_loop_fit, sample_chunks
+    from halo_ros.evaluation.open_loop import (
+        fit_lines,
+        grounding_fit,
+        grounding_lines,
+        open_loop_fit,
+        sample_chunks,
+    )
     from halo_ros.runtime.settings import load_policy_engine
     from halo_ros.training.data import DatasetError, episode_folders, load_episode
 
@@ -57,16 +63,24 @@ def run(args) -> int:
         settings = policy_settings_from(args)
         cameras = settings.engine.cameras
         folders = episode_folders(args.data)[: args.episodes]
-        episodes = [load_episode(f, cameras, cameras[0], lambda text: ()) for f in folders]
+        episodes = [load_episode(f, cameras, cameras[0]) for f in folders]
     except (FileNotFoundError, ValueError, DatasetError) as error:
         log.error('%s', error)
         return 2
     fps = episodes[0].fps
     ticks = sorted({round(t * fps) for t in args.times})
     engine = load_policy_engine(settings)
+    said: dict[int, list[tuple[str, str]]] = {t: [] for t in ticks}
+
+    def on_reasoning(episode, tick, reasoning):
+        if episode.grounding[tick]:
+            said[tick].append((episode.grounding[tick], reasoning.object))
+
     try:
         subgoal = 'none' if args.no_subgoal else args.subgoal
-        chunks, demos = sample_chunks(engine, settings, episodes, ticks, args.seed, subgoal)
+        chunks, demos = sample_chunks(
+            engine, settings, episodes, ticks, args.seed, subgoal, on_reasoning
+        )
     except ValueError as error:
         log.error('%s', error)
         return 2
@@ -85,6 +99,11 @@ def run(args) -> int:
     )
     for line in fit_lines(fits, fps):
         print(line)
+    grounding = grounding_fit(said)
+    if grounding:
+        print('where the reasoning says the object is, against the annotation:')
+        for line in grounding_lines(grounding, fps):
+            print(line)
     if args.out:
         from halo_ros.benchmarks import machine
 
@@ -95,6 +114,7 @@ def run(args) -> int:
             'machine': machine(),
             'subgoal': subgoal,
             'fits': [f.to_dict() for f in fits],
+            'grounding': [g.to_dict() for g in grounding],
         }
         with open(args.out, 'w', encoding='utf-8') as f:
             json.dump(document, f, indent=1)

@@ -44,6 +44,9 @@ class TrainText:
     # is the first plan step, the current subtask: one decision that the ~30 template tokens
     # after it follow from, so a uniform mean gives it ~1/30 of the text gradient.
     lead_weight: float = 1.0
+    # (first, end, weight): the CE weight of the tokens ids[first:end] (the grounded object's
+    # position in a thought, where the object is: what the actions most need from the text).
+    span_weight: tuple[int, int, float] | None = None
 
 
 @dataclass(frozen=True)
@@ -87,6 +90,7 @@ class TrainOutput:
     spans: list[tuple[int, int]] = field(default_factory=list)  # rows of each item
     predictions: dict[int, Tensor] = field(default_factory=dict)  # item -> logits or velocity
     inputs: dict[int, Tensor] = field(default_factory=dict)  # item -> x_t of noisy items
+    span_ce: Tensor | None = None  # unweighted CE over the weighted spans (what they cost now)
 
     def total(
         self, ce_weight: float = 1.0, mse_weight: float = 1.0, l1_weight: float = 1.0
@@ -138,6 +142,7 @@ def forward_train(
     inputs: dict[int, Tensor] = {}
     loss_rows: dict[int, int] = {}  # action items: payload rows before this carry no loss
     ce_weights: dict[int, Tensor] = {}  # text items: per-token CE weights
+    spans_of: dict[int, tuple[int, int]] = {}  # text items: the weighted span's targets
     for i, item in enumerate(items):
         if isinstance(item, TrainText):
             ids = [st.im_start, *item.ids] + ([st.im_end] if item.close else [])
@@ -147,6 +152,10 @@ def forward_train(
             if item.loss:
                 targets[i] = ('ce', ids_t[1:])
                 weights = torch.ones(len(ids) - 1, device=device)
+                if item.span_weight is not None:  # target k predicts item.ids[k]
+                    first, end, w = item.span_weight
+                    weights[first:end] = w
+                    spans_of[i] = (first, end)
                 weights[0] = item.lead_weight
                 ce_weights[i] = weights
         elif isinstance(item, TrainViTImage):
@@ -206,7 +215,7 @@ def forward_train(
             embeds, _merge(tuple(route)), torch.cat(positions), None, None, mask
         )
 
-    losses: dict[str, list[Tensor]] = {'ce': [], 'mse': [], 'l1': []}
+    losses: dict[str, list[Tensor]] = {'ce': [], 'mse': [], 'l1': [], 'span': []}
     predictions: dict[int, Tensor] = {}
     for i, (kind, target) in targets.items():
         s, e = spans[i]
@@ -216,6 +225,8 @@ def forward_train(
             w = ce_weights[i]
             ce = F.cross_entropy(logits, target, reduction='none')
             losses['ce'].append(ce * (w * len(w) / w.sum()))  # a weighted mean per text
+            if i in spans_of:
+                losses['span'].append(ce[slice(*spans_of[i])].detach())
         elif kind == 'mse':
             pred = model.llm2vae(hidden[s + 1 : e - 1]).float()
             predictions[i] = pred
@@ -236,6 +247,7 @@ def forward_train(
         spans,
         predictions,
         inputs,
+        mean(losses['span']),
     )
 
 

@@ -4,9 +4,12 @@ Segments each episode from the follower arms' proprioception (arm moving or stil
 opening or closing), writes plan/subtask/movement text from an annotator ('template' by default,
 or 'package.module:Class' implementing halo_ros.recording.emcot.ReasoningAnnotator, e.g. a VLM),
 saves the last frame of each subtask as its visual goal, and lays the result out as HALO's data
-loader reads it (format described in halo_ros.recording.emcot).
+loader reads it (format described in halo_ros.recording.emcot). `--grounding` adds where the
+object is at every tick (`halo_ros.recording.grounding`: 'red-cube' for the simulator's cube, or
+'package.module:Class', a detector for real scenes).
 
     halo-ros annotate episodes/ --out emcot/cups
+    halo-ros annotate episodes/ --out emcot/cube --grounding red-cube
 """
 
 import logging
@@ -28,6 +31,15 @@ def add_arguments(parser) -> None:
         '--annotator',
         default='template',
         help="'template' or 'package.module:Class' (a ReasoningAnnotator)",
+    )
+    parser.add_argument(
+        '--grounding',
+        default='none',
+        help="where the object is, per tick: 'none', 'red-cube' or 'package.module:Class' "
+        '(a halo_ros.recording.grounding.Grounder)',
+    )
+    parser.add_argument(
+        '--grounding-camera', default='cam_high', help='the camera the object is located in'
     )
     parser.add_argument(
         '--arm-speed-rad-s',
@@ -64,6 +76,7 @@ def run(args) -> int:
 
     from halo_ros.recording.emcot import annotate_episode, load_annotator, write_emcot_episode
     from halo_ros.recording.export_dataset import find_episodes, load_episodes
+    from halo_ros.recording.grounding import load_grounder
     from halo_ros.recording.primitives import PrimitiveThresholds
 
     thresholds = PrimitiveThresholds(
@@ -72,6 +85,7 @@ def run(args) -> int:
         min_phase_s=args.min_phase_s,
     )
     annotator = load_annotator(args.annotator)
+    grounder = load_grounder(args.grounding)
     bags = find_episodes(args.episodes)
     progress = not args.no_progress
     out = Path(args.out)
@@ -82,7 +96,14 @@ def run(args) -> int:
         desc='annotate',
         disable=not progress,
     ):
-        annotation = annotate_episode(data, aligned, annotator, thresholds)
+        annotation = annotate_episode(
+            data,
+            aligned,
+            annotator,
+            thresholds,
+            grounder=grounder,
+            grounding_camera=args.grounding_camera,
+        )
         folder = write_emcot_episode(
             out,
             written,

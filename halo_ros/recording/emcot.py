@@ -15,6 +15,8 @@ finds in an episode's folder):
                                    /observations/left_arm_dim, /observations/right_arm_dim (T,) = 6
                                    /Primitives/left/text, /Primitives/right/text (T,) utf-8:
                                      the per-tick movement line of each arm
+                                 and, when grounded, /Grounding/text (T,) utf-8: where the
+                                   object is in the grounding camera's frame of each tick
       episode<i>_subtask.json    {"fps": <control rate>, "reasoning": {"<start s>":
                                    {"plan": [remaining steps...], "subtask": "<text>"}}}
       instructions.json          {"seen": ["<instruction>"]}
@@ -24,7 +26,8 @@ finds in an episode's folder):
 
 A training sample at tick t (what `training_sample` builds, as HALO's RoboTwin loader does):
 prompt "You are an embodied agent. Your task is to: {instruction}. Plan and act.", thought
-"<|plan|>...<|subtask|>...<|movement|>[LEFT]: ...[RIGHT]: ..." from the subtask active at t, goal
+"<|plan|>...<|subtask|>...[<|object|>cube at x,y]<|movement|>[LEFT]: ...[RIGHT]: ..." from the
+subtask active at t (the object part from tick t's frame, when grounded), goal
 image = the last frame of that subtask, action chunk = action[t:t+K] padded with the last row.
 """
 
@@ -40,6 +43,7 @@ import yaml
 
 from halo_ros.reasoning import prompt
 from halo_ros.recording.episode_reader import EpisodeData
+from halo_ros.recording.grounding import Grounder
 from halo_ros.recording.primitives import (
     MOVEMENT_TEXT,
     ArmPrimitives,
@@ -164,6 +168,21 @@ class EpisodeAnnotation:
     reasoning: Reasoning
     left: ArmPrimitives
     right: ArmPrimitives
+    grounding: tuple[str, ...] = ()  # per tick: the object part of the thought; () = none
+    grounder: str = ''  # who grounded it ('cube' by ColorGrounder on cam_high, ...)
+
+
+def ground_episode(
+    data: EpisodeData, aligned: AlignedEpisode, grounder: Grounder, camera: str
+) -> tuple[str, ...]:
+    """The object text of every tick, from the camera frame that tick sees (each frame once)."""
+    if camera not in aligned.image_index:
+        raise ValueError(
+            f'grounding camera {camera} was not recorded ({sorted(aligned.image_index)})'
+        )
+    index = aligned.image_index[camera]
+    texts = {k: grounder.text(frame) for k, frame in data.frames(camera, np.unique(index))}
+    return tuple(texts[int(k)] for k in index)
 
 
 def annotate_episode(
@@ -172,6 +191,8 @@ def annotate_episode(
     annotator: ReasoningAnnotator,
     thresholds: PrimitiveThresholds | None = None,
     goal_cameras: tuple[str, ...] | None = None,
+    grounder: Grounder | None = None,
+    grounding_camera: str = 'cam_high',
 ) -> EpisodeAnnotation:
     thresholds = thresholds or PrimitiveThresholds()
     left = arm_primitives(aligned.state[:, :7], aligned.fps, thresholds)
@@ -201,7 +222,17 @@ def annotate_episode(
             f'annotator {annotator.name} returned {len(reasoning.subtask_text)} '
             f'subtask texts for {len(subtasks)} subtasks'
         )
-    return EpisodeAnnotation(subtasks, reasoning, left, right)
+    if grounder is None:
+        return EpisodeAnnotation(subtasks, reasoning, left, right)
+    grounding = ground_episode(data, aligned, grounder, grounding_camera)
+    return EpisodeAnnotation(
+        subtasks,
+        reasoning,
+        left,
+        right,
+        grounding,
+        f'{type(grounder).__name__} ({grounder.name}) on {grounding_camera}',
+    )
 
 
 def _time_key(tick: int, fps: float) -> str:
@@ -247,6 +278,8 @@ def write_emcot_episode(
             f.create_dataset(
                 f'Primitives/{side}/phase', dtype=text_type, data=[p.value for p in prims.phase]
             )
+        if annotation.grounding:
+            f.create_dataset('Grounding/text', dtype=text_type, data=list(annotation.grounding))
     texts = annotation.reasoning.subtask_text
     plan = annotation.reasoning.plan
     reasoning = {}
@@ -301,6 +334,7 @@ def write_emcot_episode(
                 'success': aligned.success,
                 'final_reward': aligned.final_reward,
                 'thresholds': asdict(thresholds),
+                'grounding': annotation.grounder or None,
                 'plan': list(plan),
                 'subtasks': records,
             },
@@ -311,15 +345,33 @@ def write_emcot_episode(
 
 
 def thought_text(
-    plan: list[str], subtask: str, left: str, right: str, plan_steps: int | None = None
+    plan: list[str],
+    subtask: str,
+    left: str,
+    right: str,
+    plan_steps: int | None = None,
+    object_text: str = '',
 ) -> str:
     """The reasoning text HALO learns to write at one tick (the one place it is built): the
-    remaining plan (its first `plan_steps` steps; None = all), the active subtask and each arm's
-    movement, in `halo_ros.reasoning`'s tagged format so `parse_thought` reads these parts back."""
+    remaining plan (its first `plan_steps` steps; None = all), the active subtask, where the
+    object is (when grounded) and each arm's movement, in `halo_ros.reasoning`'s tagged format
+    so `parse_thought` reads these parts back."""
     from halo_ros.reasoning import Thought, movement_text
 
     steps = plan if plan_steps is None else plan[:plan_steps]
-    return Thought('; '.join(steps), subtask, movement_text(left, right)).text()
+    return Thought(
+        plan='; '.join(steps),
+        subtask=subtask,
+        object=object_text,
+        movement=movement_text(left, right),
+    ).text()
+
+
+def grounding_texts(f, n: int) -> list[str]:
+    """/Grounding/text of an open episode HDF5 (n ticks), or n empty strings if not grounded."""
+    if 'Grounding/text' not in f:
+        return [''] * n
+    return [s.decode() for s in f['Grounding/text'][()]]
 
 
 @dataclass(frozen=True)
@@ -373,9 +425,10 @@ def training_sample(
         actions = f['action'][tick : tick + chunk_size]
         left = f['Primitives/left/text'][tick].decode()
         right = f['Primitives/right/text'][tick].decode()
+        grounded = grounding_texts(f, n)[tick]
         goal_row = f[f'observations/images/{goal_camera}'][record['end_index']]
     if len(actions) < chunk_size:
         actions = np.concatenate([actions, np.repeat(actions[-1:], chunk_size - len(actions), 0)])
     goal = cv2.imdecode(np.asarray(goal_row, np.uint8), cv2.IMREAD_COLOR)[..., ::-1]
-    thought = thought_text(entry['plan'], entry['subtask'], left, right)
+    thought = thought_text(entry['plan'], entry['subtask'], left, right, object_text=grounded)
     return TrainingSample(prompt(ann['instruction']), thought, current, goal, actions)

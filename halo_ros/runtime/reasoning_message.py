@@ -25,6 +25,7 @@ class ReasoningMessage(JsonRecord):
     plan: str
     subtask: str
     movement: str
+    object: str  # where the object is ('cube at 41,63'); '' when the checkpoint does not say
     text: str  # the whole decoded thought (<|plan|>, <|subtask|>, <|movement|>)
     instruction: str
     context_version: int
@@ -40,6 +41,7 @@ class ReasoningMessage(JsonRecord):
             plan=reasoning.plan,
             subtask=reasoning.subtask,
             movement=reasoning.movement,
+            object=reasoning.object,
             text=reasoning.text,
             instruction=reasoning.instruction,
             context_version=reasoning.version,
@@ -60,6 +62,7 @@ class ReasoningMessage(JsonRecord):
             'plan': string,
             'subtask': string,
             'movement': string,
+            'object': string,
             'text': string,
             'instruction': string,
             'context_version': int,

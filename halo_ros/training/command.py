@@ -48,6 +48,12 @@ def add_arguments(parser) -> None:
         default=d.thought_lead_weight,
         help="CE weight of a thought's first token (the current subtask); 1 = uniform",
     )
+    parser.add_argument(
+        '--object-weight',
+        type=float,
+        default=d.object_weight,
+        help='CE weight of the tokens saying where the object is (grounded annotations)',
+    )
     parser.add_argument('--mse-weight', type=float, default=d.mse_weight, help='subgoal latents')
     parser.add_argument('--l1-weight', type=float, default=d.l1_weight, help='action chunk')
     parser.add_argument(
@@ -130,6 +136,7 @@ def run(args) -> int:
         ema_decay=args.ema_decay,
         ce_weight=args.ce_weight,
         thought_lead_weight=args.thought_lead_weight,
+        object_weight=args.object_weight,
         mse_weight=args.mse_weight,
         l1_weight=args.l1_weight,
         subgoal_dropout=args.subgoal_dropout,

@@ -20,7 +20,7 @@ import numpy as np
 import yaml
 
 from halo_ros.reasoning import prompt
-from halo_ros.recording.emcot import FORMAT, thought_text
+from halo_ros.recording.emcot import FORMAT, grounding_texts, thought_text
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +38,8 @@ class Episode:
     actions: np.ndarray  # (T, 14) float32
     frames: dict[str, list]  # camera -> T JPEG frames (bytes) or raw (H, W, 3) uint8
     thought_ids: tuple[tuple[int, ...], ...]  # per tick
+    object_spans: tuple[tuple[int, int] | None, ...]  # per tick: tokens of the object part
+    grounding: tuple[str, ...]  # per tick: where the object is ('cube at 41,63'), '' if not said
     subtask: np.ndarray  # (T,) int, active subtask per tick
     goals: tuple[np.ndarray, ...]  # per subtask: (H, W, 3) uint8 RGB of the goal camera
     fps: float  # control rate of the tick grid
@@ -52,6 +54,7 @@ class Sample:
     images: dict[str, np.ndarray]  # camera -> (H, W, 3) uint8 RGB as recorded
     prompt_ids: tuple[int, ...]
     thought_ids: tuple[int, ...]
+    object_span: tuple[int, int] | None  # thought tokens [first, end) saying where the object is
     goal_key: tuple[int, int]  # (episode, subtask): index of the precomputed goal latent
     actions: np.ndarray  # (K, 14) float32, padded with the last row
     lagged: bool = False  # thought and goal are from an earlier tick than images and actions
@@ -98,10 +101,38 @@ def decode_frame(jpeg: bytes | np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(bgr[..., ::-1])
 
 
+def object_span(text: str, ids: Sequence[int], decode) -> tuple[int, int] | None:
+    """The tokens [first, end) of `ids` (the encoding of thought `text`) that overlap the
+    object part's body (`cube at 41,63`), found by the characters each token decodes to."""
+    from halo_ros.reasoning import parse_thought
+
+    body = parse_thought(text).object
+    if not body:
+        return None
+    tag = '<|object|>'
+    begin = text.index(tag + body) + len(tag)
+    end_char = begin + len(body)
+    first = end = None
+    pos = 0
+    for k, i in enumerate(ids):
+        nxt = pos + len(decode([i]))
+        if nxt > begin and pos < end_char:
+            first = k if first is None else first
+            end = k + 1
+        pos = nxt
+    return None if first is None else (first, end)
+
+
 def load_episode(
-    folder: Path, cameras: Sequence[str], goal_camera: str, encode, plan_steps: int | None = None
+    folder: Path,
+    cameras: Sequence[str],
+    goal_camera: str,
+    encode=None,
+    plan_steps: int | None = None,
 ) -> Episode:
-    """Read one annotated episode; `encode(text) -> ids` tokenizes thoughts (cached by text)."""
+    """Read one annotated episode; `encode(text) -> (ids, object span)` tokenizes thoughts
+    (cached by text; None: no ids, for readers that only look at frames and actions)."""
+    encode = encode or (lambda text: ((), None))
     import h5py
 
     ann = yaml.safe_load((folder / ANNOTATION_FILE).read_text())
@@ -136,6 +167,7 @@ def load_episode(
             frames[cam] = [bytes(rows[t][: int(cam_lens[t])]) for t in range(n)]
         left = [s.decode() for s in f['Primitives/left/text'][()]]
         right = [s.decode() for s in f['Primitives/right/text'][()]]
+        grounded = grounding_texts(f, n)
         goal_rows = f[f'observations/images/{goal_camera}']
         goals = tuple(decode_frame(goal_rows[int(s['end_index'])]) for s in ann['subtasks'])
     if len(goals) != len(keys):
@@ -147,10 +179,21 @@ def load_episode(
     thoughts = []
     for t in range(n):
         entry = sub['reasoning'][keys[current[t]]]
-        text = thought_text(entry['plan'], entry['subtask'], left[t], right[t], plan_steps)
+        text = thought_text(
+            entry['plan'], entry['subtask'], left[t], right[t], plan_steps, grounded[t]
+        )
         thoughts.append(encode(text))
     return Episode(
-        folder, ann['instruction'], actions, frames, tuple(thoughts), current, goals, sub['fps']
+        folder,
+        ann['instruction'],
+        actions,
+        frames,
+        tuple(ids for ids, _ in thoughts),
+        tuple(span for _, span in thoughts),
+        tuple(grounded),
+        current,
+        goals,
+        sub['fps'],
     )
 
 
@@ -204,11 +247,12 @@ class EmcotData:
             goal_camera,
             chunk_length,
         )
-        cache: dict[str, tuple[int, ...]] = {}
+        cache: dict[str, tuple[tuple[int, ...], tuple[int, int] | None]] = {}
 
-        def encode(text: str) -> tuple[int, ...]:
+        def encode(text: str) -> tuple[tuple[int, ...], tuple[int, int] | None]:
             if text not in cache:
-                cache[text] = tuple(tokenizer.encode(text))
+                ids = tuple(tokenizer.encode(text))
+                cache[text] = ids, object_span(text, ids, tokenizer.decode)
             return cache[text]
 
         self.episodes = [
@@ -235,7 +279,8 @@ class EmcotData:
         self._cumulative = np.cumsum(weights)
         self.still_ticks = int((still & ~start).sum()) if still_weight < 1 else 0
         self.start_ticks = int(start.sum())
-        self.max_thought_tokens = max(len(ids) for ids in cache.values())
+        self.max_thought_tokens = max(len(ids) for ids, _ in cache.values())
+        self.grounded = any(span is not None for _, span in cache.values())
         first = self.episodes[0]
         self.image_hw = decode_frame(first.frames[self.cameras[0]][0]).shape[:2]
         logger.info(
@@ -287,6 +332,7 @@ class EmcotData:
             {cam: decode_frame(ep.frames[cam][t]) for cam in self.cameras},
             self.prompt_ids,
             ep.thought_ids[c],
+            ep.object_spans[c],
             (e, int(ep.subtask[c])),
             actions,
             lagged=c != t,

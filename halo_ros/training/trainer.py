@@ -86,6 +86,9 @@ class TrainConfig:
     # CE weight of a thought's first token (the current subtask) relative to the others; 1 is
     # the released uniform mean. Everything the actions condition on follows from it.
     thought_lead_weight: float = 1.0
+    # CE weight of the tokens that say where the object is (`<|object|>cube at 41,63`, in
+    # grounded annotations): the start of an episode hangs on them.
+    object_weight: float = 1.0
     mse_weight: float = 1.0
     l1_weight: float = 2.0  # the action loss is what closed-loop success depends on
     # The reasoning an action is conditioned on is as old as a reasoning cycle at inference (on
@@ -186,6 +189,7 @@ def sample_items(
     max_prefix_steps: int = 0,
     image_shift_px: int = 0,
     thought_lead_weight: float = 1.0,
+    object_weight: float = 1.0,
     action_norm: ActionNorm | None = None,
     rng: np.random.Generator | None = None,
 ) -> list:
@@ -206,7 +210,14 @@ def sample_items(
     # not what the model should reason about these images (no CE, no subgoal target).
     items += [
         TrainText(sample.prompt_ids, loss=False),
-        TrainText(sample.thought_ids, loss=not sample.lagged, lead_weight=thought_lead_weight),
+        TrainText(
+            sample.thought_ids,
+            loss=not sample.lagged,
+            lead_weight=thought_lead_weight,
+            span_weight=None
+            if sample.object_span is None
+            else (*sample.object_span, object_weight),
+        ),
     ]
     if with_subgoal:
         tokens = goals[sample.goal_key]
@@ -255,13 +266,13 @@ def train_step(
     (a dense packed mask would cost more attention than it saves on a CPU).
     -> (per-sample losses by name, gradient norm before clipping)."""
     opt.zero_grad(set_to_none=True)
-    losses: dict[str, list[float]] = {'ce': [], 'mse': [], 'l1': []}
+    losses: dict[str, list[float]] = {'ce': [], 'mse': [], 'l1': [], 'obj': []}
     for items in batch:
         result: TrainOutput = forward_train(model, items, generator=generator)
         loss = result.total(cfg.ce_weight, cfg.mse_weight, cfg.l1_weight) / len(batch)
         loss.backward()
-        for k in losses:
-            value = getattr(result, k)
+        for k, name in (('ce', 'ce'), ('mse', 'mse'), ('l1', 'l1'), ('obj', 'span_ce')):
+            value = getattr(result, name)
             if value is not None:
                 losses[k].append(float(value.detach()))
     grad_norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip))
@@ -327,7 +338,7 @@ def train(paths, out: str | Path, cfg: TrainConfig) -> TrainResult:
     log_file = open(log_path, 'w')  # noqa: SIM115 (kept open for the whole run)
     seconds = cfg.minutes * 60
     start = last_save = time.monotonic()
-    window: dict[str, list[float]] = {'ce': [], 'mse': [], 'l1': []}
+    window: dict[str, list[float]] = {'ce': [], 'mse': [], 'l1': [], 'obj': []}
     step, samples, last = 0, 0, {}
 
     def save() -> None:
@@ -355,6 +366,7 @@ def train(paths, out: str | Path, cfg: TrainConfig) -> TrainResult:
                         max_prefix_steps=cfg.max_prefix_steps,
                         image_shift_px=cfg.image_shift_px,
                         thought_lead_weight=cfg.thought_lead_weight,
+                        object_weight=cfg.object_weight,
                         action_norm=norm,
                         rng=rng,
                     )
@@ -372,12 +384,13 @@ def train(paths, out: str | Path, cfg: TrainConfig) -> TrainResult:
                 rate = samples / elapsed
                 left = min((cfg.steps - step) * cfg.batch / rate, seconds - elapsed)
                 logger.info(
-                    'step %d  %.2f samples/s  %.2f s/step  ce %.3f  mse %.3f  l1 %.3f  '
+                    'step %d  %.2f samples/s  %.2f s/step  ce %.3f  obj %.3f  mse %.3f  l1 %.3f  '
                     'lr %.2e  |g| %.2f  ETA %.1f min',
                     step,
                     rate,
                     elapsed / step,
                     last['ce'],
+                    last['obj'],
                     last['mse'],
                     last['l1'],
                     lr,
@@ -455,7 +468,7 @@ def _save(model, ema, out, cfg, data, digest, step, start, samples, last, ae, la
             'seconds': round(elapsed, 1),
             'device': cfg.device,
             'threads': cfg.threads,
-            'final_losses': {k: round(v, 5) for k, v in last.items()},
+            'final_losses': {k: round(v, 5) for k, v in last.items() if not math.isnan(v)},
             'autoencoder': ae,
             'config': {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(cfg).items()},
         },

@@ -11,7 +11,7 @@ checks. One message = one frame = one msgpack map (`protocol.py` lists every fie
     array    {dtype: '|u1' | '<f4', shape: [...], data: <raw bytes, C order>}
     image    array (H, W, 3) uint8 at the server's image size, or {jpeg: <bytes>}
     act      {observation: {stamp_ns, images: {camera: image}, state: array},
-              reasoning: null | {version, instruction, text, plan, subtask, movement,
+              reasoning: null | {version, instruction, text, plan, subtask, movement, object,
                                  observation_stamp_ns, subgoal_tokens, subgoal_grid},
               noise: array (H, A), seam: null | {mode: rtc|hard, target: (H, A), weights: (H,),
                                                 max_weight}}

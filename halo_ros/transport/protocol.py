@@ -294,6 +294,7 @@ REASONING_KEYS = {
     'plan',
     'subtask',
     'movement',
+    'object',
     'observation_stamp_ns',
 }
 
@@ -353,6 +354,7 @@ def parse_reasoning(value, *, image: bool) -> Reasoning:
         plan=text('reasoning.plan', r['plan']),
         subtask=text('reasoning.subtask', r['subtask']),
         movement=text('reasoning.movement', r['movement']),
+        object=text('reasoning.object', r['object']),
         subgoal_tokens=tokens,
         subgoal_grid=grid,
         subgoal_image=subgoal_image,
