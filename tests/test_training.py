@@ -70,6 +70,47 @@ def test_optimizer_steps_on_a_fixed_batch_lower_every_loss():
         assert after[k] < 0.9 * before[k], (k, before[k], after[k])
 
 
+def test_a_packed_batch_gives_each_sample_what_it_gets_alone():
+    """forward_train_batch packs samples (one ViT call, one call per expert, attention per
+    sample): the losses, outputs and gradients equal running them one at a time."""
+    from halo_ros.model.training import forward_train_batch
+
+    torch.manual_seed(0)
+    model = HaloModel(load_config('halo-tiny'))
+    model.init_weights(seed=0)
+    with torch.no_grad():  # heads off zero, so every path carries a gradient
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.02)
+    batch = []
+    for seed in range(3):
+        items = _fixed_sample(seed)
+        g = torch.Generator().manual_seed(10 + seed)
+        ids = tuple(int(v) for v in torch.randint(0, 900, (6 + 3 * seed,), generator=g))
+        items[2] = TrainText(ids, span_weight=(1, 4, 3.0))  # texts of different lengths
+        actions, noise = torch.randn(2, 8, 14, generator=g)
+        items.append(TrainActions(actions, t=0.3, noise=noise, prefix=seed))
+        batch.append(items)
+    alone = [
+        forward_train(model, items, generator=torch.Generator().manual_seed(1)) for items in batch
+    ]
+    model.zero_grad()
+    sum(o.total() for o in alone).backward()
+    want = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad()
+    packed = forward_train_batch(model, batch, generator=torch.Generator().manual_seed(1))
+    sum(o.total() for o in packed).backward()
+    for a, b in zip(alone, packed, strict=True):
+        for k in ('ce', 'mse', 'l1', 'span_ce'):
+            assert float(getattr(b, k)) == pytest.approx(float(getattr(a, k)), rel=1e-5, abs=1e-6)
+        assert a.spans == b.spans
+        torch.testing.assert_close(b.hidden, a.hidden, rtol=1e-4, atol=1e-5)
+    assert want.keys() == {n for n, p in model.named_parameters() if p.grad is not None}
+    for name, grad in want.items():
+        torch.testing.assert_close(
+            dict(model.named_parameters())[name].grad, grad, rtol=1e-4, atol=1e-6
+        )
+
+
 def test_an_executed_prefix_is_given_clean_and_carries_no_loss():
     """Training-time real-time chunking: the first d rows of the chunk enter the model as the
     clean actions themselves (flow time 0) and only the rest is a flow-matching target."""

@@ -144,14 +144,18 @@ class HaloModel(nn.Module):
 
     def vit_block(self, image: Tensor) -> Block:
         patches, pos = self.vit_tokens(image)
-        t = patches.shape[0]
+        return self.framed_vit_block(self.vit_embeds(patches, pos, [patches.shape[0]]))
+
+    def framed_vit_block(self, vit_embeds: Tensor) -> Block:
+        """One image's ViT embeddings [T, d] -> [vs] + tokens + [ve], one shared RoPE id."""
+        t = vit_embeds.shape[0]
         st = self.cfg.special_tokens
         start, end = self._framing(st.vision_start, st.vision_end)
-        embeds = torch.cat([start, self.vit_embeds(patches, pos, [t]), end])  # [T+2, d]
+        embeds = torch.cat([start, vit_embeds, end])  # [T+2, d]
         return Block(
             embeds,
             ((U, 0, t + 2),),
-            torch.zeros(t + 2, dtype=torch.long, device=image.device),
+            torch.zeros(t + 2, dtype=torch.long, device=vit_embeds.device),
             False,
             1,
         )

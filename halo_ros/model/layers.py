@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -78,13 +79,24 @@ def fused_attention():
         _FUSED.reset(token)
 
 
-def attend(q: Tensor, k: Tensor, v: Tensor, mask: Tensor) -> Tensor:
+@dataclass(frozen=True)
+class BlockDiagonal:
+    """Independent sequences packed along the rows (a training batch): sequence i owns rows
+    [start, stop) and attends only within them, by its own bool mask [stop - start] x 2.
+    Attention runs per sequence, so packing costs no attention beyond the sequences' own."""
+
+    blocks: tuple[tuple[int, int, Tensor], ...]
+
+
+def attend(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | BlockDiagonal) -> Tensor:
     """Softmax attention with an explicit boolean mask and grouped-query heads.
 
     q [N, H, D], k/v [M, KV, D], mask [N, M] (True = may attend) -> [N, H * D]. Query head h
     reads kv head h // (H / KV); K/V are never repeated. Scores and softmax run in fp32, and a
-    row with no visible key yields zeros.
+    row with no visible key yields zeros. A `BlockDiagonal` mask (N = M) attends per sequence.
     """
+    if isinstance(mask, BlockDiagonal):
+        return torch.cat([attend(q[s:e], k[s:e], v[s:e], m) for s, e, m in mask.blocks])
     n, heads, dim = q.shape
     kv_heads = k.shape[1]
     if _FUSED.get():

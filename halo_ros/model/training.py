@@ -20,11 +20,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from halo_ros.model.backbone import Route, shift_route
+from halo_ros.model.backbone import GroupedRoute, Route, shift_route
 from halo_ros.model.embed import grid_position_ids
 from halo_ros.model.halo import Block, HaloModel
 from halo_ros.model.inference import prefix_times
-from halo_ros.model.layers import fused_attention
+from halo_ros.model.layers import BlockDiagonal, fused_attention
 
 
 class SplitMode(enum.Enum):
@@ -134,33 +134,102 @@ def forward_train(
     model: HaloModel, items: Sequence[TrainItem], *, generator: torch.Generator | None = None
 ) -> TrainOutput:
     """One packed sample through the full model (no cache) -> losses and per-item outputs."""
-    st = model.cfg.special_tokens
+    return forward_train_batch(model, [items], generator=generator)[0]
+
+
+@dataclass
+class _Laid:
+    """One sample laid out as blocks, with what its losses need."""
+
+    blocks: list[Block] = field(default_factory=list)
+    modes: list[SplitMode] = field(default_factory=list)
+    targets: dict[int, tuple[str, Tensor]] = field(default_factory=dict)
+    inputs: dict[int, Tensor] = field(default_factory=dict)
+    loss_rows: dict[int, int] = field(default_factory=dict)  # actions: rows before carry no loss
+    ce_weights: dict[int, Tensor] = field(default_factory=dict)  # text: per-token CE weights
+    spans_of: dict[int, tuple[int, int]] = field(default_factory=dict)  # text: weighted span
+
+
+def forward_train_batch(
+    model: HaloModel,
+    batch: Sequence[Sequence[TrainItem]],
+    *,
+    generator: torch.Generator | None = None,
+) -> list[TrainOutput]:
+    """Samples through the full model in one pass -> one TrainOutput per sample, each exactly
+    what `forward_train` gives it alone. The samples' rows are packed: every image through the
+    ViT at once, each expert's rows through its weights at once (`GroupedRoute`); attention
+    stays within each sample (`BlockDiagonal`). On a CPU that is several times fewer module calls
+    than a sample at a time, for the same arithmetic."""
     device = model.input_linear_layer.weight.device
-    blocks: list[Block] = []
-    modes: list[SplitMode] = []
-    targets: dict[int, tuple[str, Tensor]] = {}
-    inputs: dict[int, Tensor] = {}
-    loss_rows: dict[int, int] = {}  # action items: payload rows before this carry no loss
-    ce_weights: dict[int, Tensor] = {}  # text items: per-token CE weights
-    spans_of: dict[int, tuple[int, int]] = {}  # text items: the weighted span's targets
+    images = [item.image for items in batch for item in items if isinstance(item, TrainViTImage)]
+    vit = iter(_vit_embeds(model, images, device))
+    laid = [_lay_out(model, items, vit, generator, device) for items in batch]
+
+    embeds, route, positions, masks, sample_rows = [], [], [], [], []
+    offset = 0
+    for sample in laid:
+        rope, spans, start = 0, [], 0
+        for block in sample.blocks:
+            n = block.embeds.shape[0]
+            route.extend(shift_route(block.route, offset + start))
+            positions.append(block.rope_offsets + rope)
+            spans.append((start, start + n))
+            rope += block.rope_advance
+            start += n
+        embeds += [b.embeds for b in sample.blocks]
+        mask = training_mask([e - s for s, e in spans], sample.modes).to(device)
+        masks.append((offset, offset + start, mask))
+        sample_rows.append((offset, spans))
+        offset += start
+    merged = _merge(tuple(route))
+    if len(laid) == 1:
+        routing, attention = merged, masks[0][2]
+    else:
+        routing, attention = GroupedRoute.of(merged, device), BlockDiagonal(tuple(masks))
+    with fused_attention():  # every row sees itself: no all-masked rows
+        hidden, _, _ = model.language_model.model(
+            torch.cat(embeds), routing, torch.cat(positions), None, None, attention
+        )
+    return [
+        _losses(model, sample, hidden[o : o + spans[-1][1]], spans)
+        for sample, (o, spans) in zip(laid, sample_rows, strict=True)
+    ]
+
+
+def _vit_embeds(model: HaloModel, images: list[Tensor], device) -> list[Tensor]:
+    """Every image's ViT + connector embeddings [T_i, d], computed in one packed call."""
+    if not images:
+        return []
+    tokens = [model.vit_tokens(image.to(device)) for image in images]
+    seqlens = [patches.shape[0] for patches, _ in tokens]
+    packed = model.vit_embeds(
+        torch.cat([p for p, _ in tokens]), torch.cat([q for _, q in tokens]), seqlens
+    )
+    return list(packed.split(seqlens))
+
+
+def _lay_out(model: HaloModel, items, vit, generator, device) -> _Laid:
+    st = model.cfg.special_tokens
+    out = _Laid()
     for i, item in enumerate(items):
         if isinstance(item, TrainText):
             ids = [st.im_start, *item.ids] + ([st.im_end] if item.close else [])
             ids_t = torch.tensor(ids, device=device)
-            blocks.append(model.text_block(ids_t))
-            modes.append(SplitMode.CAUSAL)
+            out.blocks.append(model.text_block(ids_t))
+            out.modes.append(SplitMode.CAUSAL)
             if item.loss:
-                targets[i] = ('ce', ids_t[1:])
+                out.targets[i] = ('ce', ids_t[1:])
                 weights = torch.ones(len(ids) - 1, device=device)
                 if item.span_weight is not None:  # target k predicts item.ids[k]
                     first, end, w = item.span_weight
                     weights[first:end] = w
-                    spans_of[i] = (first, end)
+                    out.spans_of[i] = (first, end)
                 weights[0] = item.lead_weight
-                ce_weights[i] = weights
+                out.ce_weights[i] = weights
         elif isinstance(item, TrainViTImage):
-            blocks.append(model.vit_block(item.image.to(device)))
-            modes.append(SplitMode.FULL)
+            out.blocks.append(model.framed_vit_block(next(vit)))
+            out.modes.append(SplitMode.FULL)
         elif isinstance(item, TrainLatentImage):
             h, w = item.grid_hw
             pos = grid_position_ids(h, w, model.cfg.max_latent_size).to(device)
@@ -174,13 +243,13 @@ def forward_train(
                 )
                 noise = noise.to(device).float()
                 x_t = (1 - t) * x0 + t * noise
-                blocks.append(model.latent_block(x_t, t, pos, clean=False))
-                modes.append(SplitMode.NOISE)
-                targets[i], inputs[i] = ('mse', noise - x0), x_t
+                out.blocks.append(model.latent_block(x_t, t, pos, clean=False))
+                out.modes.append(SplitMode.NOISE)
+                out.targets[i], out.inputs[i] = ('mse', noise - x0), x_t
             else:
                 zero = torch.zeros((), device=device)
-                blocks.append(model.latent_block(x0, zero, pos, clean=True))
-                modes.append(SplitMode.FULL)
+                out.blocks.append(model.latent_block(x0, zero, pos, clean=True))
+                out.modes.append(SplitMode.FULL)
         elif isinstance(item, TrainActions):
             x0 = item.actions.to(device).float()
             t = _flow_time(item.t, generator).to(device)
@@ -192,41 +261,28 @@ def forward_train(
                 raise ValueError(f'TrainActions.prefix {item.prefix} outside 0..{x0.shape[0] - 1}')
             t = prefix_times(t, x0.shape[0], item.prefix)[:, None]  # [K, 1]
             x_t = (1 - t) * x0 + t * noise
-            blocks.append(model.action_block(x_t, t[:, 0]))
-            modes.append(SplitMode.NOISE)
-            targets[i], inputs[i] = ('l1', noise - x0), x_t
-            loss_rows[i] = item.prefix
+            out.blocks.append(model.action_block(x_t, t[:, 0]))
+            out.modes.append(SplitMode.NOISE)
+            out.targets[i], out.inputs[i] = ('l1', noise - x0), x_t
+            out.loss_rows[i] = item.prefix
         else:
             raise TypeError(f'forward_train: unknown item type {type(item).__name__}')
+    return out
 
-    route: list[tuple] = []
-    positions, spans, rope, start = [], [], 0, 0
-    for block in blocks:
-        n = block.embeds.shape[0]
-        route.extend(shift_route(block.route, start))
-        positions.append(block.rope_offsets + rope)
-        spans.append((start, start + n))
-        rope += block.rope_advance
-        start += n
-    embeds = torch.cat([b.embeds for b in blocks])  # [N, d]
-    mask = training_mask([e - s for s, e in spans], modes).to(device)
-    with fused_attention():  # every row sees itself: no all-masked rows
-        hidden, _, _ = model.language_model.model(
-            embeds, _merge(tuple(route)), torch.cat(positions), None, None, mask
-        )
 
+def _losses(model: HaloModel, laid: _Laid, hidden: Tensor, spans) -> TrainOutput:
     losses: dict[str, list[Tensor]] = {'ce': [], 'mse': [], 'l1': [], 'span': []}
     predictions: dict[int, Tensor] = {}
-    for i, (kind, target) in targets.items():
+    for i, (kind, target) in laid.targets.items():
         s, e = spans[i]
         if kind == 'ce':
             logits = model.language_model.lm_head(hidden[s : e - 1]).float()  # next-token rows
             predictions[i] = logits
-            w = ce_weights[i]
+            w = laid.ce_weights[i]
             ce = F.cross_entropy(logits, target, reduction='none')
             losses['ce'].append(ce * (w * len(w) / w.sum()))  # a weighted mean per text
-            if i in spans_of:
-                losses['span'].append(ce[slice(*spans_of[i])].detach())
+            if i in laid.spans_of:
+                losses['span'].append(ce[slice(*laid.spans_of[i])].detach())
         elif kind == 'mse':
             pred = model.llm2vae(hidden[s + 1 : e - 1]).float()
             predictions[i] = pred
@@ -234,7 +290,7 @@ def forward_train(
         else:
             pred = model.output_linear_layer(hidden[s + 1 : e - 1]).float()
             predictions[i] = pred
-            losses['l1'].append((pred - target)[loss_rows[i] :].abs().flatten())
+            losses['l1'].append((pred - target)[laid.loss_rows[i] :].abs().flatten())
 
     def mean(parts: list[Tensor]) -> Tensor | None:
         return torch.cat(parts).mean() if parts else None
@@ -246,7 +302,7 @@ def forward_train(
         hidden,
         spans,
         predictions,
-        inputs,
+        laid.inputs,
         mean(losses['span']),
     )
 

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from halo_ros.model.config import ViTConfig
-from halo_ros.model.layers import attend
+from halo_ros.model.layers import BlockDiagonal, attend
 
 
 def patchify(image: Tensor, patch: int) -> Tensor:
@@ -108,5 +108,14 @@ class SiglipVisionModel(nn.Module):
 
     def forward(self, patches: Tensor, position_ids: Tensor, seqlens: list[int]) -> Tensor:
         """Packed patches of several images [T, p*p*3] -> [T, hidden]."""
-        mask = block_diagonal_mask(seqlens, patches.device)  # [T, T]
+        if len(seqlens) == 1:  # one image (what inference runs and exports): a plain mask
+            mask = block_diagonal_mask(seqlens, patches.device)  # [T, T]
+        else:  # many (a training batch): attention image by image, not over [T, T]
+            ends = torch.tensor(seqlens).cumsum(0).tolist()
+            mask = BlockDiagonal(
+                tuple(
+                    (e - n, e, torch.ones(n, n, dtype=torch.bool, device=patches.device))
+                    for n, e in zip(seqlens, ends, strict=True)
+                )
+            )
         return self.vision_model(patches, position_ids, mask)

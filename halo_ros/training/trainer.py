@@ -17,7 +17,7 @@ per-row flow time 0, no loss there), and the camera frames are randomly shifted 
 Actions are trained raw (joint radians, grippers 0..1), as the release does, unless
 `normalize_actions`: then per-joint (a - mean) / std over the demonstrations (`ActionNorm`, as
 openpi and LeRobot do), the statistics written to the card for the engines. Optimiser steps
-accumulate `batch` samples (one `forward_train` each); the checkpoint holds an EMA of the
+take `batch` samples in one packed pass (`forward_train_batch`); the checkpoint holds an EMA of the
 weights, as the release's ema.safetensors does.
 """
 
@@ -46,7 +46,7 @@ from halo_ros.model.training import (
     TrainOutput,
     TrainText,
     TrainViTImage,
-    forward_train,
+    forward_train_batch,
 )
 from halo_ros.training.autoencoder import fit_autoencoder, goal_latents
 from halo_ros.training.data import EmcotData, Sample, data_hash
@@ -262,15 +262,15 @@ def train_step(
     *,
     generator: torch.Generator | None = None,
 ) -> tuple[dict[str, list[float]], float]:
-    """One optimiser step over `batch` samples (lists of TrainItems), accumulated one at a time
-    (a dense packed mask would cost more attention than it saves on a CPU).
+    """One optimiser step over `batch` samples (lists of TrainItems), run as one packed pass
+    (`forward_train_batch`: attention per sample, everything else batched).
     -> (per-sample losses by name, gradient norm before clipping)."""
     opt.zero_grad(set_to_none=True)
     losses: dict[str, list[float]] = {'ce': [], 'mse': [], 'l1': [], 'obj': []}
-    for items in batch:
-        result: TrainOutput = forward_train(model, items, generator=generator)
-        loss = result.total(cfg.ce_weight, cfg.mse_weight, cfg.l1_weight) / len(batch)
-        loss.backward()
+    results: list[TrainOutput] = forward_train_batch(model, batch, generator=generator)
+    total = sum(r.total(cfg.ce_weight, cfg.mse_weight, cfg.l1_weight) for r in results)
+    (total / len(batch)).backward()
+    for result in results:
         for k, name in (('ce', 'ce'), ('mse', 'mse'), ('l1', 'l1'), ('obj', 'span_ce')):
             value = getattr(result, name)
             if value is not None:
