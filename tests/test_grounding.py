@@ -184,3 +184,25 @@ def test_grounding_fit_scores_what_the_model_says_against_the_annotation():
     assert (fit.episodes, fit.said) == (3, 2)
     assert fit.error_x == pytest.approx(1.0) and fit.error_y == pytest.approx(2.0)
     assert fit.blind_x == pytest.approx(20 / 3) and fit.blind_y == pytest.approx(20 / 3)
+
+
+def test_the_contact_sheet_rings_where_the_reasoning_said_the_object_is(tmp_path):
+    import cv2
+
+    from halo_ros.evaluation.closed_loop import Moment
+    from halo_ros.evaluation.report import contact_sheet
+
+    frame = np.full((120, 160, 3), 80, np.uint8)
+    said = Moment(0.0, frame, None, 'reach', 0, 'cube at 25,75')
+    silent = Moment(0.0, frame, None, 'reach', 0, '')
+    for moments, name in (([said], 'said.png'), ([silent], 'silent.png')):
+        contact_sheet(moments, 'seed 1', tmp_path / name, columns=1, rows=1)
+    green = []
+    for name in ('said.png', 'silent.png'):
+        sheet = cv2.imread(str(tmp_path / name))[..., ::-1].astype(int)
+        mask = (sheet[..., 1] > 150) & (sheet[..., 0] < 100) & (sheet[..., 2] < 100)
+        green.append(np.argwhere(mask))
+    assert len(green[1]) == 0 and len(green[0]) > 10
+    # The ring is centred a quarter across and three quarters down the (x2 enlarged) frame.
+    cy, cx = green[0].mean(0)
+    assert abs(cx - (8 + 0.25 * 320)) < 3 and abs(cy - (40 + 0.75 * 240)) < 3

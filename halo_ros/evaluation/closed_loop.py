@@ -85,6 +85,7 @@ class Moment:
     subgoal: np.ndarray | None  # the subgoal image the chunk was conditioned on
     subtask: str
     reward: int
+    object: str = ''  # where the reasoning said the object is ('cube at 41,63'), if it says
 
 
 @dataclass
@@ -244,6 +245,7 @@ class EpisodeRunner:
                 None if reasoning is None else reasoning.subgoal_image,
                 '' if reasoning is None else reasoning.subtask,
                 track.reward,
+                '' if reasoning is None else reasoning.object,
             )
         )
 

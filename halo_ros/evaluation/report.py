@@ -89,8 +89,11 @@ def contact_sheet(
     moments: Sequence[Moment], title: str, path: str | Path, *, columns: int = 6, rows: int = 2
 ) -> Path:
     """A PNG of up to columns x rows evenly spaced moments: the camera frame beside the subgoal
-    image the chunk was conditioned on, with the time, reward and subtask under them."""
+    image the chunk was conditioned on, with the time, reward and subtask under them. Where the
+    reasoning said the object is (grounded checkpoints) is ringed on the frame in green."""
     import cv2
+
+    from halo_ros.recording.grounding import parse_object_text
 
     if not moments:
         raise ValueError(f'contact sheet {path}: no moments recorded')
@@ -110,6 +113,10 @@ def contact_sheet(
         y = 40 + (k // cols) * (cell_h + 8)
         x = 8 + (k % cols) * (cell_w + 8)
         frame = cv2.resize(moment.frame, (fw, fh), interpolation=cv2.INTER_NEAREST)
+        said = parse_object_text(moment.object)
+        if said is not None and said.xy is not None:
+            centre = (round(said.xy[0] * fw), round(said.xy[1] * fh))
+            cv2.circle(frame, centre, 3 * scale, (0, 220, 0), 1, cv2.LINE_AA)
         sheet[y : y + fh, x : x + fw] = frame
         if moment.subgoal is not None:
             sub = cv2.resize(moment.subgoal, (fw, fh), interpolation=cv2.INTER_AREA)
