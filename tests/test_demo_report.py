@@ -49,6 +49,7 @@ def _reasoning(subtask: str, version: int = 0, text: str = '') -> ReasoningMessa
         plan='',
         subtask=subtask,
         movement='',
+        object='',
         text=text or f'<|subtask|>{subtask}',
         instruction=ARGS.instruction,
         context_version=version,
