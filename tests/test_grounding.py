@@ -206,3 +206,14 @@ def test_the_contact_sheet_rings_where_the_reasoning_said_the_object_is(tmp_path
     # The ring is centred a quarter across and three quarters down the (x2 enlarged) frame.
     cy, cx = green[0].mean(0)
     assert abs(cx - (8 + 0.25 * 320)) < 3 and abs(cy - (40 + 0.75 * 240)) < 3
+
+
+def test_a_checkpoint_trained_on_grounded_thoughts_says_so(grounded, tmp_path):
+    import yaml
+
+    out = tmp_path / 'ckpt'
+    args = ['train', str(grounded), '--out', str(out), '--steps', '2', '--batch', '2']
+    assert cli_main([*args, '--ae-steps', '2', '--object-weight', '3']) == 0
+    card = yaml.safe_load((out / 'training.yaml').read_text())
+    assert card['grounded'] is True and card['training']['config']['object_weight'] == 3.0
+    assert 'obj' in card['training']['final_losses']  # the object tokens' CE is logged

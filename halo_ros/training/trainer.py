@@ -446,6 +446,7 @@ def _save(model, ema, out, cfg, data, digest, step, start, samples, last, ae, la
         'chunk_length': cfg.chunk_length,
         'instruction': data.instruction,
         'max_thought_tokens': int(data.max_thought_tokens),
+        'grounded': data.grounded,  # thoughts say where the object is (<|object|>)
         'plan_steps': cfg.plan_steps,
         # Seam modes the weights can follow: prefix only if trained with executed prefixes.
         'max_prefix_steps': cfg.max_prefix_steps,
