@@ -26,6 +26,7 @@ import time
 from halo_ros import rosenv
 from halo_ros.benchmarks import table
 from halo_ros.demo_report import DemoRun, rate_rows, report_lines
+from halo_ros.runtime.settings import POLICY_DEFAULTS
 from halo_ros.supervisor import NodeProcess, Watch, halo_ros_command
 
 log = logging.getLogger(__name__)
@@ -62,6 +63,12 @@ def add_arguments(parser) -> None:
         help='auto: prefix (training-time RTC) if the checkpoint was trained for it, else rtc',
     )
     parser.add_argument(
+        '--chunk-rate-hz',
+        type=float,
+        default=POLICY_DEFAULTS['chunk_rate_hz'],
+        help='chunks per (simulated) second at most (the policy node default)',
+    )
+    parser.add_argument(
         '--real-time-factor',
         type=float,
         default=1.0,
@@ -83,6 +90,9 @@ def run(args) -> int:
 
     if not 0 < args.real_time_factor <= 1:
         print(f'--real-time-factor must be in (0, 1], got {args.real_time_factor}')
+        return 2
+    if not args.chunk_rate_hz > 0:
+        print(f'--chunk-rate-hz must be positive, got {args.chunk_rate_hz}')
         return 2
 
     args.checkpoint = resolve_checkpoint(args.checkpoint)
@@ -158,6 +168,7 @@ def _start_policy_side(args, run_dir: str) -> dict:
         'seed': args.seed,
         'instruction': args.instruction,
         'seam_mode': args.seam,
+        'chunk_rate_hz': float(args.chunk_rate_hz),
         'threads': 1,
     }
     if args.checkpoint:  # an empty string cannot be passed as a ROS parameter override

@@ -254,3 +254,75 @@ def test_prefix_seam_starts_from_the_executing_action_or_the_held_pose():
     actor.step()
     assert seams[1].delay_steps == 1 and actor.delay.steps() == 0
     np.testing.assert_array_equal(seams[1].prefix[0], np.zeros(14))  # the scripted chunk's
+
+
+def test_both_loops_are_paced_by_the_runtime_clock_not_the_wall():
+    """Under sim time (here the simulator at a quarter of real time) a 0.1 s chunk period and a
+    0.2 s reasoning period are periods of simulated time, as on a computer four times faster:
+    paced by the wall, the policy would replan four times as often as it does on the robot."""
+    engine = ScriptedEngine()
+    reasoned = []
+    engine.during_reason = lambda: reasoned.append(1)
+    t0 = time.monotonic_ns()
+
+    def sim_ns():
+        return 1_000_000_000 + (time.monotonic_ns() - t0) // 4
+
+    chunk_times = []
+    config = PolicyConfig(
+        assembly=AssemblyConfig(cameras=CAMERAS, image_hw=(4, 4), max_age_ms=5000),
+        actor=ActorConfig(chunk_period_s=0.1, seam=SeamMode.NONE),
+        reasoning_period_s=0.2,
+        instruction='fold the towel',
+    )
+    runtime = PolicyRuntime(
+        engine, config, clock_ns=sim_ns, on_chunk=lambda c: chunk_times.append(sim_ns())
+    )
+    frame = np.zeros((4, 4, 3), np.uint8)
+    runtime.start()
+    try:
+        wall_end = time.monotonic() + 2.4  # 0.6 s of simulated time
+        while time.monotonic() < wall_end:
+            now = sim_ns()
+            runtime.assembler.add_image('cam_high', frame, now)
+            runtime.assembler.add_joints(BIMANUAL_JOINTS, np.zeros(14), now)
+            time.sleep(0.01)
+    finally:
+        runtime.stop()
+    gaps = np.diff(chunk_times) / 1e9
+    assert 4 <= len(chunk_times) <= 9, chunk_times  # wall pacing: ~24
+    assert 0.09 <= np.median(gaps) <= 0.13, gaps
+    assert 2 <= len(reasoned) <= 5, len(reasoned)  # wall pacing: ~12
+
+
+def test_the_first_reasoning_of_an_episode_sees_the_new_scene():
+    """After a reset the objects are elsewhere: the frame the actor last assembled shows the old
+    scene, and a thought made from it (a grounded checkpoint says where the cube is) would send
+    the arms to the old place for a whole cycle. Reasoning waits for a frame of the episode."""
+    engine = ScriptedEngine()
+    seen = []
+    engine.reason = lambda observation, *a, **k: (
+        seen.append(observation.stamp_ns) or Reasoning(len(seen), 'fold', '<|plan|>p', plan='p')
+    )
+    now = [1_000_000_000]
+    config = PolicyConfig(
+        assembly=AssemblyConfig(cameras=CAMERAS, image_hw=(4, 4), max_age_ms=5000),
+        actor=ActorConfig(seam=SeamMode.NONE),
+        instruction='fold the towel',
+    )
+    runtime = PolicyRuntime(engine, config, clock_ns=lambda: now[0])
+    frame = np.zeros((4, 4, 3), np.uint8)
+
+    def observe_at(t_ns):
+        now[0] = t_ns
+        runtime.assembler.add_image('cam_high', frame, t_ns)
+        runtime.assembler.add_joints(BIMANUAL_JOINTS, np.zeros(14), t_ns)
+        runtime.actor.step()
+
+    observe_at(1_000_000_000)
+    assert runtime.reasoner.cycle() is not None and seen == [1_000_000_000]
+    now[0] = 1_100_000_000
+    runtime.new_episode()  # the scene was reset just before
+    assert runtime.reasoner.cycle() is None and len(seen) == 1  # only the old frame so far
+    observe_at(1_150_000_000)
+    assert runtime.reasoner.cycle() is not None and seen[-1] == 1_150_000_000

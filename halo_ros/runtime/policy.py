@@ -45,6 +45,7 @@ class PolicyRuntime:
         self.drops = PolicyDropCounter()
         self.stats = RuntimeStats()
         self._clock_ns = clock_ns
+        self._episode_start_ns = 0  # reasoning sees no frame older than this
         self._on_chunk = on_chunk
         self.assembler = ObservationAssembler(config.assembly, self.drops)
         self.context = ContextStore(config.instruction)
@@ -72,6 +73,7 @@ class PolicyRuntime:
                 on_reasoning=on_reasoning,
                 stats=self.stats,
                 drops=self.drops,
+                clock_ns=clock_ns,
             )
 
     def _fresh_observation(self):
@@ -81,6 +83,8 @@ class PolicyRuntime:
         max_age_ns = self.config.assembly.max_age_ms * 1e6
         if observation is None or self._clock_ns() - observation.stamp_ns > max_age_ns:
             return None
+        if observation.stamp_ns < self._episode_start_ns:
+            return None  # the scene before the episode began (a reset moves the objects)
         return observation
 
     def _chunk_out(self, chunk: PolicyChunk, publish_ns: int) -> None:
@@ -103,6 +107,9 @@ class PolicyRuntime:
     def new_episode(self) -> int:
         """Start reasoning afresh (openpi's policy reset between episodes); returns the epoch
         whose chunks and reasoning belong to the new episode."""
+        # The first thought of an episode says where the objects are (grounded checkpoints);
+        # made from a frame of the last episode, it would send the arms there for a whole cycle.
+        self._episode_start_ns = self._clock_ns()
         epoch = self.context.restart()
         log.info('new episode: epoch %d', epoch)
         self.actor.wake()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 
 from halo_ros.engine.interface import Engine, Observation, Reasoning
@@ -37,8 +38,9 @@ class Reasoner(Worker):
         on_reasoning: ReasoningSink | None = None,
         stats: RuntimeStats | None = None,
         drops: PolicyDropCounter | None = None,
+        clock_ns: Callable[[], int] = time.monotonic_ns,
     ):
-        super().__init__()
+        super().__init__(clock_ns)
         if period_s <= 0:
             raise ValueError(f'reasoning period_s must be positive, got {period_s}')
         self._engine = engine

@@ -53,6 +53,7 @@ POLICY_DEFAULTS: dict[str, object] = {
     'seam_mode': 'auto',  # auto | prefix | rtc | hard | none (auto: prefix if trained for it)
     'max_guidance': DEFAULT_MAX_GUIDANCE,
     'rtc_schedule': ActorConfig.weight_schedule.value,  # linear | exp: RTC's soft weights
+    'noise_scale': ActorConfig.noise_scale,  # the flow's starting noise, std (1 = HALO's)
     'reasoning': _POLICY.reasoning,
     'reasoning_period_s': _POLICY.reasoning_period_s,
     'subgoal': _POLICY.subgoal,
@@ -128,6 +129,7 @@ def policy_settings(values: dict | None = None) -> PolicySettings:
             max_guidance=float(v['max_guidance']),
             weight_schedule=WeightSchedule(v['rtc_schedule']),
             seed=int(v['seed']),
+            noise_scale=float(v['noise_scale']),
             max_prefix_steps=card.get('max_prefix_steps'),
         ),
         reasoning=bool(v['reasoning']),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 
 log = logging.getLogger(__name__)
 
@@ -15,7 +16,11 @@ class Worker:
     thread_name = 'halo-worker'
     stop_timeout_s = 10.0  # how long stop() waits for an iteration in progress
 
-    def __init__(self) -> None:
+    def __init__(self, clock_ns: Callable[[], int] = time.monotonic_ns) -> None:
+        # The clock that paces the loop: the node's, so that under sim time (the simulator
+        # slower than the wall) the periods are periods of simulated time, as on a faster
+        # computer, not of the wall.
+        self._now_ns = clock_ns
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
@@ -47,11 +52,21 @@ class Worker:
         raise NotImplementedError
 
     def _loop(self) -> None:
-        next_start = time.monotonic()
+        started = next_start = self._now_ns()
         while not self._stop.is_set():
-            self._wake.wait(max(0.0, next_start - time.monotonic()))
+            self._wait_until(next_start, started)
             if self._stop.is_set():
                 break
             self._wake.clear()
-            started = time.monotonic()
-            next_start = started + self._iterate()
+            started = self._now_ns()
+            next_start = started + round(self._iterate() * 1e9)
+
+    def _wait_until(self, due_ns: int, started_ns: int) -> None:
+        """Sleep until the pacing clock reads `due_ns`, a wake-up or a stop. A simulated clock
+        runs no faster than the wall, so waiting what is left on it never oversleeps; waiting
+        again covers the rest. A clock that went back (a restarted simulator) ends the wait."""
+        while not self._wake.is_set():
+            now = self._now_ns()
+            if now >= due_ns or now < started_ns:
+                return
+            self._wake.wait((due_ns - now) / 1e9)
