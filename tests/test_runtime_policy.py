@@ -326,3 +326,43 @@ def test_the_first_reasoning_of_an_episode_sees_the_new_scene():
     assert runtime.reasoner.cycle() is None and len(seen) == 1  # only the old frame so far
     observe_at(1_150_000_000)
     assert runtime.reasoner.cycle() is not None and seen[-1] == 1_150_000_000
+
+
+def test_chunks_count_as_executed_only_while_the_controller_follows_them():
+    """While the controller holds (waiting to engage, or after a reset) its arms stand still:
+    the chunks published meanwhile must not become the next chunk's executed prefix, or each
+    one continues a plan nobody followed and the chain drifts; on engagement the newest chunk
+    executes, and a new episode forgets what the last one executed."""
+    engine = ScriptedEngine()
+    seams = []
+    real_act = engine.act
+    engine.act = lambda o, r, n, seam=None: seams.append(seam) or real_act(o, r, n, seam)
+    pose = np.linspace(-1, 1, 14).astype(np.float32)
+    now = [1_000_000_000]
+    config = PolicyConfig(
+        assembly=AssemblyConfig(cameras=CAMERAS, image_hw=(4, 4), max_age_ms=5000),
+        actor=ActorConfig(seam=SeamMode.PREFIX, delay_warmup=0),
+        reasoning=False,
+        instruction='fold the towel',
+    )
+    runtime = PolicyRuntime(engine, config, clock_ns=lambda: now[0])
+    frame = np.zeros((4, 4, 3), np.uint8)
+
+    def chunk_at(t_ns):
+        now[0] = t_ns
+        runtime.assembler.add_image('cam_high', frame, t_ns)
+        runtime.assembler.add_joints(BIMANUAL_JOINTS, pose, t_ns)
+        assert runtime.actor.step() is not None
+        return seams[-1].prefix
+
+    runtime.controller_mode('HOLD')
+    chunk_at(1_000_000_000)
+    np.testing.assert_array_equal(chunk_at(1_200_000_000), pose[None])  # held: the pose
+    assert runtime.schedule.executing(now[0]) is None
+    runtime.controller_mode('POLICY')  # the controller takes up the newest chunk
+    assert runtime.schedule.executing(now[0]) is not None
+    np.testing.assert_array_equal(chunk_at(1_300_000_000)[0], np.zeros(14))  # the chunk's
+    runtime.new_episode()
+    assert runtime.schedule.executing(now[0]) is None
+    runtime.controller_mode('HOLD')
+    np.testing.assert_array_equal(chunk_at(1_600_000_000), pose[None])

@@ -270,6 +270,7 @@ class EpisodeRunner:
             on_chunk=produced.append,
             on_reasoning=first,
         )
+        runtime.controller_mode('HOLD')  # as the node hears on halo/mode
         track = _Track()
         pending: list[tuple[int, PolicyChunk]] = []  # (arrival ns, chunk)
         ticks = round(cfg.episode_seconds / sim.control_period_s)
@@ -300,6 +301,7 @@ class EpisodeRunner:
                         self._remember(track, runtime, frames, elapsed)
             for arrival, chunk in [p for p in pending if p[0] <= now]:
                 self._submit(loop, chunk)
+                runtime.controller_mode('POLICY')  # engaged once the first chunk is there
                 pending.remove((arrival, chunk))
             record = loop.tick(now)
             sim.step()
@@ -336,6 +338,7 @@ class EpisodeRunner:
             if first.conditions(chunk, runtime):
                 if not engaged.is_set():
                     loop.request(Request.POLICY)
+                    runtime.controller_mode('POLICY')
                     engaged.set()
             if engaged.is_set():
                 self._submit(loop, chunk)
@@ -344,6 +347,7 @@ class EpisodeRunner:
         runtime = PolicyRuntime(
             self.engine, self.policy, clock_ns=time.time_ns, on_chunk=on_chunk, on_reasoning=first
         )
+        runtime.controller_mode('HOLD')
         track = _Track()
         stop = threading.Event()
         frames_box: dict = {}

@@ -80,6 +80,9 @@ class PolicyNode(Node):
         for topic in state_topics:
             self.create_subscription(JointState, topic, self._on_joints, 10)
         self.create_subscription(String, 'halo/instruction', self._on_instruction, 10)
+        self.create_subscription(
+            String, 'halo/mode', lambda msg: self.runtime.controller_mode(msg.data), 10
+        )
         self.create_service(Trigger, '~/new_episode', self._on_new_episode)
         self.create_timer(1.0 / v['diagnostics_rate_hz'], self._publish_diagnostics)
         self.runtime.start()

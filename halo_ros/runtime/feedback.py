@@ -96,6 +96,11 @@ class ChunkSchedule(ExecutionFeedback):
             del self._entries[: -self._keep]
             return True
 
+    def clear(self) -> None:
+        """Nothing executes any more (the controller holds, or the scene was reset)."""
+        with self._lock:
+            self._entries.clear()
+
     def start_index(self, seq: int) -> int | None:
         """The first executed index of the recorded chunk with this seq (for diagnostics)."""
         with self._lock:

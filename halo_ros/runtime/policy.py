@@ -46,6 +46,8 @@ class PolicyRuntime:
         self.stats = RuntimeStats()
         self._clock_ns = clock_ns
         self._episode_start_ns = 0  # reasoning sees no frame older than this
+        self._following = True  # the controller executes the chunks (until it says otherwise)
+        self._last_chunk: PolicyChunk | None = None
         self._on_chunk = on_chunk
         self.assembler = ObservationAssembler(config.assembly, self.drops)
         self.context = ContextStore(config.instruction)
@@ -88,11 +90,28 @@ class PolicyRuntime:
         return observation
 
     def _chunk_out(self, chunk: PolicyChunk, publish_ns: int) -> None:
-        self.schedule.record(chunk, publish_ns)  # as the controller will execute it
+        self._last_chunk = chunk
+        if self._following:
+            self.schedule.record(chunk, publish_ns)  # as the controller will execute it
         if self._on_chunk is not None:
             start = time.perf_counter()
             self._on_chunk(chunk)
             self.stats.stage('publish', (time.perf_counter() - start) * 1e3)
+
+    def controller_mode(self, mode: str) -> None:
+        """What the controller does (`halo/mode`). Only in POLICY does it execute chunks; in
+        HOLD or TELEOP the arms go where no chunk says, so nothing counts as executed and the
+        next chunk starts from the measured pose, not from a plan nobody followed (chained
+        over a second of holding, such plans drift anywhere). On engagement the controller
+        takes up the newest chunk, so that one executes from now."""
+        following = mode == 'POLICY'
+        if following == self._following:
+            return
+        self._following = following
+        if not following:
+            self.schedule.clear()
+        elif self._last_chunk is not None:
+            self.schedule.record(self._last_chunk, self._clock_ns())
 
     def set_instruction(self, instruction: str) -> bool:
         """New instruction: new epoch, the next chunk follows it, reasoning restarts at once."""
@@ -110,6 +129,7 @@ class PolicyRuntime:
         # The first thought of an episode says where the objects are (grounded checkpoints);
         # made from a frame of the last episode, it would send the arms there for a whole cycle.
         self._episode_start_ns = self._clock_ns()
+        self.schedule.clear()  # a reset moved the arms: nothing executing carries over
         epoch = self.context.restart()
         log.info('new episode: epoch %d', epoch)
         self.actor.wake()
