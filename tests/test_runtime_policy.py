@@ -295,6 +295,28 @@ def test_both_loops_are_paced_by_the_runtime_clock_not_the_wall():
     assert 2 <= len(reasoned) <= 5, len(reasoned)  # wall pacing: ~12
 
 
+def _runtime_on_a_set_clock(engine, actor: ActorConfig, **policy):
+    """A runtime on a clock the test sets, and `observe(t_ns, pose)`: one frame and the joints
+    stamped t_ns (the clock moved there), then one actor step; returns its chunk or None."""
+    now = [1_000_000_000]
+    config = PolicyConfig(
+        assembly=AssemblyConfig(cameras=CAMERAS, image_hw=(4, 4), max_age_ms=5000),
+        actor=actor,
+        instruction='fold the towel',
+        **policy,
+    )
+    runtime = PolicyRuntime(engine, config, clock_ns=lambda: now[0])
+    frame = np.zeros((4, 4, 3), np.uint8)
+
+    def observe(t_ns, pose=None):
+        now[0] = t_ns
+        runtime.assembler.add_image('cam_high', frame, t_ns)
+        runtime.assembler.add_joints(BIMANUAL_JOINTS, np.zeros(14) if pose is None else pose, t_ns)
+        return runtime.actor.step()
+
+    return runtime, now, observe
+
+
 def test_the_first_reasoning_of_an_episode_sees_the_new_scene():
     """After a reset the objects are elsewhere: the frame the actor last assembled shows the old
     scene, and a thought made from it (a grounded checkpoint says where the cube is) would send
@@ -304,21 +326,7 @@ def test_the_first_reasoning_of_an_episode_sees_the_new_scene():
     engine.reason = lambda observation, *a, **k: (
         seen.append(observation.stamp_ns) or Reasoning(len(seen), 'fold', '<|plan|>p', plan='p')
     )
-    now = [1_000_000_000]
-    config = PolicyConfig(
-        assembly=AssemblyConfig(cameras=CAMERAS, image_hw=(4, 4), max_age_ms=5000),
-        actor=ActorConfig(seam=SeamMode.NONE),
-        instruction='fold the towel',
-    )
-    runtime = PolicyRuntime(engine, config, clock_ns=lambda: now[0])
-    frame = np.zeros((4, 4, 3), np.uint8)
-
-    def observe_at(t_ns):
-        now[0] = t_ns
-        runtime.assembler.add_image('cam_high', frame, t_ns)
-        runtime.assembler.add_joints(BIMANUAL_JOINTS, np.zeros(14), t_ns)
-        runtime.actor.step()
-
+    runtime, now, observe_at = _runtime_on_a_set_clock(engine, ActorConfig(seam=SeamMode.NONE))
     observe_at(1_000_000_000)
     assert runtime.reasoner.cycle() is not None and seen == [1_000_000_000]
     now[0] = 1_100_000_000
@@ -338,21 +346,12 @@ def test_chunks_count_as_executed_only_while_the_controller_follows_them():
     real_act = engine.act
     engine.act = lambda o, r, n, seam=None: seams.append(seam) or real_act(o, r, n, seam)
     pose = np.linspace(-1, 1, 14).astype(np.float32)
-    now = [1_000_000_000]
-    config = PolicyConfig(
-        assembly=AssemblyConfig(cameras=CAMERAS, image_hw=(4, 4), max_age_ms=5000),
-        actor=ActorConfig(seam=SeamMode.PREFIX, delay_warmup=0),
-        reasoning=False,
-        instruction='fold the towel',
+    runtime, now, observe = _runtime_on_a_set_clock(
+        engine, ActorConfig(seam=SeamMode.PREFIX, delay_warmup=0), reasoning=False
     )
-    runtime = PolicyRuntime(engine, config, clock_ns=lambda: now[0])
-    frame = np.zeros((4, 4, 3), np.uint8)
 
     def chunk_at(t_ns):
-        now[0] = t_ns
-        runtime.assembler.add_image('cam_high', frame, t_ns)
-        runtime.assembler.add_joints(BIMANUAL_JOINTS, pose, t_ns)
-        assert runtime.actor.step() is not None
+        assert observe(t_ns, pose) is not None
         return seams[-1].prefix
 
     runtime.controller_mode('HOLD')

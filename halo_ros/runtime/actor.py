@@ -37,7 +37,7 @@ ChunkSink = Callable[[PolicyChunk, int], None]  # (chunk, publish time ns)
 class ActorConfig:
     # Minimum time between chunk starts (back to back when slower): each chunk plays this long
     # before the next replaces it. halo-tiny-transfer-cube does best at 0.2 s (10 ticks):
-    # replanning every 3 ticks breaks its hand-over, every 20 its reach (BENCHMARKS.md).
+    # replanning every 3 ticks or every 15 breaks its hand-over (BENCHMARKS.md).
     chunk_period_s: float = 0.2
     control_dt_s: float = 0.02  # the controller's period: chunk points are this far apart
     seam: SeamMode = SeamMode.RTC
